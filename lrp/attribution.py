@@ -1,0 +1,117 @@
+"""`attribute` and `attribute_many`: every analyzer from ONE recorded forward pass.
+
+Speed comes from sharing, not from kernels: the forward pass runs once; quantities several rules need
+(w⁺, z⁺, receptive-field counts) are computed once per layer; and analyzers whose rules agree from the
+output down to a layer share that part of the backward pass (LRP_CMP:α1 and LRP_CMP:α1+♭ differ only at
+the first conv, so the second one costs a single layer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+
+import torch
+
+from . import composites
+from .graph import Trace, compile_model, forward_trace
+
+
+def attribute(model, inputs, targets, analyzer: str = "lrp_cmp_alpha2_flat", **options) -> torch.Tensor:
+    """Relevance of `inputs` (N, C, H, W) for class `targets` (N,) under one analyzer; same shape as inputs."""
+    return attribute_many(model, inputs, targets, {analyzer: options})[analyzer]
+
+
+def attribute_many(model, inputs, targets, analyzers, tf32: bool = False, **options) -> dict[str, torch.Tensor]:
+    """Relevance maps of several analyzers from one forward pass: {name: Tensor shaped like inputs}.
+
+    `analyzers`: a list of names, or {name: options} to set options per analyzer; keyword `options`
+    (epsilon, bias, flat_layers, patterns) apply to all. `tf32=False` keeps CUDA matmuls/convolutions in
+    full fp32, as the comparison with the reference tools requires.
+    """
+    specs = _specs(analyzers, options)
+    x, t = _check_inputs(model, inputs, targets)
+    with _precision(tf32), torch.no_grad():
+        layers = compile_model(model, x)
+        trace = forward_trace(layers, x)
+        logits = trace.logits
+        if logits.ndim != 2:
+            raise ValueError(f"the model's output must be (N, classes) logits, got shape {tuple(logits.shape)}")
+        if int(t.max()) >= logits.shape[1]:
+            raise ValueError(f"target {int(t.max())} out of range for {logits.shape[1]} classes")
+        onehot = torch.zeros_like(logits).scatter_(1, t[:, None], 1.0)
+        results: dict[str, torch.Tensor] = {}
+        groups: dict[str, list] = defaultdict(list)
+        for name, (analyzer, opts) in specs.items():
+            if analyzer.start == "uniform":
+                results[name] = torch.ones_like(x)
+                continue
+            rules = composites.plan(analyzer, layers, opts)
+            groups[analyzer.start].append((name, rules, opts))
+        for start, members in groups.items():
+            R = onehot * logits if start == "logit" else onehot
+            _backward_shared(trace, members, len(layers) - 1, R, results)
+    return {name: results[name] for name in specs}
+
+
+def _backward_shared(trace: Trace, members: list, i: int, R: torch.Tensor, results: dict) -> None:
+    """Depth-first over the rule trie: members agreeing on the rule of layer i share its computation."""
+    while i >= 0:
+        by_rule: dict = defaultdict(list)
+        for m in members:
+            by_rule[m[1][i]].append(m)
+        if len(by_rule) > 1:
+            for rule, sub in by_rule.items():
+                _backward_shared(trace, sub, i - 1, rule.backward(trace.layers[i], trace, R, _ctx(sub)), results)
+            return
+        rule = next(iter(by_rule))
+        R = rule.backward(trace.layers[i], trace, R, _ctx(members))
+        i -= 1
+    for name, _, _ in members:
+        results[name] = R
+
+
+def _ctx(members) -> dict:
+    return {"patterns": members[0][2].get("patterns")}
+
+
+def _specs(analyzers, options) -> dict:
+    if isinstance(analyzers, str):
+        analyzers = [analyzers]
+    if not isinstance(analyzers, dict):
+        analyzers = {name: {} for name in analyzers}
+    if not analyzers:
+        raise ValueError("no analyzers given")
+    specs = {}
+    for name, opts in analyzers.items():
+        analyzer = composites.get(name)
+        specs[name] = (analyzer, composites.resolve_options(analyzer, {**options, **(opts or {})}))
+    return specs
+
+
+def _check_inputs(model, inputs, targets):
+    if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4:
+        raise ValueError(f"inputs must be a (N, C, H, W) tensor, got {type(inputs).__name__} "
+                         f"{tuple(getattr(inputs, 'shape', ()))}")
+    param = next(model.parameters(), None)
+    if param is not None and (param.device != inputs.device or param.dtype != inputs.dtype):
+        raise ValueError(f"inputs are {inputs.dtype} on {inputs.device} but the model is {param.dtype} on "
+                         f"{param.device}; move one of them")
+    t = torch.as_tensor(targets, device=inputs.device).long().reshape(-1)
+    if t.shape[0] != inputs.shape[0]:
+        raise ValueError(f"{t.shape[0]} targets for {inputs.shape[0]} inputs")
+    if t.numel() and int(t.min()) < 0:
+        raise ValueError("targets must be class indices ≥ 0")
+    return inputs.detach(), t
+
+
+@contextlib.contextmanager
+def _precision(tf32: bool):
+    """Set TF32 for the call and restore the caller's setting afterwards."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -1,0 +1,74 @@
+"""What every model of the study carries besides its weights: input preprocessing and identity."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """uint8 RGB NHWC images -> float NCHW model input: (pixel[channel_order] - mean) / std.
+
+    `mean` and `std` are in 0–255 units and in `channel_order`. Why here and not in the data: the paper's
+    models differ (Keras VGG-16 wants BGR minus the Caffe mean; torchvision wants RGB mean/std), while the
+    image shards stay model-independent. The training-set mean maps to exactly 0, which is what the
+    occlusion check (Fig. 2) substitutes.
+    """
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    channel_order: str = "RGB"
+
+    def __post_init__(self):
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+
+    def __call__(self, images: torch.Tensor, device=None, dtype=torch.float32) -> torch.Tensor:
+        """Convert a uint8 (N, H, W, 3) RGB tensor (or array) to the model's float input (N, 3, H, W)."""
+        x = torch.as_tensor(images)
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"expected uint8 images of shape (N, H, W, 3), got {tuple(x.shape)}")
+        x = x.to(device=device, non_blocking=True).permute(0, 3, 1, 2).to(dtype)
+        if self.channel_order == "BGR":
+            x = x.flip(1)
+        mean = torch.tensor(self.mean, device=x.device, dtype=dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=dtype).view(1, 3, 1, 1)
+        return ((x - mean) / std).contiguous()
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std), "channel_order": self.channel_order}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        return cls(tuple(map(float, d["mean"])), tuple(map(float, d["std"])), str(d["channel_order"]))
+
+
+@dataclass
+class ModelBundle:
+    """A ready-to-explain model: eval-mode module without softmax, its preprocessing and provenance."""
+
+    module: torch.nn.Module
+    preprocessing: Preprocessing
+    input_size: int
+    class_names: list[str]
+    name: str
+    checksum: str = ""  # sha256 of the weight file the module was loaded from
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

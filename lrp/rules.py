@@ -1,0 +1,283 @@
+"""Backward rules: how one layer maps the relevance (or gradient) at its output to its input.
+
+A rule is a small frozen dataclass, so rules compare and hash by value: analyzers whose rules agree from
+the output down to some layer share that part of the backward pass (see `lrp.attribution`). Rules read
+the recorded forward pass (`lrp.graph.Trace`) and never run autograd.
+
+Conventions (see docs/lrp_rules.md): z_ij = a_i w_ij, z_j = Σ_i z_ij + b_j. Exact zeros in denominators
+are replaced by 1e-7 (iNNvestigate's `safe_divide`), so no rule produces NaN or Inf. ε-stabilisation uses
+ε·sign(z) with sign(0) = +1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .graph import Layer, Trace
+
+SAFE_EPS = 1e-7
+BIAS_MODES = ("innvestigate", "toolbox", "ignore")
+
+
+def safe_divide(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a / torch.where(b == 0, torch.full_like(b, SAFE_EPS), b)
+
+
+def _forward(layer: Layer, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The layer's linear map without bias, with a replaced weight."""
+    m = layer.module
+    if layer.kind == "conv":
+        return F.conv2d(x, weight, None, m.stride, m.padding, m.dilation, m.groups)
+    return F.linear(x, weight)
+
+
+def _transpose(layer: Layer, in_shape, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Gradient of `_forward` w.r.t. its input: the transposed linear map applied to `grad`."""
+    m = layer.module
+    if layer.kind == "conv":
+        return torch.nn.grad.conv2d_input(in_shape, weight, grad, m.stride, m.padding, m.dilation, m.groups)
+    return grad @ weight
+
+
+def _expand_bias(layer: Layer, b: torch.Tensor) -> torch.Tensor:
+    return b.view(1, -1, 1, 1) if layer.kind == "conv" else b.view(1, -1)
+
+
+class Rule:
+    """Base class. `backward(layer, trace, R, ctx)` returns the relevance at the layer's input."""
+
+    family = "lrp"  # "lrp": relevance; "gradient": a (modified) gradient signal
+
+    def backward(self, layer: Layer, trace: Trace, R: torch.Tensor, ctx: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rules for weightless layers
+
+
+@dataclass(frozen=True)
+class Pass(Rule):
+    """Relevance passes unchanged (ReLU under LRP, Dropout in eval mode)."""
+
+    def backward(self, layer, trace, R, ctx):
+        return R
+
+
+@dataclass(frozen=True)
+class Reshape(Rule):
+    """Flatten (explicit or torchvision's implicit one): undo the re-indexing."""
+
+    def backward(self, layer, trace, R, ctx):
+        return R.reshape(trace.inputs[layer.index].shape)
+
+
+@dataclass(frozen=True)
+class ReLUGate(Rule):
+    """The ReLU's own gradient: pass where the input was positive."""
+
+    family = "gradient"
+
+    def backward(self, layer, trace, R, ctx):
+        return R * (trace.inputs[layer.index] > 0)
+
+
+@dataclass(frozen=True)
+class GuidedReLU(Rule):
+    """Guided Backprop: ReLU gradient, and only positive signals pass (Springenberg et al.)."""
+
+    family = "gradient"
+
+    def backward(self, layer, trace, R, ctx):
+        return R.clamp(min=0) * (trace.inputs[layer.index] > 0)
+
+
+@dataclass(frozen=True)
+class WinnerTakesAll(Rule):
+    """Max-pool: everything goes to the (first) argmax of each window, as in iNNvestigate, zennit, Caffe."""
+
+    def backward(self, layer, trace, R, ctx):
+        m = layer.module
+        x = trace.inputs[layer.index]
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            R, x, _pair(m.kernel_size), _pair(m.stride) if m.stride else _pair(m.kernel_size),
+            _pair(m.padding), _pair(m.dilation), m.ceil_mode, trace.indices[layer.index],
+        )
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+@dataclass(frozen=True)
+class AvgPoolGradient(Rule):
+    """Average pooling, gradient family: its plain gradient (identity when the pool keeps the size)."""
+
+    family = "gradient"
+
+    def backward(self, layer, trace, R, ctx):
+        x = trace.inputs[layer.index]
+        if x.shape == R.shape:
+            return R
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(layer.module(xg), xg, R)
+        return g
+
+
+@dataclass(frozen=True)
+class AvgPoolZ(Rule):
+    """Average pooling under LRP: the z-rule (zennit's `Norm`); the identity when the pool keeps the size.
+
+    Why the identity case matters: VGG's AdaptiveAvgPool2d(7) at 224² is the identity, and a z-rule there
+    would drop relevance that a flat rule above placed on zero activations.
+    """
+
+    def backward(self, layer, trace, R, ctx):
+        x = trace.inputs[layer.index]
+        if x.shape == R.shape:
+            return R
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            z = layer.module(xg)
+            (g,) = torch.autograd.grad(z, xg, safe_divide(R, z.detach()))
+        return x * g
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rules for Conv2d / Linear layers
+
+
+@dataclass(frozen=True)
+class Gradient(Rule):
+    """The transposed linear map: plain gradient, or PatternAttribution when `pattern=True`.
+
+    With `pattern=True` the weight is replaced by w ⊙ a, a = the layer's learned pattern (ctx['patterns']).
+    """
+
+    pattern: bool = False
+    family = "gradient"
+
+    def backward(self, layer, trace, R, ctx):
+        w = layer.module.weight
+        if self.pattern:
+            w = trace.cached(("pattern_weight", layer.index), lambda: w * _pattern_for(layer, ctx, w))
+        return _transpose(layer, trace.inputs[layer.index].shape, w, R)
+
+
+def _pattern_for(layer: Layer, ctx: dict, w: torch.Tensor) -> torch.Tensor:
+    patterns = ctx.get("patterns")
+    if patterns is None:
+        raise ValueError("pattern_attribution needs patterns: pass patterns=lrp.patterns.load(path) "
+                         "(or compute them with lrp.patterns.compute)")
+    if layer.name not in patterns:
+        raise ValueError(f"the patterns have no entry for layer '{layer.name}' (have: {sorted(patterns)[:5]}...)")
+    a = patterns[layer.name]
+    if tuple(a.shape) != tuple(w.shape):
+        raise ValueError(f"pattern of layer '{layer.name}' has shape {tuple(a.shape)}, weight {tuple(w.shape)}")
+    return a.to(device=w.device, dtype=w.dtype)
+
+
+@dataclass(frozen=True)
+class Epsilon(Rule):
+    """LRP-ε (ε = 0 gives LRP-z): R_i = a_i Σ_j w_ij R_j / (z_j + ε·sign(z_j)); the bias absorbs relevance."""
+
+    epsilon: float = 0.0
+
+    def backward(self, layer, trace, R, ctx):
+        x, z = trace.inputs[layer.index], trace.outputs[layer.index]
+        if self.epsilon:
+            s = R / (z + self.epsilon * (2.0 * (z >= 0).to(z.dtype) - 1.0))
+        else:
+            s = safe_divide(R, z)
+        return x * _transpose(layer, x.shape, layer.module.weight, s)
+
+
+@dataclass(frozen=True)
+class AlphaBeta(Rule):
+    """LRP-αβ: separate decompositions of the positive and negative contributions (α − β = 1).
+
+    `bias` selects the denominators (the one convention on which the paper's two tools differ):
+    - "innvestigate": D⁺ = z⁺ + b, D⁻ = z⁻ + b (full bias in both; iNNvestigate, the paper's VGG-16 tool);
+    - "toolbox":      D⁺ = z⁺ + b⁺, D⁻ = z⁻ + b⁻ (LRP Toolbox, the paper's CaffeNet tool; zennit);
+    - "ignore":       D± = z± (bias-free, conservative).
+    """
+
+    alpha: float = 1.0
+    beta: float = 0.0
+    bias: str = "innvestigate"
+
+    def __post_init__(self):
+        if self.bias not in BIAS_MODES:
+            raise ValueError(f"bias must be one of {BIAS_MODES}, got {self.bias!r}")
+        if abs(self.alpha - self.beta - 1.0) > 1e-9:
+            raise ValueError(f"alpha - beta must be 1 (got alpha={self.alpha}, beta={self.beta})")
+
+    def _bias_terms(self, layer):
+        b = layer.module.bias
+        if b is None or self.bias == "ignore":
+            return 0.0, 0.0
+        b = _expand_bias(layer, b)
+        if self.bias == "innvestigate":
+            return b, b
+        return b.clamp(min=0), b.clamp(max=0)
+
+    def backward(self, layer, trace, R, ctx):
+        i, w = layer.index, layer.module.weight
+        x = trace.inputs[i]
+        wp = trace.cached(("w+", i), lambda: w.clamp(min=0))
+        wn = trace.cached(("w-", i), lambda: w.clamp(max=0))
+        bp, bn = self._bias_terms(layer)
+        nonneg = trace.cached(("nonneg", i), lambda: bool((x >= 0).all()))
+        if nonneg:
+            # Post-ReLU input: (a w)⁺ = a w⁺ and (a w)⁻ = a w⁻. z⁻ comes free from the recorded output.
+            zp = trace.cached(("z+", i), lambda: _forward(layer, x, wp))
+            s_p = safe_divide(R, zp + bp)
+            if self.beta == 0:
+                return self.alpha * x * _transpose(layer, x.shape, wp, s_p)
+            zn = trace.cached(("z-", i), lambda: _forward(layer, x, wn))
+            s_n = safe_divide(R, zn + bn)
+            return x * (_transpose(layer, x.shape, wp, self.alpha * s_p)
+                        - _transpose(layer, x.shape, wn, self.beta * s_n))
+        xp = trace.cached(("x+", i), lambda: x.clamp(min=0))
+        xn = trace.cached(("x-", i), lambda: x.clamp(max=0))
+        zpp = trace.cached(("z++", i), lambda: _forward(layer, xp, wp))
+        znn = trace.cached(("z--", i), lambda: _forward(layer, xn, wn))
+        s_p = safe_divide(R, zpp + znn + bp)
+        out = self.alpha * (xp * _transpose(layer, x.shape, wp, s_p) + xn * _transpose(layer, x.shape, wn, s_p))
+        if self.beta == 0:
+            return out
+        zpn = trace.cached(("z+-", i), lambda: _forward(layer, xp, wn))
+        znp = trace.cached(("z-+", i), lambda: _forward(layer, xn, wp))
+        s_n = safe_divide(R, zpn + znp + bn)
+        return out - self.beta * (xp * _transpose(layer, x.shape, wn, s_n) + xn * _transpose(layer, x.shape, wp, s_n))
+
+
+@dataclass(frozen=True)
+class Flat(Rule):
+    """LRP-♭: a neuron's relevance spreads uniformly over its receptive field (all input channels).
+
+    Zero-padded positions do not count. Independent of activations and weights (bias ignored).
+    """
+
+    def backward(self, layer, trace, R, ctx):
+        x = trace.inputs[layer.index]
+        m = layer.module
+        if layer.kind == "linear":
+            return (R.sum(1, keepdim=True) / x.shape[1]).expand_as(x).contiguous()
+        if m.groups == 1:
+            # All output channels share one receptive-field count; sum them first (cheap single-channel map).
+            k = trace.cached(("flat_k", layer.index), lambda: torch.ones(
+                (1, 1) + tuple(m.weight.shape[2:]), dtype=x.dtype, device=x.device))
+            n = trace.cached(("flat_n", layer.index), lambda: x.shape[1] * F.conv2d(
+                torch.ones((1, 1) + tuple(x.shape[2:]), dtype=x.dtype, device=x.device),
+                k, None, m.stride, m.padding, m.dilation))
+            s = (R / n).sum(1, keepdim=True)
+            r = torch.nn.grad.conv2d_input((x.shape[0], 1) + tuple(x.shape[2:]), k, s, m.stride, m.padding, m.dilation)
+            return r.expand_as(x).contiguous()
+        ones = torch.ones_like(m.weight)
+        n = F.conv2d(torch.ones_like(x[:1]), ones, None, m.stride, m.padding, m.dilation, m.groups)
+        return _transpose(layer, x.shape, ones, safe_divide(R, n))
