@@ -1,0 +1,100 @@
+"""PatternAttribution patterns (Kindermans et al. 2018), type "relu", as iNNvestigate 1.x computes them.
+
+For every Conv2d/Linear layer and output neuron j, with x its input patch, y = wⱼᵀx (no bias) and the
+mask m = 1[output after the activation > 0] (= 1[zⱼ > 0], bias included; for the logit layer logit > 0):
+    E₊[x] = Σ m x / Σ m,  E₊[xy] = Σ m x y / Σ m,  E[y] = Σ y / N  (unmasked, as in iNNvestigate)
+    cov = E₊[xy] − E₊[x]·E[y],  aⱼ = cov / (wⱼᵀ cov)   (a zero denominator is replaced by 1)
+so that wⱼᵀaⱼ = 1 for every neuron that was ever active. PatternAttribution then back-propagates with
+weights w ⊙ a (see `lrp.rules.Gradient(pattern=True)`). Statistics accumulate in float64 over batches.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .graph import compile_model, forward_trace
+from .io import atomic_path
+
+
+class _Stats:
+    def __init__(self, c_out: int, d: int, device):
+        kw = dict(dtype=torch.float64, device=device)
+        self.m = torch.zeros(c_out, **kw)
+        self.mx = torch.zeros(c_out, d, **kw)
+        self.mxy = torch.zeros(c_out, d, **kw)
+        self.y = torch.zeros(c_out, **kw)
+        self.n = 0
+
+    def add(self, X: torch.Tensor, Y: torch.Tensor, M: torch.Tensor):
+        """X (P, D) patches, Y (P, C) bias-free outputs, M (P, C) masks; P = samples × positions."""
+        X, Y, M = X.double(), Y.double(), M.double()
+        self.m += M.sum(0)
+        self.mx += M.T @ X
+        self.mxy += (M * Y).T @ X
+        self.y += Y.sum(0)
+        self.n += X.shape[0]
+
+    def pattern(self, w: torch.Tensor) -> torch.Tensor:
+        denom = self.m.clamp(min=1)[:, None]
+        cov = self.mxy / denom - (self.mx / denom) * (self.y / max(self.n, 1))[:, None]
+        wcov = (w.reshape(w.shape[0], -1).double() * cov).sum(1, keepdim=True)
+        return (cov / torch.where(wcov == 0, torch.ones_like(wcov), wcov)).reshape(w.shape)
+
+
+def compute(model: torch.nn.Module, batches: Iterable[torch.Tensor], log=None) -> dict[str, torch.Tensor]:
+    """Patterns {layer name: tensor shaped like its weight} from preprocessed input batches (N, C, H, W)."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    stats: dict[int, _Stats] = {}
+    layers = None
+    n_images, t0 = 0, time.time()
+    with torch.no_grad():
+        for x in batches:
+            layers = layers or compile_model(model, x)
+            trace = forward_trace(layers, x)
+            for layer in layers:
+                if layer.kind not in ("conv", "linear"):
+                    continue
+                m, a, z = layer.module, trace.inputs[layer.index], trace.outputs[layer.index]
+                if layer.kind == "conv":
+                    if m.groups != 1:
+                        raise ValueError(f"patterns for grouped conv '{layer.name}' are not supported")
+                    X = F.unfold(a, m.kernel_size, m.dilation, m.padding, m.stride)  # (N, D, L)
+                    X = X.transpose(1, 2).reshape(-1, X.shape[1])
+                    zc = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+                else:
+                    X, zc = a, z
+                b = m.bias if m.bias is not None else torch.zeros(zc.shape[1], dtype=zc.dtype, device=zc.device)
+                st = stats.setdefault(layer.index, _Stats(zc.shape[1], X.shape[1], zc.device))
+                st.add(X, zc - b, zc > 0)
+            n_images += x.shape[0]
+            log(f"patterns: {n_images} images, {n_images / (time.time() - t0):.1f} img/s")
+    if layers is None:
+        raise ValueError("no batches given: patterns need training images")
+    return {layer.name: stats[layer.index].pattern(layer.module.weight.detach()).to(layer.module.weight.dtype)
+            for layer in layers if layer.index in stats}
+
+
+def save(patterns: dict[str, torch.Tensor], path: str | Path, **attrs) -> None:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for name, a in patterns.items():
+            f.create_dataset(name, data=a.detach().cpu().numpy(), compression="gzip")
+        for k, v in attrs.items():
+            f.attrs[k] = v
+
+
+def load(path: str | Path, device=None) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"pattern file {path} does not exist (run the 'patterns' rule first)")
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name.replace("/", "."), obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return {k: torch.from_numpy(np.asarray(v)).to(device) for k, v in out.items()}
