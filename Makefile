@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CORES ?= 2
+
+.PHONY: demo test venv lint clean-demo
+
+$(VENV)/.installed: envs/requirements.txt envs/requirements-test.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r envs/requirements-test.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/demo.yaml
+	@echo
+	@echo "Demo study done:"
+	@echo "  Table 1:  results/demo/table1.md  (.csv, .tex)"
+	@echo "  Fig. 3:   results/demo/fig3_mu_by_box_size.png (.pdf)"
+	@echo "  Fig. 2:   results/demo/fig2_occlusion.png (.pdf)"
+	@echo "  Model:    results/demo/model_card.json"
+
+test: venv
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/snakemake --lint --configfile config/demo.yaml
+
+clean-demo:
+	rm -rf results/demo results/models/demo_vgg results/logs results/benchmarks

@@ -1,0 +1,57 @@
+"""Checks of a study config that a JSON schema cannot express; every message names the config key.
+
+The schema (config/schema.yaml, applied by Snakemake's `validate()` before this) covers types, ranges and
+names; this covers references between sections and what each data source needs.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def check_config(config: dict) -> None:
+    problems = []
+    models, analyzers = config["models"], config["analyzers"]
+    for name, ds in config["datasets"].items():
+        key = f"datasets.{name}"
+        if ds["model"] not in models:
+            problems.append(f"{key}.model: {ds['model']!r} is not a key of `models` ({', '.join(models)})")
+        source = ds.get("source", "local")
+        if ds["format"] == "voc" and source != "demo" and not ds.get("root"):
+            problems.append(f"{key}.root: required for VOC data (an extracted VOCdevkit/VOC2007 folder, or the "
+                            f"folder to download the tars to with source: download)")
+        if ds["format"] == "voc" and not ds.get("splits"):
+            problems.append(f"{key}.splits: required for VOC data (e.g. [trainval, test])")
+        if ds["format"] == "imagenet":
+            if source == "demo":
+                problems.append(f"{key}.source: the demo data set is in VOC format (format: voc)")
+            if source == "download":
+                problems.append(f"{key}.source: ImageNet cannot be downloaded without a login; use source: "
+                                f"local and set {key}.images and {key}.boxes")
+            for k in ("images", "boxes"):
+                if not ds.get(k):
+                    problems.append(f"{key}.{k}: required for ImageNet data (folder, archive or URL)")
+        for a in ds.get("analyzers") or []:
+            if a not in analyzers:
+                problems.append(f"{key}.analyzers: {a!r} is not configured under the top-level `analyzers`")
+        selected = ds.get("analyzers") or list(analyzers)
+        if "pattern_attribution" in selected:
+            pat = ds.get("patterns") or {}
+            if ds["format"] == "imagenet" and not pat.get("images"):
+                problems.append(f"{key}.patterns.images: pattern_attribution needs training images to learn "
+                                f"patterns from (a folder of ImageNet train JPEGs)")
+            if ds["format"] == "voc" and not pat.get("split"):
+                problems.append(f"{key}.patterns.split: pattern_attribution needs a training split "
+                                f"(e.g. train) to learn patterns from")
+    for name, m in models.items():
+        key = f"models.{name}"
+        if "train" in m:
+            if m["train"]["dataset"] not in config["datasets"]:
+                problems.append(f"{key}.train.dataset: {m['train']['dataset']!r} is not a key of `datasets`")
+        elif not m.get("weights"):
+            problems.append(f"{key}.weights: required (path to the weight file) unless the model is trained "
+                            f"by the pipeline (`train:`)")
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))

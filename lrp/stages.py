@@ -1,0 +1,401 @@
+"""One function per pipeline stage: what a Snakemake rule's thin script calls.
+
+Each takes file paths and plain parameters, composes the library's building blocks, reports progress on
+stderr (the rule's log) and writes its outputs atomically. Keeping the glue here, not in the scripts,
+makes every stage importable and testable without Snakemake.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"config asks for device {name!r} but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def _write_json(obj, path) -> None:
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+
+
+def data(name: str, cfg: dict, results, out_json):
+    """Make a dataset available and record where its annotations and images are (data.json)."""
+    source = cfg.get("source", "local")
+    if source == "demo":
+        from .datasets.demo import generate_demo
+
+        root = Path(results) / name / "VOCdevkit" / "DEMO"
+        d = cfg.get("demo", {})
+        log(f"generating the demo data set in {root}")
+        summary = generate_demo(root, n_train=d.get("n_train", 2000), n_test=d.get("n_test", 600),
+                                image_size=cfg["input_size"], seed=d.get("seed", 0),
+                                max_objects=d.get("max_objects", 4))
+        info = {"root": str(root), "annotations": str(root), "images": str(root / "JPEGImages"), "demo": summary}
+    elif cfg["format"] == "voc":
+        from .acquire import prepare_voc
+
+        root = prepare_voc(cfg.get("root"), download=source == "download", key=f"datasets.{name}.root")
+        info = {"root": str(root), "annotations": str(root), "images": str(Path(root) / "JPEGImages")}
+    else:
+        from .acquire import prepare_imagenet
+
+        images, boxes = prepare_imagenet(cfg.get("images"), cfg.get("boxes"), key=f"datasets.{name}",
+                                         work_dir=Path(results) / name / "raw")
+        info = {"images": str(images), "annotations": str(boxes)}
+    pattern_images = (cfg.get("patterns") or {}).get("images")
+    if pattern_images:
+        if not Path(pattern_images).is_dir():
+            raise FileNotFoundError(f"datasets.{name}.patterns.images: {pattern_images!r} is not a folder of "
+                                    f"training JPEGs")
+        info["pattern_images"] = str(pattern_images)
+    _write_json(info, out_json)
+    log(f"data {name}: {info}")
+
+
+def class_list(name_or_list) -> list[str]:
+    """Class names of a dataset config: 'voc', 'demo', 'imagenet' or an explicit list."""
+    if isinstance(name_or_list, list):
+        return name_or_list
+    if name_or_list == "voc":
+        from .datasets.voc import VOC_CLASSES
+        return list(VOC_CLASSES)
+    if name_or_list == "demo":
+        from .datasets.demo import DEMO_CLASSES
+        return list(DEMO_CLASSES)
+    if name_or_list == "imagenet":
+        from .datasets.imagenet import load_synsets
+        return list(load_synsets())
+    raise ValueError(f"unknown class list {name_or_list!r}")
+
+
+def index(data_json, cfg: dict, out_csv, report_json):
+    """The evaluation units of a dataset, from annotation files alone."""
+    from .datasets.index import write_index
+
+    info = json.loads(Path(data_json).read_text())
+    size, on_error = cfg["input_size"], cfg.get("on_error", "raise")
+    if cfg.get("pattern_images"):  # ImageNet patterns: a plain folder of training JPEGs, no annotations
+        from .datasets.index import index_image_folder
+        df, report = index_image_folder(info["pattern_images"], size=size, limit=cfg.get("max_samples"))
+    elif cfg["format"] == "voc":
+        from .datasets.voc import index_voc
+        df, report = index_voc(info["annotations"], cfg["splits"], classes=class_list(cfg.get("classes", "voc")),
+                               size=size, on_error=on_error)
+    else:
+        from .datasets.imagenet import index_imagenet
+        df, report = index_imagenet(info["annotations"], size=size, on_error=on_error)
+    if cfg.get("max_samples"):
+        df = df.iloc[: cfg["max_samples"]]
+        report = {**report, "truncated_to": cfg["max_samples"]}
+    write_index(df, out_csv)
+    _write_json({**report, "n_samples": len(df)}, report_json)
+    log(f"index: {len(df)} evaluation units -> {out_csv}")
+
+
+def baseline(index_csv, out_csv):
+    from .datasets.index import baseline_stats, read_index, write_baseline
+
+    write_baseline(baseline_stats(read_index(index_csv)), out_csv)
+
+
+def image_shard(data_json, index_csv, cfg: dict, shard: int, n_shards: int, out_h5, workers: int):
+    from .datasets.index import read_index
+    from .preprocess import write_image_shard
+
+    info = json.loads(Path(data_json).read_text())
+    image_dir = info["pattern_images"] if cfg.get("pattern_images") else info["images"]
+    write_image_shard(read_index(index_csv), shard, n_shards, image_dir, transform=cfg.get("resize", "warp"),
+                      size=cfg["input_size"], out_path=out_h5, workers=workers)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Models
+
+
+def train_model(data_json, spec: dict, out_model, card_json, threads: int):
+    """Train the demo model on its dataset's train split; record its training and test accuracy."""
+    from .models.checkpoint import save_bundle, write_model_card
+    from .models.demo import evaluate_multilabel, train_demo_model
+
+    root = json.loads(Path(data_json).read_text())["root"]
+    classes = class_list(spec.get("classes", "demo"))
+    bundle, history = train_demo_model(root, classes, split="train", epochs=spec.get("epochs", 10),
+                                       batch_size=spec.get("batch_size", 64), lr=spec.get("lr", 2e-3),
+                                       seed=spec.get("seed", 0), image_size=spec["input_size"], threads=threads,
+                                       log=log)
+    save_bundle(bundle, out_model)
+    test = evaluate_multilabel(bundle, root, classes, "test")
+    log(f"trained model: test mAP {test['mAP']:.3f}")
+    write_model_card({"name": bundle.name, "training": history, "test": test, "lrp_version": __version__},
+                     card_json)
+
+
+def load_model(spec: dict, device):
+    from .models.zoo import load_model as zoo_load
+
+    bundle = zoo_load(spec)
+    bundle.module.to(device)
+    return bundle
+
+
+# ---------------------------------------------------------------------------------------------------
+# Occlusion check (Fig. 2) and model card
+
+
+def occlusion(model_spec: dict, image_shards: list, out_csv, out_logits, batch_size: int, device: str):
+    import h5py
+
+    from .io import atomic_path
+    from .occlusion import occlusion_logits
+    from .preprocess import iter_shard_batches
+
+    dev = pick_device(device)
+    bundle = load_model(model_spec, dev)
+    rows, all_logits, t0, n = [], [], time.time(), 0
+    for path in image_shards:
+        for images, masks, cls, ids in iter_shard_batches(path, batch_size):
+            x = bundle.preprocessing(torch.from_numpy(images), device=dev)
+            full, f, fo, fc = occlusion_logits(bundle.module, x, torch.from_numpy(masks).to(dev),
+                                               torch.from_numpy(cls).to(dev))
+            frac = masks.reshape(len(masks), -1).mean(1)
+            rows.append(pd.DataFrame({"sample_id": ids, "class_index": cls, "box_fraction": frac,
+                                      "logit": f.cpu().numpy(), "logit_object_occluded": fo.cpu().numpy(),
+                                      "logit_context_occluded": fc.cpu().numpy()}))
+            all_logits.append(full.cpu().numpy())
+            n += len(ids)
+        log(f"occlusion: {n} samples, {n / (time.time() - t0):.1f} samples/s")
+    df = pd.concat(rows, ignore_index=True)
+    logits = np.concatenate(all_logits)
+    from .occlusion import target_rank
+    df["target_rank"] = target_rank(logits, df["class_index"].to_numpy())
+    with atomic_path(out_csv) as tmp:
+        df.to_csv(tmp, index=False)
+    with atomic_path(out_logits) as tmp, h5py.File(tmp, "w") as h:
+        h["logits"] = logits.astype(np.float32)
+        h["sample_id"] = df["sample_id"].to_numpy().astype(object)
+
+
+def model_card(model_spec: dict, index_csv, occlusion_csv, logits_h5, task: str, thresholds: dict, out_json,
+               train_card=None):
+    """Accuracy of the explained model on the evaluation units; stop the run if it is far off."""
+    import h5py
+
+    from .datasets.index import read_index
+    from .models.base import sha256_file
+
+    occ = pd.read_csv(occlusion_csv)
+    card = {"model": model_spec.get("arch"), "weights": str(model_spec.get("weights")),
+            "checksum": sha256_file(model_spec["weights"]) if model_spec.get("weights") and
+            Path(model_spec["weights"]).exists() else None, "n_samples": len(occ), "task": task,
+            "lrp_version": __version__}
+    if task == "single_label":
+        card["top1"] = float((occ["target_rank"] < 1).mean())
+        card["top5"] = float((occ["target_rank"] < 5).mean())
+    else:
+        idx = read_index(index_csv)
+        with h5py.File(logits_h5, "r") as h:
+            logits = h["logits"][:]
+        card.update(_multilabel_map(idx, logits))
+    if train_card:
+        card["training"] = json.loads(Path(train_card).read_text())
+    failures = [f"{k} = {card.get(k)} < required {v}" for k, v in (thresholds or {}).items()
+                if card.get(k) is None or card[k] < v]
+    card["passed"] = not failures
+    _write_json(card, out_json)
+    if failures:
+        raise SystemExit(f"model card {out_json}: the model is far off its expected accuracy "
+                         f"({'; '.join(failures)}). Check the weights and preprocessing before trusting any "
+                         f"attribution; thresholds are set under models.<name>.min_accuracy in the config.")
+    log(f"model card: {json.dumps({k: v for k, v in card.items() if k != 'training'})}")
+
+
+def _multilabel_map(idx: pd.DataFrame, logits: np.ndarray) -> dict:
+    """mAP over images from sample-level logits: one score vector per image, labels = classes present."""
+    from .models.demo import average_precision
+
+    first = ~idx["image_id"].duplicated()
+    scores = logits[first.to_numpy()]
+    images = idx["image_id"][first].to_numpy()
+    labels = np.zeros_like(scores, dtype=bool)
+    pos = {img: i for i, img in enumerate(images)}
+    labels[idx["image_id"].map(pos).to_numpy(), idx["class_index"].to_numpy()] = True
+    aps = [average_precision(scores[:, c], labels[:, c]) for c in range(scores.shape[1]) if labels[:, c].any()]
+    return {"mAP": float(np.mean(aps)), "n_images": int(len(images)), "n_classes_evaluated": len(aps)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Attributions
+
+
+def patterns(model_spec: dict, image_shards: list, out_h5, batch_size: int, device: str, max_images: int):
+    from . import patterns as pat
+    from .preprocess import iter_shard_batches
+
+    dev = pick_device(device)
+    bundle = load_model(model_spec, dev)
+
+    def batches():
+        seen = 0
+        for path in image_shards:
+            for images, _, _, _ in iter_shard_batches(path, batch_size, unique_images=True):
+                if seen >= max_images:
+                    return
+                images = images[: max_images - seen]
+                seen += len(images)
+                yield bundle.preprocessing(torch.from_numpy(images), device=dev)
+
+    pat.save(pat.compute(bundle.module, batches(), log=log), out_h5, model_checksum=bundle.checksum)
+
+
+def attribute(model_spec: dict, image_shard_h5, analyzers: dict, out_paths: dict, batch_size: int, device: str,
+              precision: str, patterns_h5=None, tf32: bool = False, shard: int | None = None):
+    """Every configured analyzer on one image shard from one forward pass per batch; one file per analyzer."""
+    from . import patterns as pat
+    from .attribution import attribute_many
+    from .preprocess import iter_shard_batches, shard_size
+    from .shards import ShardWriter
+
+    dev = pick_device(device)
+    bundle = load_model(model_spec, dev)
+    opts = {name: dict(o or {}) for name, o in analyzers.items()}
+    if "pattern_attribution" in opts:
+        if not patterns_h5:
+            raise ValueError("pattern_attribution is configured but no pattern file was given")
+        opts["pattern_attribution"]["patterns"] = pat.load(patterns_h5, device=dev)
+    n, ids, size = shard_size(image_shard_h5)
+    writers = {name: ShardWriter(out_paths[name], n, (size, size), ids, precision=precision, analyzer=name,
+                                 options={k: v for k, v in opts[name].items() if k != "patterns"},
+                                 model=model_spec.get("arch", ""), model_checksum=bundle.checksum,
+                                 lrp_version=__version__, device=str(dev), torch=torch.__version__,
+                                 tf32=int(tf32), shard=-1 if shard is None else shard)
+               for name in opts}
+    t0, done = time.time(), 0
+    try:
+        for images, masks, cls, _ in iter_shard_batches(image_shard_h5, batch_size):
+            x = bundle.preprocessing(torch.from_numpy(images), device=dev)
+            maps = attribute_many(bundle.module, x, torch.from_numpy(cls).to(dev), opts, tf32=tf32)
+            for name, R in maps.items():
+                writers[name].write(R.sum(1).float().cpu().numpy())
+            done += len(images)
+            rate = done / (time.time() - t0)
+            mem = f", GPU peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if dev.type == "cuda" else ""
+            log(f"attribute: {done}/{n} samples, {rate:.1f} samples/s, ETA {(n - done) / rate:.0f} s{mem}")
+        for w in writers.values():
+            w.close()
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+
+
+# ---------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def metrics(analyzer: str, image_shards: list, attribution_shards: list, out_csv):
+    """μ, μ_w and the relevance sums per sample of one analyzer (baseline: analytic, from the masks)."""
+    from .io import atomic_path
+    from .metrics import relevance_sums
+    from .preprocess import iter_shard_batches
+    from .shards import iter_shard
+
+    parts = []
+    if analyzer == "baseline":
+        for img in image_shards:
+            for _, masks, _, ids in iter_shard_batches(img, 256, load_images=False):
+                parts.append(_metric_rows(ids, np.ones(masks.shape, np.float32), masks, relevance_sums))
+    else:
+        if len(image_shards) != len(attribution_shards):
+            raise ValueError("image and attribution shards do not pair up")
+        for img, att in zip(image_shards, attribution_shards):
+            mask_batches = iter_shard_batches(img, 256, load_images=False)
+            for (ids, rel), (_, masks, _, mids) in zip(iter_shard(att, 256), mask_batches):
+                if list(ids) != list(mids):
+                    raise ValueError(f"{att} and {img} disagree on sample order")
+                parts.append(_metric_rows(ids, rel, masks, relevance_sums))
+    df = pd.concat(parts, ignore_index=True)
+    with atomic_path(out_csv) as tmp:
+        df.to_csv(tmp, index=False)
+    log(f"metrics {analyzer}: {len(df)} samples, mean μ {df['mu'].mean():.4f}, NaN {int(df['mu'].isna().sum())}")
+
+
+def _metric_rows(ids, rel, masks, relevance_sums):
+    s = relevance_sums(rel, masks)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = (s["r_tot"] > 0) & (s["s_in"] > 0)
+        mu = np.where(ok, s["r_in"] / np.where(ok, s["r_tot"], 1), np.nan)
+        mu_w = mu * s["s_tot"] / np.where(s["s_in"] > 0, s["s_in"], 1)
+    return pd.DataFrame({"sample_id": ids, "box_fraction": s["s_in"] / s["s_tot"], "mu": mu, "mu_w": mu_w,
+                         "r_in": s["r_in"], "r_tot": s["r_tot"]})
+
+
+def table1(metric_csvs: dict, paper_dataset, out_csv, out_md, out_tex, n_boot: int, seed: int, title: str):
+    from .metrics import summarize
+    from .table import build_table1, write_table1
+
+    summaries = {}
+    n = 0
+    for name, path in metric_csvs.items():
+        df = pd.read_csv(path)
+        n = len(df)
+        summaries[name] = summarize(df["mu"].to_numpy(), df["mu_w"].to_numpy(), df["box_fraction"].to_numpy(),
+                                    n_boot=n_boot, seed=seed)
+    table = build_table1(summaries, paper_dataset, n)
+    write_table1(table, out_csv, out_md, out_tex, title)
+
+
+def fig3(metric_csvs: dict, out_png, out_pdf, title: str):
+    from .figures import plot_fig3
+    from .metrics import size_curve
+    from .table import display_label
+
+    curves = {}
+    baseline = None
+    for name, path in metric_csvs.items():
+        df = pd.read_csv(path)
+        curve = size_curve(df["mu"].to_numpy(), df["box_fraction"].to_numpy())
+        if name == "baseline":
+            baseline = curve
+        else:
+            curves[display_label(name)] = curve
+    plot_fig3(curves, baseline, out_png, out_pdf, title=title)
+
+
+def fig2(occlusion_csv, out_png, out_pdf, title: str):
+    from .figures import plot_fig2
+
+    plot_fig2(pd.read_csv(occlusion_csv), out_png, out_pdf, title=title)

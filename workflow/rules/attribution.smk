@@ -1,0 +1,96 @@
+# Attributions: PatternAttribution patterns, then every analyzer per shard from one forward pass.
+
+
+rule pattern_index:
+    """Index of the images the patterns are learned from (the dataset's training split)."""
+    input:
+        f"{R}/{{dataset}}/data.json",
+    output:
+        samples=f"{R}/{{dataset}}/pattern_samples.csv",
+        report=f"{R}/{{dataset}}/pattern_index_report.json",
+    log:
+        f"{R}/logs/pattern_index/{{dataset}}.log",
+    params:
+        cfg=pattern_dataset_cfg,
+        code=lrp_sources("stages", "boxes", "datasets.voc", "datasets.imagenet", "datasets.index"),
+    conda:
+        ENV
+    script:
+        "../scripts/index.py"
+
+
+rule pattern_images:
+    input:
+        data=f"{R}/{{dataset}}/data.json",
+        samples=f"{R}/{{dataset}}/pattern_samples.csv",
+    output:
+        f"{R}/{{dataset}}/pattern_images.h5",
+    log:
+        f"{R}/logs/pattern_images/{{dataset}}.log",
+    params:
+        cfg=dataset_cfg,
+        code=lrp_sources("stages", "boxes", "preprocess"),
+    threads: config.get("preprocess", {}).get("workers", 4)
+    conda:
+        ENV
+    script:
+        "../scripts/image_shard.py"
+
+
+rule patterns:
+    """PatternAttribution patterns (type relu) learned from training images."""
+    input:
+        images=f"{R}/{{dataset}}/pattern_images.h5",
+        weights=model_weights,
+        card=f"{R}/{{dataset}}/model_card.json",
+    output:
+        f"{R}/{{dataset}}/patterns.h5",
+    log:
+        f"{R}/logs/patterns/{{dataset}}.log",
+    benchmark:
+        f"{R}/benchmarks/patterns/{{dataset}}.tsv"
+    params:
+        model=model_cfg,
+        batch_size=config.get("attribution", {}).get("batch_size", 16),
+        device=config.get("attribution", {}).get("device", "auto"),
+        max_images=pattern_max_images,
+        code=lrp_sources("stages", "patterns", "graph", "preprocess", "models.zoo"),
+    threads: config.get("attribution", {}).get("threads", 2)
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../scripts/patterns.py"
+
+
+# One attribute rule per dataset: its outputs (one file per analyzer) depend on the dataset's analyzers.
+for _ds in config["datasets"]:
+
+    rule:
+        """All configured analyzers on one image shard (one forward pass per batch), one file per analyzer."""
+        name:
+            f"attribute_{_ds}"
+        input:
+            images=f"{R}/{_ds}/images/{{shard}}.h5",
+            weights=model_weights_of(_ds),
+            card=f"{R}/{_ds}/model_card.json",
+            patterns=patterns_of(_ds),
+        output:
+            [f"{R}/{_ds}/attributions/{a}/{{shard}}.h5" for a in computed_analyzers(_ds)],
+        log:
+            f"{R}/logs/attribute/{_ds}_{{shard}}.log",
+        benchmark:
+            f"{R}/benchmarks/attribute/{_ds}_{{shard}}.tsv"
+        params:
+            model=model_spec(_ds),
+            analyzers=analyzer_options(_ds),
+            settings=config.get("attribution", {}),
+            code=lrp_sources("stages", "attribution", "rules", "composites", "graph", "patterns", "shards", "models.zoo"),
+        threads: config.get("attribution", {}).get("threads", 2)
+        resources:
+            gpu=1,
+        conda:
+            ENV
+        script:
+            "../scripts/attribute.py"

@@ -1,0 +1,158 @@
+# Helpers shared by all rules: config validation, paths, input functions (no lambdas in rules).
+import json
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from lrp.config import check_config
+
+
+validate(config, "../../config/schema.yaml")
+check_config(config)
+
+R = config["results"]
+ENV = "../../envs/lrp.yaml"
+
+
+def dataset(name):
+    return config["datasets"][name]
+
+
+def model_spec(name):
+    """The model entry of a dataset, with `weights` pointing at the trained file for trained models."""
+    spec = dict(config["models"][dataset(name)["model"]])
+    if "train" in spec:
+        spec["weights"] = f"{R}/models/{dataset(name)['model']}/model.pt"
+    return spec
+
+
+def analyzers(name):
+    """Analyzers evaluated on a dataset, in config order (the dataset may select a subset)."""
+    subset = dataset(name).get("analyzers")
+    return [a for a in config["analyzers"] if subset is None or a in subset]
+
+
+def computed_analyzers(name):
+    """Analyzers that need attribution maps (the uniform baseline is analytic)."""
+    return [a for a in analyzers(name) if a != "baseline"]
+
+
+def analyzer_options(name):
+    return {a: dict(config["analyzers"][a] or {}) for a in computed_analyzers(name)}
+
+
+def shards(name):
+    return [str(i) for i in range(dataset(name)["n_shards"])]
+
+
+def image_shards(wildcards):
+    return expand(f"{R}/{{dataset}}/images/{{shard}}.h5", dataset=wildcards.dataset, shard=shards(wildcards.dataset))
+
+
+def attribution_shards(wildcards):
+    if wildcards.analyzer == "baseline":
+        return []
+    return expand(f"{R}/{{dataset}}/attributions/{{analyzer}}/{{shard}}.h5", dataset=wildcards.dataset,
+                  analyzer=wildcards.analyzer, shard=shards(wildcards.dataset))
+
+
+def attribution_outputs(wildcards):
+    return {a: f"{R}/{wildcards.dataset}/attributions/{a}/{wildcards.shard}.h5"
+            for a in computed_analyzers(wildcards.dataset)}
+
+
+def metric_files(wildcards):
+    return {a: f"{R}/{wildcards.dataset}/metrics/{a}.csv" for a in analyzers(wildcards.dataset)}
+
+
+def model_weights_of(name):
+    """The weight file a dataset's model needs as input: a rule's output when trained, else none (the
+    user's file is checked by the stage itself, with an error naming the config key)."""
+    return model_spec(name)["weights"] if "train" in config["models"][dataset(name)["model"]] else []
+
+
+def model_weights(wildcards):
+    return model_weights_of(wildcards.dataset)
+
+
+def patterns_of(name):
+    return f"{R}/{name}/patterns.h5" if "pattern_attribution" in computed_analyzers(name) else []
+
+
+def pattern_dataset_cfg(wildcards):
+    """The dataset config restricted to the images the patterns are learned from."""
+    cfg = dict(dataset(wildcards.dataset))
+    pat = cfg.get("patterns") or {}
+    if cfg["format"] == "voc":
+        cfg["splits"] = [pat.get("split", "train")]
+    cfg["max_samples"] = pat.get("max_images", 1000)
+    cfg["pattern_images"] = pat.get("images")
+    return cfg
+
+
+def pattern_max_images(wildcards):
+    return (dataset(wildcards.dataset).get("patterns") or {}).get("max_images", 1000)
+
+
+def train_data(wildcards):
+    spec = config["models"][wildcards.model]["train"]
+    return f"{R}/{spec['dataset']}/data.json"
+
+
+def train_card(wildcards):
+    m = dataset(wildcards.dataset)["model"]
+    return f"{R}/models/{m}/training.json" if "train" in config["models"][m] else []
+
+
+def lrp_sources(*modules):
+    """Content hash of the lrp modules a stage uses: editing them re-runs the stage (Snakemake only
+    watches the thin script's mtime by default)."""
+    import hashlib
+
+    import lrp
+
+    root = Path(lrp.__file__).parent
+    h = hashlib.sha256()
+    for mod in sorted(modules):
+        path = root / (mod.replace(".", "/") + ".py")
+        if not path.exists():
+            path = root / mod.replace(".", "/") / "__init__.py"
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def all_targets():
+    out = []
+    for name in config["datasets"]:
+        out += [f"{R}/{name}/table1.csv", f"{R}/{name}/table1.md", f"{R}/{name}/table1.tex",
+                f"{R}/{name}/fig3_mu_by_box_size.png", f"{R}/{name}/fig2_occlusion.png",
+                f"{R}/{name}/baseline.csv", f"{R}/{name}/model_card.json"]
+    return out
+
+
+def dataset_cfg(wildcards):
+    return dataset(wildcards.dataset)
+
+
+def model_cfg(wildcards):
+    return model_spec(wildcards.dataset)
+
+
+def analyzer_cfg(wildcards):
+    return analyzer_options(wildcards.dataset)
+
+
+def pattern_samples(wildcards):
+    return f"{R}/{wildcards.dataset}/pattern_samples.csv"
+
+
+def model_train_spec(wildcards):
+    spec = config["models"][wildcards.model]
+    if "train" not in spec:
+        raise ValueError(f"models.{wildcards.model} has no `train` section: nothing to train")
+    ds = dataset(spec["train"]["dataset"])
+    return {**spec["train"], "classes": ds.get("classes", "voc"), "input_size": ds["input_size"]}
+
+
+def model_thresholds(wildcards):
+    return config["models"][dataset(wildcards.dataset)["model"]].get("min_accuracy", {})

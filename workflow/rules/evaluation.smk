@@ -1,0 +1,72 @@
+# Evaluation: mu / mu_w per sample, Table 1 beside the paper, Figs. 2 and 3.
+
+
+rule metrics:
+    """mu and mu_w per evaluation unit for one analyzer (baseline: analytic, from the masks)."""
+    input:
+        images=image_shards,
+        attributions=attribution_shards,
+    output:
+        f"{R}/{{dataset}}/metrics/{{analyzer}}.csv",
+    log:
+        f"{R}/logs/metrics/{{dataset}}_{{analyzer}}.log",
+    params:
+        code=lrp_sources("stages", "metrics", "shards", "preprocess"),
+    conda:
+        ENV
+    script:
+        "../scripts/metrics.py"
+
+
+rule table1:
+    """Table 1: one row per analyzer, bootstrap 95 % CIs, the paper's numbers beside ours."""
+    input:
+        unpack(metric_files),
+    output:
+        csv=report(f"{R}/{{dataset}}/table1.csv", category="Table 1", labels={"dataset": "{dataset}"}),
+        md=f"{R}/{{dataset}}/table1.md",
+        tex=f"{R}/{{dataset}}/table1.tex",
+    log:
+        f"{R}/logs/table1/{{dataset}}.log",
+    params:
+        cfg=dataset_cfg,
+        evaluation=config.get("evaluation", {}),
+        code=lrp_sources("stages", "metrics", "table"),
+    conda:
+        ENV
+    script:
+        "../scripts/table1.py"
+
+
+rule fig3:
+    """Fig. 3: mean mu per box-size bin (100 bins) per analyzer, with the uniform baseline."""
+    input:
+        unpack(metric_files),
+    output:
+        png=report(f"{R}/{{dataset}}/fig3_mu_by_box_size.png", category="Figures", labels={"figure": "Fig. 3", "dataset": "{dataset}"}),
+        pdf=f"{R}/{{dataset}}/fig3_mu_by_box_size.pdf",
+    log:
+        f"{R}/logs/fig3/{{dataset}}.log",
+    params:
+        code=lrp_sources("stages", "metrics", "figures", "table"),
+    conda:
+        ENV
+    script:
+        "../scripts/fig3.py"
+
+
+rule fig2:
+    """Fig. 2: logit change when occluding the object vs the context, by occluded area."""
+    input:
+        f"{R}/{{dataset}}/occlusion.csv",
+    output:
+        png=report(f"{R}/{{dataset}}/fig2_occlusion.png", category="Figures", labels={"figure": "Fig. 2", "dataset": "{dataset}"}),
+        pdf=f"{R}/{{dataset}}/fig2_occlusion.pdf",
+    log:
+        f"{R}/logs/fig2/{{dataset}}.log",
+    params:
+        code=lrp_sources("stages", "figures"),
+    conda:
+        ENV
+    script:
+        "../scripts/fig2.py"

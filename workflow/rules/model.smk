@@ -1,0 +1,72 @@
+# Models: train the demo model; check every model's accuracy before anything is explained.
+
+
+rule train_model:
+    """Train a model that the config trains itself (the demo VGG) on its dataset's train split."""
+    input:
+        train_data,
+    output:
+        model=f"{R}/models/{{model}}/model.pt",
+        card=f"{R}/models/{{model}}/training.json",
+    log:
+        f"{R}/logs/train_model/{{model}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_model/{{model}}.tsv"
+    params:
+        spec=model_train_spec,
+        code=lrp_sources("stages", "models.demo", "models.checkpoint", "models.base"),
+    threads: 2
+    resources:
+        gpu=0,
+    conda:
+        ENV
+    script:
+        "../scripts/train_model.py"
+
+
+rule occlusion:
+    """Fig. 2 data: target logit with the object region or the context replaced by the training mean."""
+    input:
+        shards=image_shards,
+        weights=model_weights,
+    output:
+        csv=f"{R}/{{dataset}}/occlusion.csv",
+        logits=f"{R}/{{dataset}}/logits.h5",
+    log:
+        f"{R}/logs/occlusion/{{dataset}}.log",
+    benchmark:
+        f"{R}/benchmarks/occlusion/{{dataset}}.tsv"
+    params:
+        model=model_cfg,
+        batch_size=config.get("occlusion", {}).get("batch_size", 32),
+        device=config.get("attribution", {}).get("device", "auto"),
+        code=lrp_sources("stages", "occlusion", "preprocess", "models.zoo", "models.base"),
+    threads: config.get("attribution", {}).get("threads", 2)
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../scripts/occlusion.py"
+
+
+rule model_card:
+    """Accuracy of the explained model on the evaluation units; the run stops if it is far off."""
+    input:
+        samples=f"{R}/{{dataset}}/samples.csv",
+        occlusion=f"{R}/{{dataset}}/occlusion.csv",
+        logits=f"{R}/{{dataset}}/logits.h5",
+        training=train_card,
+    output:
+        f"{R}/{{dataset}}/model_card.json",
+    log:
+        f"{R}/logs/model_card/{{dataset}}.log",
+    params:
+        model=model_cfg,
+        cfg=dataset_cfg,
+        thresholds=model_thresholds,
+        code=lrp_sources("stages"),
+    conda:
+        ENV
+    script:
+        "../scripts/model_card.py"

@@ -1,0 +1,12 @@
+from pathlib import Path
+
+from lrp.runner import run
+from lrp.stages import attribute
+
+settings = snakemake.params.settings
+outputs = {Path(p).parent.name: p for p in snakemake.output}
+run(snakemake, attribute, model_spec=snakemake.params.model, image_shard_h5=snakemake.input.images,
+    analyzers=snakemake.params.analyzers, out_paths=outputs, batch_size=settings.get("batch_size", 16),
+    device=settings.get("device", "auto"), precision=settings.get("precision", "float32"),
+    patterns_h5=snakemake.input.patterns or None, tf32=settings.get("tf32", False),
+    shard=int(snakemake.wildcards.shard))

@@ -1,0 +1,4 @@
+from lrp.runner import run
+from lrp.stages import baseline
+
+run(snakemake, baseline, index_csv=snakemake.input[0], out_csv=snakemake.output[0])

@@ -1,0 +1,5 @@
+from lrp.runner import run
+from lrp.stages import fig2
+
+run(snakemake, fig2, occlusion_csv=snakemake.input[0], out_png=snakemake.output.png, out_pdf=snakemake.output.pdf,
+    title=f"Fig. 2 — {snakemake.wildcards.dataset}")

@@ -1,0 +1,7 @@
+from lrp.runner import run
+from lrp.stages import image_shard
+
+run(snakemake, image_shard, data_json=snakemake.input.data, index_csv=snakemake.input.samples,
+    cfg=snakemake.params.cfg, shard=int(snakemake.wildcards.get("shard", 0)),
+    n_shards=snakemake.params.cfg["n_shards"] if "shard" in snakemake.wildcards.keys() else 1,
+    out_h5=snakemake.output[0], workers=snakemake.threads)

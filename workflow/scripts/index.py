@@ -1,0 +1,5 @@
+from lrp.runner import run
+from lrp.stages import index
+
+run(snakemake, index, data_json=snakemake.input[0], cfg=snakemake.params.cfg, out_csv=snakemake.output.samples,
+    report_json=snakemake.output.report)

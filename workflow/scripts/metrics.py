@@ -1,0 +1,5 @@
+from lrp.runner import run
+from lrp.stages import metrics
+
+run(snakemake, metrics, analyzer=snakemake.wildcards.analyzer, image_shards=list(snakemake.input.images),
+    attribution_shards=list(snakemake.input.attributions), out_csv=snakemake.output[0])

@@ -1,0 +1,7 @@
+from lrp.runner import run
+from lrp.stages import model_card
+
+run(snakemake, model_card, model_spec=snakemake.params.model, index_csv=snakemake.input.samples,
+    occlusion_csv=snakemake.input.occlusion, logits_h5=snakemake.input.logits,
+    task=snakemake.params.cfg.get("task", "multi_label"), thresholds=snakemake.params.thresholds,
+    out_json=snakemake.output[0], train_card=snakemake.input.training or None)

@@ -1,0 +1,5 @@
+from lrp.runner import run
+from lrp.stages import train_model
+
+run(snakemake, train_model, data_json=snakemake.input[0], spec=snakemake.params.spec,
+    out_model=snakemake.output.model, card_json=snakemake.output.card, threads=snakemake.threads)
