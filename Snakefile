@@ -1,16 +1,14 @@
 # lrp-bench: the localisation study of Kohlbrenner et al. (IJCNN 2020), Table 1 and Figs. 2-3.
 #   snakemake --cores 8 --use-conda                         # the paper's study (config/config.yaml)
 #   snakemake --cores 2 --configfile config/demo.yaml       # the embedded demo, CPU, minutes
-import os
 import sys
 
 from snakemake.utils import min_version
 
 min_version("9.0")
 
-# The `lrp` library lives beside this Snakefile: importable here and in every job (venv or conda env).
+# The `lrp` library lives beside this Snakefile (each thin script adds it to its own path, too).
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 
 
 # The paper's study unless a config is given (--configfile replaces it rather than merging into it).

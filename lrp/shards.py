@@ -37,7 +37,11 @@ class ShardWriter:
                                            compression="gzip", compression_opts=4, shuffle=True)
         self._f.create_dataset("sample_id", data=np.asarray(sample_ids, dtype=object), dtype=STR)
         for k, v in attrs.items():
-            self._f.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v)
+            if isinstance(v, str):
+                v = str(v)  # numpy str_ is a str that h5py cannot store
+            elif not isinstance(v, (int, float)):
+                v = json.dumps(v)
+            self._f.attrs[k] = v
         self._f.attrs["precision"] = precision
         self._pos = 0
         self.n = n

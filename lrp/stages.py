@@ -52,13 +52,13 @@ def _json_default(o):
 # Data
 
 
-def data(name: str, cfg: dict, results, out_json):
+def data(name: str, cfg: dict, out_json):
     """Make a dataset available and record where its annotations and images are (data.json)."""
     source = cfg.get("source", "local")
     if source == "demo":
         from .datasets.demo import generate_demo
 
-        root = Path(results) / name / "VOCdevkit" / "DEMO"
+        root = Path(out_json).parent / "VOCdevkit" / "DEMO"
         d = cfg.get("demo", {})
         log(f"generating the demo data set in {root}")
         summary = generate_demo(root, n_train=d.get("n_train", 2000), n_test=d.get("n_test", 600),
@@ -74,7 +74,7 @@ def data(name: str, cfg: dict, results, out_json):
         from .acquire import prepare_imagenet
 
         images, boxes = prepare_imagenet(cfg.get("images"), cfg.get("boxes"), key=f"datasets.{name}",
-                                         work_dir=Path(results) / name / "raw")
+                                         work_dir=Path(out_json).parent / "raw")
         info = {"images": str(images), "annotations": str(boxes)}
     pattern_images = (cfg.get("patterns") or {}).get("images")
     if pattern_images:
@@ -157,11 +157,11 @@ def train_model(data_json, spec: dict, out_model, card_json, threads: int):
                                        batch_size=spec.get("batch_size", 64), lr=spec.get("lr", 2e-3),
                                        seed=spec.get("seed", 0), image_size=spec["input_size"], threads=threads,
                                        log=log)
-    save_bundle(bundle, out_model)
+    checksum = save_bundle(bundle, out_model)
     test = evaluate_multilabel(bundle, root, classes, "test")
     log(f"trained model: test mAP {test['mAP']:.3f}")
-    write_model_card({"name": bundle.name, "training": history, "test": test, "lrp_version": __version__},
-                     card_json)
+    write_model_card({"name": bundle.name, "checksum": checksum, "history": history, "metrics": {"test": test},
+                      "lrp_version": __version__}, card_json)
 
 
 def load_model(spec: dict, device):
@@ -381,8 +381,9 @@ def table1(metric_csvs: dict, paper_dataset, out_csv, out_md, out_tex, n_boot: i
 def fig3(metric_csvs: dict, out_png, out_pdf, title: str):
     from .figures import plot_fig3
     from .metrics import size_curve
-    from .table import display_label
+    from .table import analyzer_names
 
+    labels = dict(zip(analyzer_names()["analyzer"], analyzer_names()["label"]))
     curves = {}
     baseline = None
     for name, path in metric_csvs.items():
@@ -391,7 +392,7 @@ def fig3(metric_csvs: dict, out_png, out_pdf, title: str):
         if name == "baseline":
             baseline = curve
         else:
-            curves[display_label(name)] = curve
+            curves[labels.get(name, name)] = curve
     plot_fig3(curves, baseline, out_png, out_pdf, title=title)
 
 

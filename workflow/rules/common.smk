@@ -11,6 +11,14 @@ validate(config, "../../config/schema.yaml")
 check_config(config)
 
 R = config["results"]
+
+
+wildcard_constraints:
+    dataset="[a-z][a-z0-9_]*",
+    analyzer="[a-z][a-z0-9_]*",
+    model="[A-Za-z0-9_.-]+",
+    shard="[0-9]+",
+
 ENV = "../../envs/lrp.yaml"
 
 
@@ -114,9 +122,10 @@ def lrp_sources(*modules):
     root = Path(lrp.__file__).parent
     h = hashlib.sha256()
     for mod in sorted(modules):
-        path = root / (mod.replace(".", "/") + ".py")
+        parts = mod.split(".")
+        path = root.joinpath(*parts[:-1], parts[-1] + ".py")
         if not path.exists():
-            path = root / mod.replace(".", "/") / "__init__.py"
+            path = root.joinpath(*parts, "__init__.py")
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 

@@ -10,7 +10,6 @@ rule data:
         f"{R}/logs/data/{{dataset}}.log",
     params:
         cfg=dataset_cfg,
-        results=R,
         code=lrp_sources("stages", "acquire", "datasets.demo"),
     conda:
         ENV

@@ -1,5 +1,8 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the Snakefile
+
 from lrp.runner import run
 from lrp.stages import data
 
-run(snakemake, data, name=snakemake.wildcards.dataset, cfg=snakemake.params.cfg, results=snakemake.params.results,
-    out_json=snakemake.output[0])
+run(snakemake, data, name=snakemake.wildcards.dataset, cfg=snakemake.params.cfg, out_json=snakemake.output[0])

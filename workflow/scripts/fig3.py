@@ -1,3 +1,7 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the Snakefile
+
 from lrp.runner import run
 from lrp.stages import fig3
 

@@ -1,0 +1,113 @@
+"""Model zoo: one config entry (`models.<name>`) -> a ready-to-explain ModelBundle.
+
+Why one entry point: every pipeline step gets its model the same way, frozen and in eval mode, with the
+preprocessing that belongs to the weights. Weight files are read without unpickling code (h5py, or torch.load with
+weights_only=True), and torchvision files are checked against the sha256 prefix in their name, as torch.hub does.
+
+Spec keys: `arch` (below), `weights` (path), optional `name` (the config key, used in messages and as the bundle
+name) and, for keras_vgg16, `verify` (MD5 check of the official file).
+- keras_vgg16: the paper's network, Keras model-zoo h5 (lrp.models.keras).
+- torchvision_vgg16 / torchvision_alexnet: torchvision state dicts `vgg16-397923af.pth` /
+  `alexnet-owt-7be5be79.pth`. NOTE torchvision's own eval transform is resize short side 256 + centre crop 224;
+  the study uses short side -> 224 + centre crop 224 for every model (paper protocol), so accuracies differ
+  slightly from torchvision's published ones.
+- checkpoint: a bundle saved by the project (lrp.models.checkpoint.load_bundle), e.g. the VOC-finetuned model.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from lrp.models.base import ModelBundle, Preprocessing, sha256_file
+from lrp.models.keras import imagenet_class_names, keras_vgg16_bundle
+
+#: torchvision's ImageNet normalisation in 0–255 units (RGB).
+TORCHVISION_PREPROCESSING = Preprocessing(
+    mean=tuple(255 * m for m in (0.485, 0.456, 0.406)),
+    std=tuple(255 * s for s in (0.229, 0.224, 0.225)),
+    channel_order="RGB",
+)
+#: arch -> (constructor, official weight file name)
+TORCHVISION_ARCHS = {
+    "torchvision_vgg16": (torchvision.models.vgg16, "vgg16-397923af.pth"),
+    "torchvision_alexnet": (torchvision.models.alexnet, "alexnet-owt-7be5be79.pth"),
+}
+ARCHS = ("keras_vgg16", *TORCHVISION_ARCHS, "checkpoint")
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's HASH_REGEX, at least 8 hex digits
+
+
+def load_model(spec: dict) -> ModelBundle:
+    """Load `spec` (one `models.<name>` config entry); errors name the config key and the file."""
+    name = spec.get("name", spec.get("arch", "?"))
+    arch = spec.get("arch")
+    if arch not in ARCHS:
+        raise ValueError(f"models.{name}.arch: unknown architecture {arch!r}; expected one of {list(ARCHS)}")
+    if not spec.get("weights"):
+        raise ValueError(f"models.{name}.weights: required for arch {arch!r}")
+    path = Path(spec["weights"])
+    if not path.is_file():
+        raise FileNotFoundError(f"models.{name}.weights: file not found: {path}")
+
+    if arch == "keras_vgg16":
+        bundle = keras_vgg16_bundle(path, verify=bool(spec.get("verify", False)))
+    elif arch == "checkpoint":
+        from lrp.models.checkpoint import load_bundle  # lazy: written separately, needed only here
+
+        bundle = load_bundle(path)
+    else:
+        bundle = _torchvision_bundle(arch, path)
+    if "name" in spec:
+        bundle.name = str(spec["name"])
+    return _frozen(bundle)
+
+
+def _torchvision_bundle(arch: str, path: Path) -> ModelBundle:
+    """A torchvision ImageNet model from its state-dict file, after torch.hub's sha256-prefix check."""
+    build, official = TORCHVISION_ARCHS[arch]
+    match = _HASH_IN_NAME.search(path.name)
+    if match is None:
+        raise ValueError(f"{path}: file name carries no sha256 prefix to verify (expected like {official!r})")
+    prefix, digest = match.group(1), sha256_file(path)
+    if not digest.startswith(prefix):
+        raise ValueError(f"{path}: sha256 {digest} does not start with the prefix {prefix!r} in its name; "
+                         "the file is corrupt or not the one named")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        raise ValueError(f"{path}: cannot load as a torch state dict (weights_only=True): {e}") from e
+    with torch.device("meta"):
+        module = build(weights=None)  # no random init of 100M+ parameters; load_state_dict fills every tensor
+    module = module.to_empty(device="cpu")
+    try:
+        module.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"{path}: not a {arch} state dict: {e}") from e
+    return ModelBundle(
+        module=module,
+        preprocessing=TORCHVISION_PREPROCESSING,
+        input_size=224,
+        class_names=imagenet_class_names(),
+        name=arch,
+        checksum=digest,
+        info={"source": str(path), "format": "torch_state_dict", "official_weights": path.name == official},
+    )
+
+
+def _frozen(bundle: ModelBundle) -> ModelBundle:
+    """Eval mode, no parameter gradients, out-of-place ReLUs.
+
+    Why out-of-place: attribution hooks need each layer's output unmodified; torchvision's in-place ReLUs overwrite
+    the preceding conv's output (and full backward hooks refuse in-place edits). The forward result is identical.
+    """
+    module = bundle.module.eval()
+    for param in module.parameters():
+        param.requires_grad_(False)
+    for m in module.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    return bundle

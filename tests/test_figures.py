@@ -1,0 +1,98 @@
+"""Figs. 2 and 3: files appear at the expected pixel size, the data reductions are right, bad input fails."""
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import t as student_t
+
+from lrp import figures
+from lrp.metrics import baseline_mu, size_curve
+
+
+def _png_shape(path):
+    return mpimg.imread(path).shape[:2]
+
+
+def _curves(n=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    f = rng.beta(1.2, 1.5, n)
+    curves = {lab: size_curve(np.clip(f ** p + rng.normal(0, 0.05, n), 0, 1), f)
+              for lab, p in (("LRP_CMP:α2+♭", 0.3), ("LRP_z", 0.7))}
+    return curves, size_curve(baseline_mu(f)[0], f)
+
+
+def _occ(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    f = rng.uniform(0, 1, n)
+    logit = rng.normal(5, 2, n)
+    return pd.DataFrame({"box_fraction": f, "logit": logit,
+                         "logit_object_occluded": logit - np.abs(logit) * f,
+                         "logit_context_occluded": logit - 0.2 * np.abs(logit) * (1 - f)})
+
+
+def test_fig3_writes_png_and_pdf(tmp_path):
+    curves, base = _curves()
+    png, pdf = tmp_path / "fig3" / "a.png", tmp_path / "fig3" / "a.pdf"
+    figures.plot_fig3(curves, base, png, pdf, "ImageNet (VGG-16)", min_count=20)
+    expect = (round(figures.FIG3_HEIGHT_IN * figures.DPI), round(figures.WIDTH_IN * figures.DPI))
+    assert _png_shape(png) == expect
+    assert pdf.read_bytes().startswith(b"%PDF")
+    assert sorted(p.name for p in png.parent.iterdir()) == ["a.pdf", "a.png"]  # no temp files left
+
+
+def test_fig3_rejects_bad_input(tmp_path):
+    curves, base = _curves()
+    out = (tmp_path / "x.png", tmp_path / "x.pdf")
+    with pytest.raises(ValueError, match="no curves"):
+        figures.plot_fig3({}, base, *out, "t")
+    with pytest.raises(ValueError, match="different bins"):
+        figures.plot_fig3({"a": size_curve(np.ones(3), np.ones(3), n_bins=10)}, base, *out, "t")
+    with pytest.raises(ValueError, match="lacks columns"):
+        figures.plot_fig3({"a": pd.DataFrame({"bin_lo": [0.0]})}, base, *out, "t")
+    empty = size_curve(np.full(3, np.nan), np.ones(3))
+    with pytest.raises(ValueError, match="zero samples"):
+        figures.plot_fig3({"a": empty}, base, *out, "t")
+    assert not any(tmp_path.iterdir())
+
+
+def test_occlusion_curves_hand_case():
+    occ = pd.DataFrame({"box_fraction": [0.2, 0.2, 0.7, 0.5, 0.0],
+                        "logit": [2.0, -2.0, 1.0, 1e-7, 3.0],
+                        "logit_object_occluded": [1.0, -3.0, 0.0, 0.0, 3.0],
+                        "logit_context_occluded": [2.0, -1.0, 0.5, 0.0, 0.0]})
+    d, counts = figures.occlusion_curves(occ, n_bins=10)
+    assert counts == {"n_used": 3, "n_small_logit": 1, "n_empty_box": 1}
+    obj, ctx = d[d.region == "object"].set_index("bin"), d[d.region == "context"].set_index("bin")
+    # object: relative changes -0.5 (area .2), -0.5 (area .2, negative logit uses |f|), -1 (area .7)
+    assert obj.loc[2, "mean"] == -0.5 and obj.loc[2, "count"] == 2
+    assert obj.loc[2, "ci_lo"] == obj.loc[2, "ci_hi"] == -0.5
+    assert obj.loc[7, "mean"] == -1.0 and np.isnan(obj.loc[7, "ci_lo"])  # n = 1: no CI
+    # context: areas .8, .8, .3; changes 0, +0.5, -0.5
+    assert ctx.loc[8, "mean"] == 0.25 and ctx.loc[3, "mean"] == -0.5
+    half = student_t.ppf(0.975, 1) * np.std([0, 0.5], ddof=1) / np.sqrt(2)
+    assert ctx.loc[8, "ci_hi"] == pytest.approx(0.25 + half)
+    assert obj["count"].sum() == ctx["count"].sum() == 3 and np.isnan(obj.loc[0, "mean"])
+
+
+def test_fig2_writes_png_and_pdf(tmp_path):
+    png, pdf = tmp_path / "f2.png", tmp_path / "f2.pdf"
+    figures.plot_fig2(_occ(), png, pdf, "PVOC 2007", n_bins=10)
+    assert _png_shape(png) == (round(figures.HEIGHT_IN * figures.DPI), round(figures.WIDTH_IN * figures.DPI))
+    assert pdf.read_bytes().startswith(b"%PDF")
+
+
+def test_fig2_rejects_bad_input(tmp_path):
+    out = (tmp_path / "x.png", tmp_path / "x.pdf")
+    with pytest.raises(ValueError, match="empty"):
+        figures.plot_fig2(_occ().iloc[:0], *out, "t")
+    with pytest.raises(ValueError, match="lacks columns"):
+        figures.plot_fig2(_occ().drop(columns="logit"), *out, "t")
+    tiny = _occ().assign(logit=0.0)
+    with pytest.raises(ValueError, match="no usable samples"):
+        figures.plot_fig2(tiny, *out, "t")
+    bad = _occ()
+    bad.loc[3, "logit_object_occluded"] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        figures.plot_fig2(bad, *out, "t")
+    assert not any(tmp_path.iterdir())
