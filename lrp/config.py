@@ -11,9 +11,37 @@ class ConfigError(ValueError):
     pass
 
 
+def check_schema(config: dict, schema_path) -> None:
+    """Validate against the JSON schema, reporting EVERY problem as `key.path: message` (no schema dump)."""
+    import jsonschema
+    import yaml
+
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        if err.validator == "propertyNames":
+            bad = err.instance
+            allowed = err.schema.get("enum") or err.schema.get("pattern")
+            problems.append(f"{key}: {bad!r} is not allowed here (allowed: {allowed})")
+        elif err.validator == "additionalProperties" and "were unexpected" in err.message:
+            problems.append(f"{key}: unknown key(s) — {err.message}")
+        else:
+            problems.append(f"{key}: {err.message}")
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
 def check_config(config: dict) -> None:
+    from .composites import names
+
     problems = []
     models, analyzers = config["models"], config["analyzers"]
+    for a in analyzers:
+        if a not in names():
+            problems.append(f"analyzers.{a}: unknown analyzer (known: {', '.join(names())})")
     for name, ds in config["datasets"].items():
         key = f"datasets.{name}"
         if ds["model"] not in models:

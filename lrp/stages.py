@@ -23,6 +23,12 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+RESIZE = {"voc": "warp", "imagenet": "imagenet"}
+"""Image (and box) transform per dataset format, as in the paper: PVOC images are rescaled to the input
+without cropping; ImageNet's shorter side goes to the input size, then a centre crop. The index builds
+its boxes with the same transform, so the two can never disagree."""
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -97,8 +103,8 @@ def class_list(name_or_list) -> list[str]:
         from .datasets.demo import DEMO_CLASSES
         return list(DEMO_CLASSES)
     if name_or_list == "imagenet":
-        from .datasets.imagenet import load_synsets
-        return list(load_synsets())
+        from .datasets.imagenet import wnid_index
+        return list(wnid_index())
     raise ValueError(f"unknown class list {name_or_list!r}")
 
 
@@ -117,7 +123,7 @@ def index(data_json, cfg: dict, out_csv, report_json):
                                size=size, on_error=on_error)
     else:
         from .datasets.imagenet import index_imagenet
-        df, report = index_imagenet(info["annotations"], size=size, on_error=on_error)
+        df, report = index_imagenet(info["annotations"], size=size, on_error=on_error, image_dir=info["images"])
     if cfg.get("max_samples"):
         df = df.iloc[: cfg["max_samples"]]
         report = {**report, "truncated_to": cfg["max_samples"]}
@@ -138,7 +144,7 @@ def image_shard(data_json, index_csv, cfg: dict, shard: int, n_shards: int, out_
 
     info = json.loads(Path(data_json).read_text())
     image_dir = info["pattern_images"] if cfg.get("pattern_images") else info["images"]
-    write_image_shard(read_index(index_csv), shard, n_shards, image_dir, transform=cfg.get("resize", "warp"),
+    write_image_shard(read_index(index_csv), shard, n_shards, image_dir, transform=RESIZE[cfg["format"]],
                       size=cfg["input_size"], out_path=out_h5, workers=workers)
 
 

@@ -2,13 +2,18 @@
 import json
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from lrp.config import check_config
+from lrp.config import ConfigError, check_config, check_schema
 
 
-validate(config, "../../config/schema.yaml")
-check_config(config)
+try:
+    check_schema(config, Path(workflow.basedir) / "config" / "schema.yaml")  # every problem, by key
+    validate(config, "../../config/schema.yaml")  # fills in the schema's defaults
+    check_config(config)
+except ConfigError as e:
+    raise WorkflowError(str(e))
 
 R = config["results"]
 

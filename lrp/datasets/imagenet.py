@@ -1,0 +1,216 @@
+"""ILSVRC2012 validation: box annotations (official XML or Kaggle CSV) -> one evaluation unit per image.
+
+Class index = position of the image's WNID in sorted-WNID order (torchvision ImageFolder == Keras
+imagenet_class_index.json == Kaggle LOC_synset_mapping.txt; data_protocol.md §2.3). Every val box carries
+the image's own WNID, so an image with two different WNIDs means corrupted input and is an error.
+Boxes are 0-based inclusive in both sources (§2.2) and become half-open [x0, y0, x1 + 1, y1 + 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.resources
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from lrp.datasets.index import (
+    Annotation, AnnotationError, Obj, check_on_error, finish_index, parse_annotation_xml, unit_row,
+)
+
+__all__ = ["IMAGENET_TRANSFORM", "load_synsets", "wnid_index", "parse_imagenet_xml", "parse_loc_val_csv",
+           "index_imagenet"]
+
+IMAGENET_TRANSFORM = "imagenet"  # shorter side -> size, centre crop (paper / Keras preprocessing)
+_EXT = ".JPEG"
+
+
+@functools.cache
+def load_synsets() -> tuple[tuple[str, str], ...]:
+    """The 1000 (wnid, names) pairs in class-index (sorted-WNID) order, from lrp/data/imagenet_synsets.txt.
+
+    Class names elsewhere are the WNIDs (`[w for w, _ in load_synsets()]`): unique, unlike the human names
+    ('crane' occurs twice). Immutable because it is cached.
+    """
+    res = importlib.resources.files("lrp") / "data" / "imagenet_synsets.txt"
+    pairs = []
+    for lineno, line in enumerate(res.read_text(encoding="utf-8").splitlines(), 1):
+        wnid, _, names = line.partition(" ")
+        if not (wnid.startswith("n") and len(wnid) == 9 and names):
+            raise AnnotationError(res, lineno, f"expected '<wnid> <names>', got {line!r}")
+        pairs.append((wnid, names))
+    wnids = [w for w, _ in pairs]
+    if len(pairs) != 1000 or wnids != sorted(set(wnids)):
+        raise AnnotationError(res, None, "expected 1000 distinct WNIDs in sorted order")
+    return tuple(pairs)
+
+
+@functools.cache
+def _wnid_index() -> dict[str, int]:
+    return {w: i for i, (w, _) in enumerate(load_synsets())}
+
+
+def wnid_index() -> dict[str, int]:
+    """{wnid: class index} (a fresh dict; callers may modify it)."""
+    return dict(_wnid_index())
+
+
+def parse_imagenet_xml(path) -> Annotation:
+    """Parse one ILSVRC2012 bbox XML (0-based inclusive) -> Annotation with half-open boxes.
+
+    `<filename>` has no extension in the official files (`ILSVRC2012_val_00000001`); a trailing `.JPEG`
+    is tolerated. The image file is `<image_id>.JPEG`.
+    """
+    path = Path(path)
+    filename, width, height, objects = parse_annotation_xml(path, one_based=False, require_difficult=False)
+    image_id = filename[: -len(_EXT)] if filename.endswith(_EXT) else filename
+    return Annotation(image_id, image_id + _EXT, width, height, objects, str(path))
+
+
+def parse_loc_val_csv(path) -> dict[str, list[Obj]]:
+    """Parse Kaggle LOC_val_solution.csv -> {image_id: [Obj]} (Obj.line = CSV line number).
+
+    Format: header `ImageId,PredictionString`, then `id,(wnid xmin ymin xmax ymax )+`. The CSV carries no
+    image sizes; `index_imagenet` gets them elsewhere and checks the boxes against them.
+    """
+    path = Path(path)
+    out: dict[str, list[Obj]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise AnnotationError(path, None, f"cannot read CSV: {e}") from None
+    if not rows or rows[0] != ["ImageId", "PredictionString"]:
+        raise AnnotationError(path, 1, f"expected header 'ImageId,PredictionString', got {rows[:1]}")
+    for lineno, row in enumerate(rows[1:], 2):
+        if not row:
+            continue
+        if len(row) != 2:
+            raise AnnotationError(path, lineno, f"expected 2 fields, got {len(row)}")
+        image_id, tokens = row[0].strip(), row[1].split()
+        if not image_id or not tokens or len(tokens) % 5:
+            raise AnnotationError(path, lineno, "PredictionString must be groups of 'wnid xmin ymin xmax ymax'")
+        if image_id in out:
+            raise AnnotationError(path, lineno, f"duplicate ImageId {image_id!r}")
+        objs = []
+        for k in range(0, len(tokens), 5):
+            wnid, coords = tokens[k], tokens[k + 1: k + 5]
+            try:
+                x0, y0, x1, y1 = map(int, coords)
+            except ValueError:
+                raise AnnotationError(path, lineno, f"non-integer coordinates {coords} for {wnid}") from None
+            if x0 > x1 or y0 > y1 or x0 < 0 or y0 < 0:
+                raise AnnotationError(path, lineno, f"impossible box {coords} for {wnid}")
+            objs.append(Obj(wnid, False, (float(x0), float(y0), float(x1 + 1), float(y1 + 1)), lineno))
+        out[image_id] = objs
+    return out
+
+
+def _check_unit(ann: Annotation, source) -> int:
+    """Validate one image's objects (known, single WNID, inside the image); return the class index."""
+    if not ann.objects:
+        raise AnnotationError(source, None, f"image {ann.image_id!r} has no boxes")
+    first = ann.objects[0]
+    for obj in ann.objects:
+        if obj.name != first.name:
+            raise AnnotationError(source, obj.line, f"image {ann.image_id!r} mixes WNIDs {first.name!r} and "
+                                                    f"{obj.name!r}; val boxes must carry the image's label")
+        x0, y0, x1, y1 = obj.box
+        if x0 < 0 or y0 < 0 or x1 > ann.width or y1 > ann.height:
+            raise AnnotationError(source, obj.line, f"box of {ann.image_id!r} lies outside the "
+                                                    f"{ann.width}x{ann.height} image")
+    if first.name not in _wnid_index():
+        raise AnnotationError(source, first.line, f"unknown WNID {first.name!r}")
+    return _wnid_index()[first.name]
+
+
+def _image_size(image_id: str, image_dir, image_sizes, source, line) -> tuple[int, int]:
+    if image_sizes is not None:
+        if image_id not in image_sizes:
+            raise AnnotationError(source, line, f"no image size given for {image_id!r}")
+        w, h = image_sizes[image_id]
+        return int(w), int(h)
+    path = Path(image_dir) / (image_id + _EXT)
+    try:
+        with Image.open(path) as im:  # reads the header only
+            return im.size
+    except OSError as e:
+        raise AnnotationError(source, line, f"cannot read the size of {path}: {e}") from None
+
+
+def _annotations(boxes: Path, image_dir, image_sizes):
+    """Yield (source path, Annotation or the AnnotationError raised while building it)."""
+    if boxes.is_dir():
+        files = sorted(boxes.rglob("*.xml"))
+        if not files:
+            raise FileNotFoundError(f"{boxes}: no *.xml box annotations found (searched recursively)")
+        for f in files:
+            try:
+                yield f, parse_imagenet_xml(f)
+            except AnnotationError as e:
+                yield f, e
+    elif boxes.is_file():
+        if image_dir is None and image_sizes is None:
+            raise ValueError(f"{boxes}: the CSV has no image sizes; pass image_dir or image_sizes")
+        for image_id, objs in parse_loc_val_csv(boxes).items():
+            try:
+                w, h = _image_size(image_id, image_dir, image_sizes, boxes, objs[0].line)
+                yield boxes, Annotation(image_id, image_id + _EXT, w, h, objs, str(boxes))
+            except AnnotationError as e:
+                yield boxes, e
+    else:
+        raise FileNotFoundError(f"{boxes}: box annotations not found (expected an XML folder or a CSV file)")
+
+
+def index_imagenet(boxes, size: int = 224, on_error: str = "raise", image_dir=None,
+                   image_sizes: Mapping[str, tuple[int, int]] | None = None) -> tuple[pd.DataFrame, dict]:
+    """One row per val image -> (index DataFrame, report).
+
+    `boxes`: a folder of ILSVRC2012 bbox XMLs (searched recursively, `val/` or flat) or a Kaggle
+    LOC_val_solution.csv. The CSV needs image sizes: `image_sizes` {image_id: (w, h)} or `image_dir`
+    (JPEG headers are read). on_error="skip" skips invalid images and lists them in the report; a
+    malformed CSV as a whole always raises.
+    """
+    check_on_error(on_error)
+    boxes = Path(boxes)
+    rows, skipped, seen = [], [], {}
+    n_sources = n_boxes = n_multi = 0
+    for source, ann in tqdm(_annotations(boxes, image_dir, image_sizes), desc="index ImageNet", unit="img",
+                            file=sys.stderr, mininterval=5):
+        n_sources += 1
+        try:
+            if isinstance(ann, AnnotationError):
+                raise ann
+            if ann.image_id in seen:
+                raise AnnotationError(source, None, f"image {ann.image_id!r} is annotated twice "
+                                                    f"(also in {seen[ann.image_id]})")
+            cls = _check_unit(ann, source)
+        except AnnotationError as e:
+            if on_error == "raise":
+                raise
+            skipped.append(str(e))
+            continue
+        seen[ann.image_id] = source
+        n_boxes += len(ann.objects)
+        n_multi += len(ann.objects) > 1
+        rows.append(unit_row(ann, "val", ann.image_id, cls, ann.objects[0].name, [o.box for o in ann.objects],
+                             IMAGENET_TRANSFORM, size))
+    df = finish_index(rows)
+    report = {
+        "source": str(boxes),
+        "n_annotations": n_sources,
+        "n_images": len(df),
+        "n_samples": len(df),
+        "n_boxes": n_boxes,
+        "n_multi_box_images": n_multi,
+        "n_skipped": len(skipped),
+        "skipped": skipped,
+        "n_empty_mask": int((df["box_fraction"] == 0).sum()),
+        "n_full_mask": int((df["box_fraction"] == 1).sum()),
+    }
+    return df, report

@@ -1,0 +1,246 @@
+"""Index rows -> HDF5 image shards: uint8 RGB model-input images plus the bool box masks.
+
+Why shards: decoding and resizing 50k JPEGs is the slow, model-independent part; doing it once per shard
+lets the attribution jobs of every analyzer run in parallel on the same small files. The image is
+transformed with `lrp.boxes.make_transform`, the same map the index used for the boxes, so mask and image
+agree pixel for pixel. Images are stored once per shard (a VOC image with 3 classes is 3 samples but one
+image); `image_row` maps samples to images.
+
+Shard layout (HDF5):
+  images       uint8 (n_images, size, size, 3), one chunk per image, lzf
+  image_file   utf-8 (n_images,)
+  image_row    int32 (n_samples,)
+  masks        bool (n_samples, size, size), one chunk per sample, lzf
+  sample_id    utf-8 (n_samples,);  class_index int64;  box_fraction float64
+  attrs        shard, n_shards, transform, size, row_start, row_stop, source_modes (JSON {mode: count})
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import h5py
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from lrp.boxes import make_transform, union_mask
+from lrp.io import atomic_path
+
+__all__ = ["ImageDecodeError", "shard_ranges", "load_rgb", "write_image_shard", "read_image_shard",
+           "read_shard_attrs", "shard_size", "iter_shard_batches", "Batch"]
+
+_STR = h5py.string_dtype("utf-8")
+_SAMPLE_KEYS = ("image_row", "masks", "sample_id", "class_index", "box_fraction")
+
+
+class ImageDecodeError(ValueError):
+    """An image file that cannot be decoded completely (truncated, corrupt, not an image) or that does not
+    match its index row. A ValueError: it describes the user's data, not a bug (see lrp.runner)."""
+
+    def __init__(self, path, message: str):
+        self.path = str(path)
+        super().__init__(f"{path}: {message}")
+
+
+def shard_ranges(n: int, n_shards: int) -> list[tuple[int, int]]:
+    """Split range(n) into n_shards contiguous [start, stop) ranges whose sizes differ by at most 1."""
+    if int(n_shards) != n_shards or n_shards < 1:
+        raise ValueError(f"n_shards must be a positive integer, got {n_shards!r}")
+    if int(n) != n or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    q, r = divmod(int(n), int(n_shards))
+    stops = np.cumsum([q + (i < r) for i in range(int(n_shards))])
+    return [(int(b - (q + (i < r))), int(b)) for i, b in enumerate(stops)]
+
+
+def load_rgb(path) -> tuple[Image.Image, str]:
+    """Decode an image fully and return (RGB image, original mode).
+
+    `.load()` forces decoding, so a truncated file fails here rather than yielding grey pixels. Content
+    decides the format (a PNG named .JPEG decodes as PNG). EXIF orientation is deliberately ignored: the
+    boxes were drawn on the stored pixel grid.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            rgb = im.convert("RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image not found") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageDecodeError(path, f"cannot decode image: {e}") from None
+    return rgb, mode
+
+
+def _prepare(path: Path, width: int, height: int, transform: str, size: int) -> tuple[np.ndarray, str]:
+    img, mode = load_rgb(path)
+    if img.size != (width, height):
+        raise ImageDecodeError(path, f"image is {img.size[0]}x{img.size[1]} but the index says {width}x{height}")
+    arr = np.asarray(make_transform(transform, width, height, size).apply_image(img), dtype=np.uint8)
+    if arr.shape != (size, size, 3):  # pragma: no cover - guards the PIL contract
+        raise ImageDecodeError(path, f"transformed image has shape {arr.shape}")
+    return arr, mode
+
+
+def _mask(sample_id: str, boxes_json: str, fraction: float, size: int) -> np.ndarray:
+    """The sample's mask from the index boxes, checked against the index's box_fraction."""
+    b = np.asarray(json.loads(boxes_json), dtype=np.float64).reshape(-1, 4)
+    if b.size and (b.min() < 0 or b.max() > size):
+        raise ValueError(f"sample {sample_id}: boxes exceed [0, {size}]; was the index built for size {size}?")
+    mask = union_mask(b, size)
+    if abs(mask.mean() - float(fraction)) > 1e-9:
+        raise ValueError(f"sample {sample_id}: mask fraction {mask.mean():.6f} != index box_fraction {fraction}")
+    return mask
+
+
+def _bounded_map(fn, items, workers: int, window: int) -> Iterator:
+    """Ordered map over `items` with at most `window` results in flight (bounded memory)."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    items = iter(items)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL in decode/resize
+        pending = [pool.submit(fn, it) for it in itertools.islice(items, window)]
+        while pending:
+            fut = pending.pop(0)
+            nxt = next(items, None)
+            if nxt is not None:
+                pending.append(pool.submit(fn, nxt))
+            try:
+                yield fut.result()
+            except BaseException:
+                for p in pending:
+                    p.cancel()
+                raise
+
+
+def write_image_shard(index_df: pd.DataFrame, shard: int, n_shards: int, image_dir, transform: str,
+                      size: int, out_path, workers: int = 4) -> dict:
+    """Write shard `shard` of `n_shards` (contiguous index rows) to `out_path` (HDF5, atomic).
+
+    Checks every decoded image against the index's width/height, so a wrong image folder or a stale index
+    fails loudly. Returns a summary {n_samples, n_images, source_modes}.
+    """
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard must be in [0, {n_shards}), got {shard}")
+    make_transform(transform, 1, 1, size)  # validate the name before any work
+    start, stop = shard_ranges(len(index_df), n_shards)[shard]
+    rows = index_df.iloc[start:stop]
+    image_dir = Path(image_dir)
+
+    files = list(dict.fromkeys(rows["image_file"]))  # unique, first-appearance order
+    file_row = {f: i for i, f in enumerate(files)}
+    dims = {}
+    for f, w, h in zip(rows["image_file"], rows["width"], rows["height"]):
+        if dims.setdefault(f, (int(w), int(h))) != (int(w), int(h)):
+            raise ValueError(f"index rows disagree on the size of {f}: {dims[f]} vs {(int(w), int(h))}")
+
+    modes = Counter()
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
+        shape = (len(files), size, size, 3)
+        images = h5.create_dataset("images", shape=shape, maxshape=(None, size, size, 3), dtype=np.uint8,
+                                   chunks=(1, size, size, 3), compression="lzf")
+        h5.create_dataset("image_file", data=np.array(files, dtype=object), dtype=_STR)
+        h5.create_dataset("image_row", data=np.array([file_row[f] for f in rows["image_file"]], dtype=np.int32))
+        masks = h5.create_dataset("masks", shape=(len(rows), size, size), maxshape=(None, size, size),
+                                  dtype=bool, chunks=(1, size, size), compression="lzf")
+        for i, (sid, boxes, frac) in enumerate(zip(rows["sample_id"], rows["boxes"], rows["box_fraction"])):
+            masks[i] = _mask(sid, boxes, frac, size)  # one at a time: a 50k-sample shard would need 2.5 GB
+        h5.create_dataset("sample_id", data=np.array(list(rows["sample_id"]), dtype=object), dtype=_STR)
+        h5.create_dataset("class_index", data=rows["class_index"].to_numpy(dtype=np.int64))
+        h5.create_dataset("box_fraction", data=rows["box_fraction"].to_numpy(dtype=np.float64))
+        h5.attrs.update({"shard": shard, "n_shards": n_shards, "transform": transform, "size": size,
+                         "row_start": start, "row_stop": stop})
+
+        def job(f):
+            return _prepare(image_dir / f, *dims[f], transform, size)
+
+        progress = tqdm(total=len(files), desc=f"shard {shard}/{n_shards}", unit="img", file=sys.stderr,
+                        mininterval=5)
+        with progress:
+            for i, (arr, mode) in enumerate(_bounded_map(job, files, workers, window=max(1, 4 * workers))):
+                images[i] = arr
+                modes[mode] += 1
+                progress.update()
+        h5.attrs["source_modes"] = json.dumps(dict(sorted(modes.items())))
+    return {"n_samples": len(rows), "n_images": len(files), "source_modes": dict(modes)}
+
+
+def _open(path):
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise OSError(f"{path}: cannot open image shard: {e}") from None
+
+
+def _check_keys(h5, path, keys):
+    missing = [k for k in keys if k not in h5]
+    if missing:
+        raise ValueError(f"{path}: not an image shard, missing datasets {missing}")
+
+
+def read_shard_attrs(path) -> dict:
+    """The shard's attributes (shard, n_shards, transform, size, row_start, row_stop, source_modes)."""
+    with _open(path) as h5:
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in h5.attrs.items()}
+
+
+def read_image_shard(path) -> dict[str, np.ndarray]:
+    """Load a whole shard into memory: every dataset as a numpy array (strings as str arrays)."""
+    with _open(path) as h5:
+        _check_keys(h5, path, ("images", "image_file") + _SAMPLE_KEYS)
+        out = {}
+        for k in ("images", "image_file") + _SAMPLE_KEYS:
+            ds = h5[k]
+            out[k] = np.array(ds.asstr()[:], dtype=str) if ds.dtype == _STR else ds[:]
+        return out
+
+
+class Batch(NamedTuple):
+    images: np.ndarray | None  # uint8 (B, H, W, 3); None with load_images=False
+    masks: np.ndarray | None  # bool (B, H, W); None with unique_images=True
+    class_index: np.ndarray | None  # int64 (B,); None with unique_images=True
+    sample_id: np.ndarray | None  # str (B,); None with unique_images=True
+
+
+def shard_size(path) -> tuple[int, np.ndarray, int]:
+    """(n_samples, sample_id array, input size) of a shard without reading images or masks."""
+    with _open(path) as h5:
+        _check_keys(h5, path, ("sample_id", "masks"))
+        return len(h5["sample_id"]), np.array(h5["sample_id"].asstr()[:], dtype=str), int(h5["masks"].shape[1])
+
+
+def iter_shard_batches(path, batch_size: int, unique_images: bool = False,
+                       load_images: bool = True) -> Iterator[Batch]:
+    """Yield batches reading only one batch at a time.
+
+    Default: per-sample batches, images expanded from image_row (a VOC image with 3 classes appears 3
+    times). unique_images=True: each stored image once (e.g. to learn patterns), per-sample fields None.
+    load_images=False: per-sample batches without images (masks-only consumers such as the metrics).
+    """
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    bs = int(batch_size)
+    with _open(path) as h5:
+        _check_keys(h5, path, ("images",) + _SAMPLE_KEYS)
+        if unique_images:
+            for s in range(0, len(h5["images"]), bs):
+                yield Batch(h5["images"][s: s + bs], None, None, None)
+            return
+        image_row = h5["image_row"][:]
+        for s in range(0, len(image_row), bs):
+            sl = slice(s, s + bs)
+            images = None
+            if load_images:
+                rows, inverse = np.unique(image_row[sl], return_inverse=True)  # h5py wants increasing indices
+                images = h5["images"][rows][inverse]
+            yield Batch(images, h5["masks"][sl], h5["class_index"][sl],
+                        np.array(h5["sample_id"].asstr()[sl], dtype=str))
