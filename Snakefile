@@ -14,7 +14,7 @@ sys.path.insert(0, workflow.basedir)
 # The paper's study unless a config is given (--configfile replaces it rather than merging into it).
 if not config:
 
-    configfile: "config/config.yaml"
+    configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
