@@ -291,9 +291,6 @@ def attribute(model_spec: dict, image_shard_h5, analyzers: dict, out_paths: dict
               precision: str, patterns_h5=None, tf32: bool = False, shard: int | None = None):
     """Every configured analyzer on one image shard from one forward pass per batch; one file per analyzer."""
     from . import patterns as pat
-    from .attribution import attribute_many
-    from .preprocess import iter_shard_batches, shard_size
-    from .shards import ShardWriter
 
     dev = pick_device(device)
     bundle = load_model(model_spec, dev)
@@ -302,27 +299,72 @@ def attribute(model_spec: dict, image_shard_h5, analyzers: dict, out_paths: dict
         if not patterns_h5:
             raise ValueError("pattern_attribution is configured but no pattern file was given")
         opts["pattern_attribution"]["patterns"] = pat.load(patterns_h5, device=dev)
+    attrs = dict(model=model_spec.get("arch", ""), model_checksum=bundle.checksum, lrp_version=__version__,
+                 device=str(dev), torch=torch.__version__, tf32=int(tf32), shard=-1 if shard is None else shard)
+    attribute_shard(bundle, dev, image_shard_h5, opts, out_paths, batch_size, precision, tf32, attrs)
+
+
+def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, batch_size: int, precision: str,
+                    tf32: bool, attrs: dict, timings: dict | None = None):
+    """The hot loop: prefetched uint8 batches -> device -> attribute_many -> background HDF5 writes.
+
+    `timings` (optional) collects seconds per phase for benchmarks/pipeline.py: waiting for data, host-to-
+    device + preprocessing, attribution, device-to-host copies; the writer's time overlaps and is reported
+    as the wait at the end.
+    """
+    from .attribution import attribute_many
+    from .loader import BackgroundWriter, prefetch
+    from .preprocess import iter_shard_batches, shard_size
+    from .shards import ShardWriter
+
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    t = timings if timings is not None else {}
+    for k in ("load_wait", "h2d", "attribute", "d2h", "write_wait"):
+        t.setdefault(k, 0.0)
     n, ids, size = shard_size(image_shard_h5)
     writers = {name: ShardWriter(out_paths[name], n, (size, size), ids, precision=precision, analyzer=name,
-                                 options={k: v for k, v in opts[name].items() if k != "patterns"},
-                                 model=model_spec.get("arch", ""), model_checksum=bundle.checksum,
-                                 lrp_version=__version__, device=str(dev), torch=torch.__version__,
-                                 tf32=int(tf32), shard=-1 if shard is None else shard)
+                                 options={k: v for k, v in opts[name].items() if k != "patterns"}, **attrs)
                for name in opts}
+    bg = BackgroundWriter()
     t0, done = time.time(), 0
     try:
-        for images, masks, cls, _ in iter_shard_batches(image_shard_h5, batch_size):
-            x = bundle.preprocessing(torch.from_numpy(images), device=dev)
-            maps = attribute_many(bundle.module, x, torch.from_numpy(cls).to(dev), opts, tf32=tf32)
-            for name, R in maps.items():
-                writers[name].write(R.sum(1).float().cpu().numpy())
-            done += len(images)
+        batches = prefetch(iter_shard_batches(image_shard_h5, batch_size), pin=cuda)
+        while True:
+            tic = time.perf_counter()
+            b = next(batches, None)
+            t["load_wait"] += time.perf_counter() - tic
+            if b is None:
+                break
+            tic = time.perf_counter()
+            x = bundle.preprocessing(torch.as_tensor(b.images), device=dev)
+            targets = torch.from_numpy(b.class_index).to(dev, non_blocking=True)
+            sync()
+            t["h2d"] += time.perf_counter() - tic
+            tic = time.perf_counter()
+            maps = attribute_many(bundle.module, x, targets, opts, tf32=tf32)
+            maps = {name: R.sum(1) for name, R in maps.items()}
+            sync()
+            t["attribute"] += time.perf_counter() - tic
+            tic = time.perf_counter()
+            host = {name: R.float().cpu().numpy() for name, R in maps.items()}
+            t["d2h"] += time.perf_counter() - tic
+            for name, arr in host.items():
+                bg.submit(writers[name].write, arr)
+            done += len(b.class_index)
             rate = done / (time.time() - t0)
-            mem = f", GPU peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if dev.type == "cuda" else ""
+            mem = f", GPU peak {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB" if cuda else ""
             log(f"attribute: {done}/{n} samples, {rate:.1f} samples/s, ETA {(n - done) / rate:.0f} s{mem}")
+        tic = time.perf_counter()
+        bg.close()
+        t["write_wait"] += time.perf_counter() - tic
         for w in writers.values():
             w.close()
     except BaseException:
+        try:
+            bg.close()
+        except BaseException:
+            pass
         for w in writers.values():
             w.abort()
         raise

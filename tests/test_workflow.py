@@ -77,8 +77,11 @@ def test_broken_config_fails_before_any_job(tmp_path, edit, key):
 
 @pytest.mark.slow
 def test_smoke_run_ci_config(tmp_path):
-    """The whole study on the CI subset of the demo: outputs, up-to-date DAG, and minimal re-runs."""
-    snakemake("--cores", "2", "--configfile", ROOT / "config" / "ci.yaml", cwd=tmp_path)
+    """The whole study on the CI subset of the demo, submitted through the cluster-generic profile with a
+    stand-in for sbatch: outputs, an up-to-date DAG on re-run, and minimal re-runs after a deletion."""
+    snakemake("--profile", ROOT / "profiles" / "cluster-generic", "--cluster-generic-submit-cmd",
+              ROOT / "tests" / "fake_submit.sh", "--jobs", "2", "--latency-wait", "5",
+              "--configfile", ROOT / "config" / "ci.yaml", cwd=tmp_path)
     res = tmp_path / "results" / "demo"
     for name in ["table1.csv", "table1.md", "table1.tex", "fig3_mu_by_box_size.png", "fig3_mu_by_box_size.pdf",
                  "fig2_occlusion.png", "fig2_occlusion.pdf", "baseline.csv", "model_card.json", "samples.csv"]:

@@ -1,0 +1,108 @@
+"""One attribution shard end to end on synthetic ImageNet-size data: where does the time go?
+
+Builds an image shard of N random 224² images with random box masks, explains them with a random-weight
+torchvision VGG-16 (all Table 1 analyzers of the ImageNet study, one forward pass per batch), writes the
+attribution shards and computes the metrics, timing each phase. Goal (issue: full scale): the I/O and
+metrics around the attributions cost ≤ 20 % of the attribution time on one H100.
+
+    python benchmarks/pipeline.py --device cuda --n 512 --batch 64 --json out.json
+    python benchmarks/pipeline.py --device cpu --n 8 --batch 4          # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torchvision
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lrp.metrics import relevance_sums  # noqa: E402
+from lrp.models.base import ModelBundle  # noqa: E402
+from lrp.models.zoo import TORCHVISION_PREPROCESSING  # noqa: E402
+from lrp.preprocess import iter_shard_batches  # noqa: E402
+from lrp.shards import iter_shard  # noqa: E402
+from lrp.stages import attribute_shard  # noqa: E402
+
+ANALYZERS = ["lrp_cmp_alpha2_flat", "lrp_cmp_alpha2", "lrp_cmp_alpha1", "lrp_cmp_alpha1_flat", "lrp_alpha2",
+             "lrp_alpha1", "lrp_z", "lrp_cam", "guided_backprop", "pattern_attribution", "gradient"]
+
+
+def synthetic_shard(path: Path, n: int, size: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("images", data=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                         chunks=(1, size, size, 3), compression="lzf")
+        f["image_row"] = np.arange(n, dtype=np.int32)
+        masks = np.zeros((n, size, size), bool)
+        for i in range(n):
+            x0, y0 = rng.integers(0, size // 2, 2)
+            w, h = rng.integers(8, size // 2, 2)
+            masks[i, y0:y0 + h, x0:x0 + w] = True
+        f.create_dataset("masks", data=masks, chunks=(1, size, size), compression="lzf")
+        f.create_dataset("sample_id", data=np.array([f"s{i}" for i in range(n)], dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+        f["class_index"] = rng.integers(0, 1000, n)
+        f["box_fraction"] = masks.reshape(n, -1).mean(1)
+        f.attrs.update(shard=0, n_shards=1, transform="imagenet", size=size)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--n", type=int, default=512)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--precision", default="float16", choices=["float16", "float32"])
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+    dev = torch.device(a.device)
+    torch.manual_seed(0)
+    module = torchvision.models.vgg16(weights=None).eval().requires_grad_(False).to(dev)
+    bundle = ModelBundle(module, TORCHVISION_PREPROCESSING, 224, [str(i) for i in range(1000)], "vgg16-random")
+    patterns = {n: torch.rand_like(m.weight) for n, m in module.named_modules() if hasattr(m, "weight")}
+    opts = {name: ({"patterns": patterns} if name == "pattern_attribution" else {}) for name in ANALYZERS}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        synthetic_shard(tmp / "images.h5", a.n, a.size)
+        outs = {name: tmp / name / "0.h5" for name in ANALYZERS}
+        # Warm-up batch (cuDNN autotuning, allocator) outside the timings.
+        synthetic_shard(tmp / "warm.h5", min(a.batch, a.n), a.size)
+        attribute_shard(bundle, dev, tmp / "warm.h5", opts, {k: tmp / "warm" / f"{k}.h5" for k in opts}, a.batch,
+                        a.precision, False, {})
+        timings: dict = {}
+        t0 = time.perf_counter()
+        attribute_shard(bundle, dev, tmp / "images.h5", opts, outs, a.batch, a.precision, False, {}, timings)
+        timings["total_attribute_job"] = time.perf_counter() - t0
+        tic = time.perf_counter()
+        for name, path in outs.items():
+            masks = iter_shard_batches(tmp / "images.h5", 256, load_images=False)
+            for (_, rel), b in zip(iter_shard(path, 256), masks):
+                relevance_sums(rel, b.masks)
+        timings["metrics"] = time.perf_counter() - tic
+    overhead = sum(timings[k] for k in ("load_wait", "h2d", "d2h", "write_wait", "metrics"))
+    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
+    res = {"device": device_name, "n": a.n, "batch": a.batch, "size": a.size, "analyzers": len(ANALYZERS),
+           "precision": a.precision, "torch": torch.__version__, "timings_s": timings,
+           "images_per_s": a.n / timings["attribute"], "overhead_fraction_of_attribution": overhead / timings["attribute"]}
+    print(f"device {device_name}; {a.n} images, batch {a.batch}, {len(ANALYZERS)} analyzers")
+    for k, v in timings.items():
+        print(f"  {k:22s} {v:8.3f} s  ({v / timings['attribute'] * 100:5.1f} % of attribution)")
+    print(f"  throughput: {res['images_per_s']:.1f} images/s (all analyzers); overhead = "
+          f"{res['overhead_fraction_of_attribution'] * 100:.1f} % of attribution time (goal ≤ 20 %)")
+    print(f"  => 50,000 images: {50000 / res['images_per_s'] / 60:.1f} min of attribution")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
