@@ -426,7 +426,7 @@ def table1(metric_csvs: dict, paper_dataset, out_csv, out_md, out_tex, n_boot: i
     write_table1(table, out_csv, out_md, out_tex, title)
 
 
-def fig3(metric_csvs: dict, out_png, out_pdf, title: str):
+def fig3(metric_csvs: dict, out_png, out_pdf, title: str, min_count: int = 20):
     from .figures import plot_fig3
     from .metrics import size_curve
     from .table import analyzer_names
@@ -441,7 +441,7 @@ def fig3(metric_csvs: dict, out_png, out_pdf, title: str):
             baseline = curve
         else:
             curves[labels.get(name, name)] = curve
-    plot_fig3(curves, baseline, out_png, out_pdf, title=title)
+    plot_fig3(curves, baseline, out_png, out_pdf, title=title, min_count=min_count)
 
 
 def fig2(occlusion_csv, out_png, out_pdf, title: str):

@@ -48,6 +48,7 @@ rule fig3:
     log:
         f"{R}/logs/fig3/{{dataset}}.log",
     params:
+        min_count=config.get("evaluation", {}).get("min_bin_count", 20),
         code=lrp_sources("stages", "metrics", "figures", "table"),
     conda:
         ENV

@@ -6,4 +6,4 @@ from lrp.runner import run
 from lrp.stages import fig3
 
 run(snakemake, fig3, metric_csvs=dict(snakemake.input.items()), out_png=snakemake.output.png,
-    out_pdf=snakemake.output.pdf, title=f"Fig. 3 — {snakemake.wildcards.dataset}")
+    out_pdf=snakemake.output.pdf, min_count=snakemake.params.min_count, title=f"Fig. 3 — {snakemake.wildcards.dataset}")
