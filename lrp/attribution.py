@@ -51,7 +51,7 @@ def attribute_many(model, inputs, targets, analyzers, tf32: bool = False, **opti
         for start, members in groups.items():
             R = onehot * logits if start == "logit" else onehot
             _backward_shared(trace, members, len(layers) - 1, R, results)
-    return {name: results[name] for name in specs}
+    return {name: results[name].reshape(x.shape) for name in specs}
 
 
 def _backward_shared(trace: Trace, members: list, i: int, R: torch.Tensor, results: dict) -> None:
@@ -62,13 +62,22 @@ def _backward_shared(trace: Trace, members: list, i: int, R: torch.Tensor, resul
             by_rule[m[1][i]].append(m)
         if len(by_rule) > 1:
             for rule, sub in by_rule.items():
-                _backward_shared(trace, sub, i - 1, rule.backward(trace.layers[i], trace, R, _ctx(sub)), results)
+                R_sub = _unflatten(trace, i, rule.backward(trace.layers[i], trace, R, _ctx(sub)))
+                _backward_shared(trace, sub, i - 1, R_sub, results)
             return
         rule = next(iter(by_rule))
-        R = rule.backward(trace.layers[i], trace, R, _ctx(members))
+        R = _unflatten(trace, i, rule.backward(trace.layers[i], trace, R, _ctx(members)))
         i -= 1
     for name, _, _ in members:
         results[name] = R
+
+
+def _unflatten(trace: Trace, i: int, R: torch.Tensor) -> torch.Tensor:
+    """Undo the implicit flatten before a Linear (torchvision VGG/AlexNet call torch.flatten in forward()):
+    the relevance at layer i's input must have the shape of layer i-1's output."""
+    if i > 0 and R.shape != trace.outputs[i - 1].shape:
+        R = R.reshape(trace.outputs[i - 1].shape)
+    return R
 
 
 def _ctx(members) -> dict:
