@@ -120,12 +120,7 @@ class AvgPoolGradient(Rule):
 
     def backward(self, layer, trace, R, ctx):
         x = trace.inputs[layer.index]
-        if x.shape == R.shape:
-            return R
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(layer.module(xg), xg, R)
-        return g
+        return R if x.shape == R.shape else _pool_gradient(layer, x, R)
 
 
 @dataclass(frozen=True)
@@ -140,11 +135,15 @@ class AvgPoolZ(Rule):
         x = trace.inputs[layer.index]
         if x.shape == R.shape:
             return R
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            z = layer.module(xg)
-            (g,) = torch.autograd.grad(z, xg, safe_divide(R, z.detach()))
-        return x * g
+        return x * _pool_gradient(layer, x, safe_divide(R, trace.outputs[layer.index]))
+
+
+def _pool_gradient(layer: Layer, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """The average pool's transposed map applied to `grad` (autograd of the module: no extra rule code)."""
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(layer.module(xg), xg, grad)
+    return g
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -95,7 +95,9 @@ def test_smoke_run_ci_config(tmp_path):
     assert dry_run_jobs(tmp_path, "--configfile", ROOT / "config" / "ci.yaml") == {}
     # Deleting one attribution shard recomputes that shard and what depends on it, nothing upstream.
     (res / "attributions" / "lrp_z" / "1.h5").unlink()
+    assert not (res / "attributions" / "lrp_z" / "1.h5").exists()
+    out = snakemake("-n", "--configfile", ROOT / "config" / "ci.yaml", cwd=tmp_path)
     jobs = dry_run_jobs(tmp_path, "--configfile", ROOT / "config" / "ci.yaml")
-    assert jobs.get("attribute_demo") == 1
+    assert jobs.get("attribute_demo") == 1, out.stdout[-3000:] + out.stderr[-3000:]
     assert {"table1", "fig3"} <= set(jobs)
     assert not {"data", "index", "image_shard", "train_model", "occlusion", "patterns", "model_card"} & set(jobs)

@@ -21,7 +21,6 @@ assuming square maps.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -329,12 +328,10 @@ def imagenet_class_names() -> list[str]:
     return [wnid for wnid, _ in load_synsets()]
 
 
-def md5_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def md5_file(path: str | Path) -> str:
+    from lrp.acquire import md5sum
+
+    return md5sum(path)
 
 
 def keras_vgg16_bundle(path: str | Path, verify: bool = False) -> ModelBundle:
