@@ -136,8 +136,13 @@ def lrp_sources(*modules):
 
 
 def all_targets():
+    """Every dataset's tables and figures, plus its attribution shards: Snakemake does not re-create a
+    deleted intermediate file whose consumers are up to date, so the shards are targets themselves (a
+    deleted shard is recomputed, then the metrics, Table 1 and Fig. 3 that depend on it)."""
     out = []
     for name in config["datasets"]:
+        out += expand(f"{R}/{name}/attributions/{{analyzer}}/{{shard}}.h5", analyzer=computed_analyzers(name),
+                      shard=shards(name))
         out += [f"{R}/{name}/table1.csv", f"{R}/{name}/table1.md", f"{R}/{name}/table1.tex",
                 f"{R}/{name}/fig3_mu_by_box_size.png", f"{R}/{name}/fig2_occlusion.png",
                 f"{R}/{name}/baseline.csv", f"{R}/{name}/model_card.json"]
