@@ -402,11 +402,10 @@ def metrics(analyzer: str, image_shards: list, attribution_shards: list, out_csv
 
 
 def _metric_rows(ids, rel, masks, relevance_sums):
+    from .metrics import mu_from_sums
+
     s = relevance_sums(rel, masks)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ok = (s["r_tot"] > 0) & (s["s_in"] > 0)
-        mu = np.where(ok, s["r_in"] / np.where(ok, s["r_tot"], 1), np.nan)
-        mu_w = mu * s["s_tot"] / np.where(s["s_in"] > 0, s["s_in"], 1)
+    mu, mu_w = mu_from_sums(**s)
     return pd.DataFrame({"sample_id": ids, "box_fraction": s["s_in"] / s["s_tot"], "mu": mu, "mu_w": mu_w,
                          "r_in": s["r_in"], "r_tot": s["r_tot"]})
 
