@@ -69,10 +69,6 @@ def attribution_shards(wildcards):
                   analyzer=wildcards.analyzer, shard=shards(wildcards.dataset))
 
 
-def attribution_outputs(wildcards):
-    return {a: f"{R}/{wildcards.dataset}/attributions/{a}/{wildcards.shard}.h5"
-            for a in computed_analyzers(wildcards.dataset)}
-
 
 def metric_files(wildcards):
     return {a: f"{R}/{wildcards.dataset}/metrics/{a}.csv" for a in analyzers(wildcards.dataset)}
@@ -157,12 +153,6 @@ def model_cfg(wildcards):
     return model_spec(wildcards.dataset)
 
 
-def analyzer_cfg(wildcards):
-    return analyzer_options(wildcards.dataset)
-
-
-def pattern_samples(wildcards):
-    return f"{R}/{wildcards.dataset}/pattern_samples.csv"
 
 
 def model_train_spec(wildcards):
