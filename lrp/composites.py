@@ -2,8 +2,9 @@
 
 An analyzer is a start signal ("logit": one-hot × logit of the target class, as iNNvestigate and the LRP
 Toolbox; "one": one-hot × 1, the gradient) plus a function that picks the rule of every Conv2d/Linear
-layer. Weightless layers get their family's default (LRP: ReLU passes relevance; gradient family: ReLU
-gates). Register your own with `register()`; the pipeline picks it up by name from the config.
+layer. Weightless layers get their family's default (LRP: ReLU and LRN pass relevance; gradient family:
+ReLU gates, LRN its gradient). Register your own with `register()`; the pipeline picks it up by name
+from the config.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .graph import Layer
-from .rules import (AlphaBeta, AvgPoolGradient, AvgPoolZ, Epsilon, Flat, Gradient, GuidedReLU, Pass,
-                    ReLUGate, Reshape, Rule, WinnerTakesAll)
+from .rules import (AlphaBeta, AvgPoolGradient, AvgPoolZ, Epsilon, Flat, Gradient, GuidedReLU, LRNGradient,
+                    Pass, ReLUGate, Reshape, Rule, WinnerTakesAll)
 
 DEFAULTS = {"epsilon": 0.1, "bias": "innvestigate", "flat_layers": 1}
 """Options shared by all analyzers unless set per analyzer. ε = 0.1 on the dense layers of the LRP_CMP
@@ -79,6 +80,8 @@ def plan(analyzer: Analyzer, layers: list[Layer], options: dict) -> list[Rule]:
             rules.append(AvgPoolZ() if analyzer.family == "lrp" else AvgPoolGradient())
         elif layer.kind == "flatten":
             rules.append(Reshape())
+        elif layer.kind == "lrn":  # LRP: identity (LRP Toolbox lrn_backward_type 0); others: true gradient
+            rules.append(Pass() if analyzer.family == "lrp" else LRNGradient())
         else:
             rules.append(Pass())
     return rules

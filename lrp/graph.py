@@ -4,6 +4,8 @@ Why a flat list: every analyzer of the study back-propagates through the same ch
 recorded forward pass (each layer's input and output) serves all of them. Models are walked in module
 registration order (torchvision VGG/AlexNet, flat `nn.Sequential`s, nested `Sequential`s); the walk is
 checked once against the model's own `forward` so an unusual `forward` cannot silently give wrong maps.
+LocalResponseNorm (CaffeNet) is a layer kind of its own: LRP passes relevance through it unchanged, the
+gradient family uses its true gradient (`lrp.rules`, docs/models.md).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ KINDS = {
     nn.AvgPool2d: "avgpool",
     nn.AdaptiveAvgPool2d: "avgpool",
     nn.Flatten: "flatten",
+    nn.LocalResponseNorm: "lrn",
     nn.Dropout: "identity",
     nn.Identity: "identity",
 }
@@ -134,6 +137,8 @@ def forward_trace(layers: list[Layer], x: torch.Tensor) -> Trace:
             y = torch.flatten(x, m.start_dim, m.end_dim)
         elif layer.kind == "avgpool":
             y = m(x)
+        elif layer.kind == "lrn":
+            y = F.local_response_norm(x, m.size, m.alpha, m.beta, m.k)
         else:  # identity (Dropout in eval mode)
             y = x
         outputs.append(y)
@@ -165,7 +170,7 @@ def compile_model(model: nn.Module, example: torch.Tensor) -> list[Layer]:
         raise UnsupportedModelError(
             "walking the model's modules in registration order does not reproduce model(x) "
             f"(shapes {tuple(ours.shape)} vs {tuple(theirs.shape)}, max |Δ| = {diff:.3g}); only models whose "
-            "forward() chains their Conv2d/ReLU/pool/Flatten/Dropout/Linear modules in order are supported"
+            "forward() chains their Conv2d/ReLU/pool/LRN/Flatten/Dropout/Linear modules in order are supported"
         )
     _verified[model] = (key, layers)
     return layers

@@ -7,6 +7,10 @@ the recorded forward pass (`lrp.graph.Trace`) and never run autograd.
 Conventions (see docs/lrp_rules.md): z_ij = a_i w_ij, z_j = Σ_i z_ij + b_j. Exact zeros in denominators
 are replaced by 1e-7 (iNNvestigate's `safe_divide`), so no rule produces NaN or Inf. ε-stabilisation uses
 ε·sign(z) with sign(0) = +1.
+
+LocalResponseNorm (CaffeNet's norm1/norm2): LRP passes relevance through unchanged (`Pass`, the LRP Toolbox's
+lrn_backward_type 0); the gradient family uses LRN's true gradient (`LRNGradient`). The Toolbox's demonstrator
+used its Taylor-type type 1 instead, so CaffeNet maps can differ from the Toolbox's at the LRN layers.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ class Rule:
 
 @dataclass(frozen=True)
 class Pass(Rule):
-    """Relevance passes unchanged (ReLU under LRP, Dropout in eval mode)."""
+    """Relevance passes unchanged (ReLU and LRN under LRP, Dropout in eval mode)."""
 
     def backward(self, layer, trace, R, ctx):
         return R
@@ -138,8 +142,23 @@ class AvgPoolZ(Rule):
         return x * _pool_gradient(layer, x, safe_divide(R, trace.outputs[layer.index]))
 
 
+@dataclass(frozen=True)
+class LRNGradient(Rule):
+    """Local response normalisation, gradient family: its true (Jacobian-transposed) gradient.
+
+    Why not the identity here: gradient and Guided Backprop are defined by the network's own derivative;
+    only LRP simplifies LRN (to `Pass`).
+    """
+
+    family = "gradient"
+
+    def backward(self, layer, trace, R, ctx):
+        return _pool_gradient(layer, trace.inputs[layer.index], R)
+
+
 def _pool_gradient(layer: Layer, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """The average pool's transposed map applied to `grad` (autograd of the module: no extra rule code)."""
+    """The module's transposed Jacobian applied to `grad` (autograd of the module: no extra rule code);
+    used for average pools and LRN."""
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(layer.module(xg), xg, grad)

@@ -153,12 +153,28 @@ def image_shard(data_json, index_csv, cfg: dict, shard: int, n_shards: int, out_
 
 
 def train_model(data_json, spec: dict, out_model, card_json, threads: int):
-    """Train the demo model on its dataset's train split; record its training and test accuracy."""
+    """Train a model the config trains itself, by `spec["recipe"]`; record its training and test accuracy.
+
+    demo_vgg (default): the demo VGG on the dataset's own train split. finetune_alexnet: the PVOC model,
+    ImageNet AlexNet fine-tuned multi-label (lrp.models.finetune) on `spec["train_data_json"]`'s images (a
+    `training_data` entry) or the dataset's own, scored on the dataset's `eval_split`.
+    """
     from .models.checkpoint import save_bundle, write_model_card
     from .models.demo import evaluate_multilabel, train_demo_model
 
     root = json.loads(Path(data_json).read_text())["root"]
     classes = class_list(spec.get("classes", "demo"))
+    recipe = spec.get("recipe", "demo_vgg")
+    if recipe == "finetune_alexnet":
+        from .models.finetune import run_finetune
+
+        train_root = json.loads(Path(spec["train_data_json"]).read_text())["root"] \
+            if spec.get("train_data_json") else None
+        run_finetune(root, classes, {**spec, "train_root": train_root}, out_model, card_json, threads, log=log)
+        return
+    if recipe != "demo_vgg":
+        raise ValueError(f"models.{spec.get('name', '?')}.train.recipe: unknown recipe {recipe!r} "
+                         f"(demo_vgg, finetune_alexnet)")
     bundle, history = train_demo_model(root, classes, split="train", epochs=spec.get("epochs", 10),
                                        batch_size=spec.get("batch_size", 64), lr=spec.get("lr", 2e-3),
                                        seed=spec.get("seed", 0), image_size=spec["input_size"], threads=threads,
@@ -260,7 +276,10 @@ def _multilabel_map(idx: pd.DataFrame, logits: np.ndarray) -> dict:
     pos = {img: i for i, img in enumerate(images)}
     labels[idx["image_id"].map(pos).to_numpy(), idx["class_index"].to_numpy()] = True
     aps = [average_precision(scores[:, c], labels[:, c]) for c in range(scores.shape[1]) if labels[:, c].any()]
-    return {"mAP": float(np.mean(aps)), "n_images": int(len(images)), "n_classes_evaluated": len(aps)}
+    # average_precision -> (VOC07 11-point, area): `mAP` is the VOC2007 11-point mean (the paper's metric)
+    return {"mAP": float(np.mean([a[0] for a in aps])), "mAP_kind": "VOC07 11-point",
+            "mAP_area": float(np.mean([a[1] for a in aps])), "n_images": int(len(images)),
+            "n_classes_evaluated": len(aps)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -287,25 +306,70 @@ def patterns(model_spec: dict, image_shards: list, out_h5, batch_size: int, devi
     pat.save(pat.compute(bundle.module, batches(), log=log), out_h5, model_checksum=bundle.checksum)
 
 
-def attribute(model_spec: dict, image_shard_h5, analyzers: dict, out_paths: dict, batch_size: int, device: str,
-              precision: str, patterns_h5=None, tf32: bool = False, shard: int | None = None):
-    """Every configured analyzer on one image shard from one forward pass per batch; one file per analyzer."""
+def analyzer_options(model_spec: dict, analyzers: dict, patterns_h5, device) -> dict:
+    """Per-analyzer options for `attribute_many`: the model's α-β bias convention (`models.<m>.bias`:
+    iNNvestigate for the Keras VGG-16, the LRP Toolbox for the PVOC net) unless an analyzer sets its own,
+    and the learned patterns for PatternAttribution."""
     from . import patterns as pat
 
-    dev = pick_device(device)
-    bundle = load_model(model_spec, dev)
-    opts = {name: dict(o or {}) for name, o in analyzers.items()}
+    model_bias = {"bias": model_spec["bias"]} if model_spec.get("bias") else {}
+    opts = {name: {**model_bias, **dict(o or {})} for name, o in analyzers.items()}
     if "pattern_attribution" in opts:
         if not patterns_h5:
             raise ValueError("pattern_attribution is configured but no pattern file was given")
-        opts["pattern_attribution"]["patterns"] = pat.load(patterns_h5, device=dev)
+        opts["pattern_attribution"]["patterns"] = pat.load(patterns_h5, device=device)
+    return opts
+
+
+def set_deterministic(flag: bool) -> None:
+    """torch.use_deterministic_algorithms for GPU runs (config `attribution.deterministic`).
+
+    CPU runs are bit-identical on re-run without it (tested on the CI config). On CUDA a few kernels
+    (e.g. max-pool and scatter backward) have no deterministic variant; they warn (warn_only) rather than
+    stop the study, and the warning lands in the job log.
+    """
+    if flag:
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' condition for determinism
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        log("deterministic algorithms on (torch.use_deterministic_algorithms, warn_only)")
+
+
+def _kill_point(shard: int | None) -> int | None:
+    """Fault injection for the resume test: LRP_TEST_KILL="<shard>:<batches>" makes the job SIGKILL itself
+    after that many batches of that shard, as a cluster's OOM killer or a pre-emption would."""
+    import os
+
+    spec = os.environ.get("LRP_TEST_KILL")
+    if not spec:
+        return None
+    kill_shard, batches = (int(v) for v in spec.split(":"))
+    return batches if kill_shard == shard else None
+
+
+def attribute(model_spec: dict, image_shard_h5, analyzers: dict, out_paths: dict, batch_size: int, device: str,
+              precision: str, patterns_h5=None, tf32: bool = False, shard: int | None = None,
+              deterministic: bool = False, config: dict | None = None):
+    """Every configured analyzer on one image shard from one forward pass per batch; one file per analyzer.
+
+    `config` (the settings that made the maps) is stored in every file with the software versions."""
+    from .provenance import stamp
+
+    set_deterministic(deterministic)
+    dev = pick_device(device)
+    bundle = load_model(model_spec, dev)
+    opts = analyzer_options(model_spec, analyzers, patterns_h5, dev)
     attrs = dict(model=model_spec.get("arch", ""), model_checksum=bundle.checksum, lrp_version=__version__,
-                 device=str(dev), torch=torch.__version__, tf32=int(tf32), shard=-1 if shard is None else shard)
-    attribute_shard(bundle, dev, image_shard_h5, opts, out_paths, batch_size, precision, tf32, attrs)
+                 device=str(dev), torch=torch.__version__, tf32=int(tf32), shard=-1 if shard is None else shard,
+                 deterministic=int(deterministic), **stamp(config or {}))
+    attribute_shard(bundle, dev, image_shard_h5, opts, out_paths, batch_size, precision, tf32, attrs,
+                    kill_after=_kill_point(shard))
 
 
 def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, batch_size: int, precision: str,
-                    tf32: bool, attrs: dict, timings: dict | None = None):
+                    tf32: bool, attrs: dict, timings: dict | None = None, kill_after: int | None = None):
     """The hot loop: prefetched uint8 batches -> device -> attribute_many -> background HDF5 writes.
 
     `timings` (optional) collects seconds per phase for benchmarks/pipeline.py: waiting for data, host-to-
@@ -327,7 +391,7 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
                                  options={k: v for k, v in opts[name].items() if k != "patterns"}, **attrs)
                for name in opts}
     bg = BackgroundWriter()
-    t0, done = time.time(), 0
+    t0, done, n_batches = time.time(), 0, 0
     try:
         batches = prefetch(iter_shard_batches(image_shard_h5, batch_size), pin=cuda)
         while True:
@@ -352,6 +416,14 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
             for name, arr in host.items():
                 bg.submit(writers[name].write, arr)
             done += len(b.class_index)
+            n_batches += 1
+            if kill_after is not None and n_batches >= kill_after:
+                import os
+                import signal
+
+                bg.close()  # part of the shard is on disk, under the temporary name
+                log(f"LRP_TEST_KILL: killing this job after {n_batches} batch(es)")
+                os.kill(os.getpid(), signal.SIGKILL)
             rate = done / (time.time() - t0)
             mem = f", GPU peak {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB" if cuda else ""
             log(f"attribute: {done}/{n} samples, {rate:.1f} samples/s, ETA {(n - done) / rate:.0f} s{mem}")
@@ -447,3 +519,39 @@ def fig2(occlusion_csv, out_png, out_pdf, title: str):
     from .figures import plot_fig2
 
     plot_fig2(pd.read_csv(occlusion_csv), out_png, out_pdf, title=title)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report: qualitative panels (Fig. 1), the per-dataset summary page, provenance
+
+
+def panel(model_spec: dict, image_shards: list, analyzers: dict, patterns_h5, sample_ids, n_images: int,
+          flat_analyzer: str, device: str, out: dict, title: str):
+    """Fig. 1-style panels: every analyzer on a few images, and the flat rule on the first n conv layers."""
+    from .panel import select_samples, write_panels
+    from .table import analyzer_names
+
+    dev = pick_device(device)
+    bundle = load_model(model_spec, dev)
+    opts = analyzer_options(model_spec, analyzers, patterns_h5, dev)
+    samples = select_samples(image_shards, sample_ids or None, n=n_images)
+    log(f"panel: samples {samples.sample_id}")
+    labels = dict(zip(analyzer_names()["analyzer"], analyzer_names()["label"]))
+    flat_opts = analyzer_options(model_spec, {flat_analyzer: analyzers.get(flat_analyzer, {})}, None, dev)
+    write_panels(bundle, samples, opts, dev, out, title=title, labels=labels, flat_analyzer=flat_analyzer,
+                 flat_options=flat_opts[flat_analyzer])
+
+
+def summary(dataset: str, table_csv, baseline_csv, model_card_json, paper_dataset, config: dict, out_html):
+    from .provenance import versions
+    from .summary import write_summary
+
+    write_summary(dataset, table_csv, baseline_csv, model_card_json, paper_dataset,
+                  {"versions": versions(), "config": config}, out_html)
+
+
+def provenance(files: list, config: dict, out_json, root):
+    from .provenance import write_manifest
+
+    doc = write_manifest(files, config, out_json, root=root)
+    log(f"provenance: {len(doc['files'])} files")

@@ -1,10 +1,15 @@
 """The Snakemake workflow as a user runs it: lint, config errors, the paper DAG, a smoke run of ci.yaml."""
 
+import hashlib
+import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -12,9 +17,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def snakemake(*args, cwd, check=True):
+def snakemake(*args, cwd, check=True, env=None):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *map(str, args)]
-    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900,
+                       env={**os.environ, **env} if env else None)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return p
@@ -75,29 +81,138 @@ def test_broken_config_fails_before_any_job(tmp_path, edit, key):
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.slow
-def test_smoke_run_ci_config(tmp_path):
+CI_OUTPUTS = ["table1.csv", "table1.md", "table1.tex", "fig3_mu_by_box_size.png", "fig3_mu_by_box_size.pdf",
+              "fig2_occlusion.png", "fig2_occlusion.pdf", "fig1_analyzers.png", "fig1_analyzers.pdf",
+              "fig1_flat_layers.png", "fig1_flat_layers.pdf", "baseline.csv", "model_card.json", "samples.csv",
+              "summary.html", "provenance.json"]
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
     """The whole study on the CI subset of the demo, submitted through the cluster-generic profile with a
-    stand-in for sbatch: outputs, an up-to-date DAG on re-run, and minimal re-runs after a deletion."""
+    stand-in for sbatch (the run every slow test below inspects; tests that change it restore it)."""
+    cwd = tmp_path_factory.mktemp("ci_run")
     snakemake("--profile", ROOT / "profiles" / "cluster-generic", "--cluster-generic-submit-cmd",
               ROOT / "tests" / "fake_submit.sh", "--jobs", "2", "--latency-wait", "5",
-              "--configfile", ROOT / "config" / "ci.yaml", cwd=tmp_path)
+              "--configfile", ROOT / "config" / "ci.yaml", cwd=cwd)
+    return cwd
+
+
+@pytest.mark.slow
+def test_smoke_run_ci_config(ci_run):
+    """Outputs, an up-to-date DAG on re-run, and minimal re-runs after a deletion."""
+    tmp_path = ci_run
     res = tmp_path / "results" / "demo"
-    for name in ["table1.csv", "table1.md", "table1.tex", "fig3_mu_by_box_size.png", "fig3_mu_by_box_size.pdf",
-                 "fig2_occlusion.png", "fig2_occlusion.pdf", "baseline.csv", "model_card.json", "samples.csv"]:
+    for name in CI_OUTPUTS:
         assert (res / name).stat().st_size > 0, name
     cfg = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
     table = pd.read_csv(res / "table1.csv")
     assert set(table["analyzer"]) == set(cfg["analyzers"])
     base = table.set_index("analyzer").loc["baseline"]
     assert base["mu_w"] == pytest.approx(1.0)
+    # every output of the dataset is in the provenance manifest, with its checksum
+    manifest = json.loads((res / "provenance.json").read_text())
+    assert manifest["config"]["analyzers"] == cfg["analyzers"]
+    for name in CI_OUTPUTS[:-1]:
+        assert manifest["files"][f"demo/{name}"]["sha256"] == hashlib.sha256((res / name).read_bytes()).hexdigest()
+    with h5py.File(res / "attributions" / "lrp_z" / "0.h5") as h:  # the maps record what made them
+        assert json.loads(h.attrs["config"])["attribution"]["batch_size"] == cfg["attribution"]["batch_size"]
+        assert json.loads(h.attrs["versions"])["torch"]
+        assert json.loads(h.attrs["options"])["bias"] == cfg["models"]["demo_vgg"]["bias"]
     # A second run has nothing to do.
     assert dry_run_jobs(tmp_path, "--configfile", ROOT / "config" / "ci.yaml") == {}
     # Deleting one attribution shard recomputes that shard and what depends on it, nothing upstream.
-    (res / "attributions" / "lrp_z" / "1.h5").unlink()
-    assert not (res / "attributions" / "lrp_z" / "1.h5").exists()
+    shard = res / "attributions" / "lrp_z" / "1.h5"
+    keep = tmp_path / "kept_1.h5"
+    shutil.copy2(shard, keep)
+    shard.unlink()
     out = snakemake("-n", "--configfile", ROOT / "config" / "ci.yaml", cwd=tmp_path)
     jobs = dry_run_jobs(tmp_path, "--configfile", ROOT / "config" / "ci.yaml")
     assert jobs.get("attribute_demo") == 1, out.stdout[-3000:] + out.stderr[-3000:]
     assert {"table1", "fig3"} <= set(jobs)
     assert not {"data", "index", "image_shard", "train_model", "occlusion", "patterns", "model_card"} & set(jobs)
+    shutil.copy2(keep, shard)  # restore (mtime kept): the run is whole again for the other tests
+    assert dry_run_jobs(tmp_path, "--configfile", ROOT / "config" / "ci.yaml") == {}
+
+
+@pytest.mark.slow
+def test_report_renders_every_item(ci_run, tmp_path):
+    """`snakemake --report` builds; where playwright and a Chromium exist, the report opens in headless
+    Chromium and every item shows (screenshots in the test's tmp folder)."""
+    snakemake("--report", tmp_path / "report.html", "--configfile", ROOT / "config" / "ci.yaml", cwd=ci_run)
+    assert (tmp_path / "report.html").stat().st_size > 100_000
+    pytest.importorskip("playwright.sync_api")
+    sys.path.insert(0, str(ROOT / "tests"))
+    from report_browser import capture, chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("no chromium on this machine")
+    seen = capture(tmp_path / "report.html", tmp_path / "shots")
+    summary = seen["Summary"][0]["text"]
+    for text in ("Model card", "passed the accuracy check", "Baseline check", "Table 1", "LRP_CMP:α2+♭",
+                 "Provenance", "bootstrap"):
+        assert text in summary, text
+    figures = {item["item"] for item in seen["Figures"]}
+    assert figures == {"Fig. 1 (analyzers) demo", "Fig. 1 (flat layers) demo", "Fig. 2 demo", "Fig. 3 demo"}
+    assert all(item["images"] >= 2 for item in seen["Figures"])  # the figure itself, besides the logo
+    assert len(seen["Provenance"]) == 1
+
+
+def _same_file(a: Path, b: Path) -> str | None:
+    """None if two outputs hold the same results, else what differs. Wall-clock timings are not results."""
+    if a.suffix == ".h5":
+        with h5py.File(a) as fa, h5py.File(b) as fb:
+            if set(fa.attrs) != set(fb.attrs):
+                return "attribute names"
+            for k in fa.attrs:
+                if not np.array_equal(np.asarray(fa.attrs[k]), np.asarray(fb.attrs[k])):
+                    return f"attribute {k}"
+            names = []
+            fa.visit(names.append)
+            for name in names:
+                if isinstance(fa[name], h5py.Dataset):
+                    if name not in fb or not np.array_equal(fa[name][()], fb[name][()]):
+                        return f"dataset {name}"
+        return None
+    if a.suffix == ".json":
+        def strip(o):
+            if isinstance(o, dict):
+                return {k: strip(v) for k, v in o.items() if "seconds" not in k}
+            if isinstance(o, list):
+                return [strip(v) for v in o]
+            return o
+        ja, jb = strip(json.loads(a.read_text())), strip(json.loads(b.read_text()))
+        if a.name == "provenance.json":  # files whose bytes hold timings are compared above instead
+            for d in (ja, jb):
+                d["files"] = {k: v for k, v in d["files"].items() if not k.endswith(".json")}
+        return None if ja == jb else "json content"
+    return None if a.read_bytes() == b.read_bytes() else "bytes"
+
+
+@pytest.mark.slow
+def test_killed_attribution_job_resumes_to_identical_outputs(ci_run, tmp_path):
+    """A second CPU run of the CI config, whose attribution job for shard 1 is SIGKILLed mid-shard, leaves
+    no complete-looking file; re-running recomputes only that shard, and every output then equals the
+    uninterrupted run's bit for bit (CPU runs are bit-identical on re-run)."""
+    env = {"LRP_TEST_KILL": "1:1"}
+    p = snakemake("--cores", "2", "--keep-going", "--configfile", ROOT / "config" / "ci.yaml", cwd=tmp_path,
+                  check=False, env=env)
+    assert p.returncode != 0
+    att = tmp_path / "results" / "demo" / "attributions"
+    cfg = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
+    computed = [a for a in cfg["analyzers"] if a != "baseline"]
+    for a in computed:
+        assert (att / a / "0.h5").exists(), a
+        assert not (att / a / "1.h5").exists(), a
+        assert list((att / a).glob(".1.h5.tmp-*")), a  # the killed writer's partial file, under a temp name
+    jobs = dry_run_jobs(tmp_path, "--configfile", ROOT / "config" / "ci.yaml")
+    assert jobs.get("attribute_demo") == 1 and not {"train_model", "patterns", "occlusion"} & set(jobs)
+    snakemake("--cores", "2", "--configfile", ROOT / "config" / "ci.yaml", cwd=tmp_path)
+    assert not list(att.rglob(".*.tmp-*"))
+    ref, new = ci_run / "results", tmp_path / "results"
+    skip = ("logs", "benchmarks")
+    files = sorted(f.relative_to(ref) for f in ref.rglob("*") if f.is_file() and f.parts[len(ref.parts)] not in skip)
+    mine = sorted(f.relative_to(new) for f in new.rglob("*") if f.is_file() and f.parts[len(new.parts)] not in skip)
+    assert files == mine
+    differ = {str(f): why for f in files if (why := _same_file(ref / f, new / f))}
+    assert not differ, differ

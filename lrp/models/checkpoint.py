@@ -23,7 +23,14 @@ from lrp.models.demo import DemoVGG
 FORMAT = "lrp-bench-bundle/1"
 
 # name -> builder(**kwargs) -> nn.Module. Other architectures register themselves via `register_arch`.
-ARCHS: dict[str, Callable[..., torch.nn.Module]] = {"demo_vgg": DemoVGG}
+def _alexnet_multilabel(**kw) -> torch.nn.Module:
+    from lrp.models.finetune import alexnet_multilabel  # lazy: finetune imports this module
+
+    return alexnet_multilabel(**kw)
+
+
+ARCHS: dict[str, Callable[..., torch.nn.Module]] = {"demo_vgg": DemoVGG,
+                                                    "torchvision_alexnet_multilabel": _alexnet_multilabel}
 
 
 def register_arch(name: str, builder: Callable[..., torch.nn.Module]) -> None:

@@ -12,6 +12,9 @@ name) and, for keras_vgg16, `verify` (MD5 check of the official file).
   the study uses short side -> 224 + centre crop 224 for every model (paper protocol), so accuracies differ
   slightly from torchvision's published ones.
 - checkpoint: a bundle saved by the project (lrp.models.checkpoint.load_bundle), e.g. the VOC-finetuned model.
+- caffe: a Caffe deployment net (lrp.models.caffe), e.g. the paper's original PVOC CaffeNet: `weights` = the
+  .caffemodel, `prototxt` = the deploy .prototxt, optional `mean` (B, G, R in 0–255; default the ImageNet mean
+  pixel). Classes: VOC for 20 outputs, ImageNet WNIDs for 1000. See docs/models.md.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ TORCHVISION_ARCHS = {
     "torchvision_vgg16": (torchvision.models.vgg16, "vgg16-397923af.pth"),
     "torchvision_alexnet": (torchvision.models.alexnet, "alexnet-owt-7be5be79.pth"),
 }
-ARCHS = ("keras_vgg16", *TORCHVISION_ARCHS, "checkpoint")
+ARCHS = ("keras_vgg16", *TORCHVISION_ARCHS, "checkpoint", "caffe")
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's HASH_REGEX, at least 8 hex digits
 
 
@@ -59,11 +62,28 @@ def load_model(spec: dict) -> ModelBundle:
         from lrp.models.checkpoint import load_bundle  # lazy: written separately, needed only here
 
         bundle = load_bundle(path)
+    elif arch == "caffe":
+        bundle = _caffe_bundle(name, spec, path)
     else:
         bundle = _torchvision_bundle(arch, path)
     if "name" in spec:
         bundle.name = str(spec["name"])
     return _frozen(bundle)
+
+
+def _caffe_bundle(name: str, spec: dict, path: Path) -> ModelBundle:
+    from lrp.models.caffe import caffe_bundle  # lazy: needs protobuf, only for Caffe models
+
+    if not spec.get("prototxt"):
+        raise ValueError(f"models.{name}.prototxt: required for arch 'caffe' (the deploy .prototxt)")
+    prototxt = Path(spec["prototxt"])
+    if not prototxt.is_file():
+        raise FileNotFoundError(f"models.{name}.prototxt: file not found: {prototxt}")
+    mean = spec.get("mean")
+    if mean is not None and (not isinstance(mean, (list, tuple)) or len(mean) != 3
+                             or not all(isinstance(m, (int, float)) for m in mean)):
+        raise ValueError(f"models.{name}.mean: expected 3 numbers (B, G, R in 0–255), got {mean!r}")
+    return caffe_bundle(path, prototxt, mean=mean)
 
 
 def _torchvision_bundle(arch: str, path: Path) -> ModelBundle:

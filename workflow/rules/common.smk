@@ -104,8 +104,48 @@ def pattern_max_images(wildcards):
 
 
 def train_data(wildcards):
-    spec = config["models"][wildcards.model]["train"]
-    return f"{R}/{spec['dataset']}/data.json"
+    """The trained-for dataset's data.json (first: its root holds the eval split), plus the data.json of
+    the `training_data` entry the recipe trains on, if any (finetune_alexnet's `data`)."""
+    spec = train_cfg(wildcards.model)
+    out = [f"{R}/{spec['dataset']}/data.json"]
+    if spec.get("data"):
+        out.append(f"{R}/training_data/{spec['data']}/data.json")
+    return out
+
+
+def train_cfg(model):
+    """models.<model>.train with its recipe filled in; a `data` key must name a `training_data` entry."""
+    spec = config["models"][model].get("train")
+    if spec is None:
+        raise WorkflowError(f"models.{model} has no `train` section: nothing to train")
+    spec = {"recipe": "demo_vgg", **spec}
+    data = spec.get("data")
+    if data is not None and data not in (config.get("training_data") or {}):
+        raise WorkflowError(f"models.{model}.train.data: {data!r} is not a key of `training_data` "
+                            f"({', '.join(config.get('training_data') or {}) or 'none defined'})")
+    return spec
+
+
+def train_threads(wildcards):
+    spec = train_cfg(wildcards.model)
+    return spec.get("threads", 8 if spec["recipe"] == "finetune_alexnet" else 2)
+
+
+def train_gpus(wildcards):
+    """finetune_alexnet asks for a GPU unless its device is cpu; the demo VGG trains on the CPU."""
+    spec = train_cfg(wildcards.model)
+    return int(spec["recipe"] == "finetune_alexnet" and spec.get("device", "auto") != "cpu")
+
+
+def train_sources(wildcards):
+    if train_cfg(wildcards.model)["recipe"] == "finetune_alexnet":
+        return lrp_sources("stages", "models.finetune", "models.demo", "models.checkpoint", "models.base",
+                           "models.zoo", "preprocess", "boxes", "datasets.voc")
+    return lrp_sources("stages", "models.demo", "models.checkpoint", "models.base")
+
+
+def training_data_cfg(wildcards):
+    return config["training_data"][wildcards.name]
 
 
 def train_card(wildcards):
@@ -131,18 +171,51 @@ def lrp_sources(*modules):
     return h.hexdigest()[:16]
 
 
+def outputs_of(name):
+    """A dataset's results: its attribution shards (Snakemake does not re-create a deleted intermediate file
+    whose consumers are up to date, so the shards are targets themselves: a deleted shard is recomputed, then
+    the metrics, Table 1 and Fig. 3 that depend on it), tables, figures, checks and report pages."""
+    out = expand(f"{R}/{name}/attributions/{{analyzer}}/{{shard}}.h5", analyzer=computed_analyzers(name),
+                 shard=shards(name))
+    out += expand(f"{R}/{name}/metrics/{{analyzer}}.csv", analyzer=analyzers(name))
+    out += [f"{R}/{name}/{f}" for f in (
+        "samples.csv", "baseline.csv", "model_card.json", "occlusion.csv",
+        "table1.csv", "table1.md", "table1.tex", "summary.html",
+        "fig1_analyzers.png", "fig1_analyzers.pdf", "fig1_flat_layers.png", "fig1_flat_layers.pdf",
+        "fig2_occlusion.png", "fig2_occlusion.pdf", "fig3_mu_by_box_size.png", "fig3_mu_by_box_size.pdf")]
+    return out
+
+
+def dataset_outputs(wildcards):
+    return outputs_of(wildcards.dataset)
+
+
 def all_targets():
-    """Every dataset's tables and figures, plus its attribution shards: Snakemake does not re-create a
-    deleted intermediate file whose consumers are up to date, so the shards are targets themselves (a
-    deleted shard is recomputed, then the metrics, Table 1 and Fig. 3 that depend on it)."""
+    """Every dataset's results and its provenance manifest (which lists them all with checksums)."""
     out = []
     for name in config["datasets"]:
-        out += expand(f"{R}/{name}/attributions/{{analyzer}}/{{shard}}.h5", analyzer=computed_analyzers(name),
-                      shard=shards(name))
-        out += [f"{R}/{name}/table1.csv", f"{R}/{name}/table1.md", f"{R}/{name}/table1.tex",
-                f"{R}/{name}/fig3_mu_by_box_size.png", f"{R}/{name}/fig2_occlusion.png",
-                f"{R}/{name}/baseline.csv", f"{R}/{name}/model_card.json"]
+        out += outputs_of(name) + [f"{R}/{name}/provenance.json"]
     return out
+
+
+def dataset_patterns(wildcards):
+    return patterns_of(wildcards.dataset)
+
+
+def dataset_analyzer_options(wildcards):
+    return analyzer_options(wildcards.dataset)
+
+
+def panel_settings(wildcards):
+    """Which samples the Fig. 1-style panels show and which analyzer's flat_layers row they draw."""
+    p = config.get("report", {}).get("panel", {})
+    return {"sample_ids": dataset(wildcards.dataset).get("panel_samples"), "n_images": p.get("n_images", 4),
+            "flat_analyzer": p.get("flat_analyzer", "lrp_cmp_alpha1_flat")}
+
+
+def paper_of(wildcards):
+    paper = dataset(wildcards.dataset).get("paper", "none")
+    return None if paper == "none" else paper
 
 
 def dataset_cfg(wildcards):
@@ -156,11 +229,14 @@ def model_cfg(wildcards):
 
 
 def model_train_spec(wildcards):
-    spec = config["models"][wildcards.model]
-    if "train" not in spec:
-        raise ValueError(f"models.{wildcards.model} has no `train` section: nothing to train")
-    ds = dataset(spec["train"]["dataset"])
-    return {**spec["train"], "classes": ds.get("classes", "voc"), "input_size": ds["input_size"]}
+    """The train section as the train_model stage gets it: plus the dataset's classes and input size, the
+    model name, and the training data's data.json (an input of the rule) when it is a `training_data` entry."""
+    spec = train_cfg(wildcards.model)
+    ds = dataset(spec["dataset"])
+    out = {**spec, "name": wildcards.model, "classes": ds.get("classes", "voc"), "input_size": ds["input_size"]}
+    if spec.get("data"):
+        out["train_data_json"] = f"{R}/training_data/{spec['data']}/data.json"
+    return out
 
 
 def model_thresholds(wildcards):

@@ -23,7 +23,7 @@ rule table1:
     input:
         unpack(metric_files),
     output:
-        csv=report(f"{R}/{{dataset}}/table1.csv", category="Table 1", labels={"dataset": "{dataset}"}),
+        csv=report(f"{R}/{{dataset}}/table1.csv", caption="../report/table1.rst", category="Data (CSV)", labels={"dataset": "{dataset}"}),
         md=f"{R}/{{dataset}}/table1.md",
         tex=f"{R}/{{dataset}}/table1.tex",
     log:
@@ -43,7 +43,7 @@ rule fig3:
     input:
         unpack(metric_files),
     output:
-        png=report(f"{R}/{{dataset}}/fig3_mu_by_box_size.png", category="Figures", labels={"figure": "Fig. 3", "dataset": "{dataset}"}),
+        png=report(f"{R}/{{dataset}}/fig3_mu_by_box_size.png", caption="../report/fig3.rst", category="Figures", labels={"figure": "Fig. 3", "dataset": "{dataset}"}),
         pdf=f"{R}/{{dataset}}/fig3_mu_by_box_size.pdf",
     log:
         f"{R}/logs/fig3/{{dataset}}.log",
@@ -61,7 +61,7 @@ rule fig2:
     input:
         f"{R}/{{dataset}}/occlusion.csv",
     output:
-        png=report(f"{R}/{{dataset}}/fig2_occlusion.png", category="Figures", labels={"figure": "Fig. 2", "dataset": "{dataset}"}),
+        png=report(f"{R}/{{dataset}}/fig2_occlusion.png", caption="../report/fig2.rst", category="Figures", labels={"figure": "Fig. 2", "dataset": "{dataset}"}),
         pdf=f"{R}/{{dataset}}/fig2_occlusion.pdf",
     log:
         f"{R}/logs/fig2/{{dataset}}.log",

@@ -1,8 +1,29 @@
-# Models: train the demo model; check every model's accuracy before anything is explained.
+# Models: train the models the config trains itself; check every model's accuracy before anything is explained.
+
+
+rule training_data:
+    """A data set used only to train a model (config `training_data`, e.g. VOC 2012 for the PVOC model):
+    located, or downloaded and MD5-checked. Kept apart from `datasets` so that it is never evaluated."""
+    output:
+        f"{R}/training_data/{{name}}/data.json",
+    log:
+        f"{R}/logs/training_data/{{name}}.log",
+    params:
+        cfg=training_data_cfg,
+        code=lrp_sources("models.finetune", "acquire"),
+    wildcard_constraints:
+        name="[a-z][a-z0-9_]*",
+    conda:
+        ENV
+    retries: 2
+    script:
+        "../scripts/training_data.py"
 
 
 rule train_model:
-    """Train a model that the config trains itself (the demo VGG) on its dataset's train split."""
+    """Train a model that the config trains itself (`models.<model>.train`), by recipe: demo_vgg = the demo
+    VGG on its dataset's train split (CPU); finetune_alexnet = the PVOC model, ImageNet AlexNet fine-tuned
+    multi-label (GPU; resumes from results/models/<model>/finetune_state.pt after a kill)."""
     input:
         train_data,
     output:
@@ -14,10 +35,10 @@ rule train_model:
         f"{R}/benchmarks/train_model/{{model}}.tsv"
     params:
         spec=model_train_spec,
-        code=lrp_sources("stages", "models.demo", "models.checkpoint", "models.base"),
-    threads: 2
+        code=train_sources,
+    threads: train_threads
     resources:
-        gpu=0,
+        gpu=train_gpus,
     conda:
         ENV
     script:

@@ -1,0 +1,100 @@
+"""One self-contained HTML page per dataset for the Snakemake report: model card, baseline check, Table 1
+beside the paper (with the rank agreement) and the provenance of the run.
+
+Why a page of its own: the report's reader needs the checks that make Table 1 trustworthy (is the model
+right? does the index reproduce the paper's baseline?) next to the table, not in separate JSON files.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from lrp.io import atomic_path
+from lrp.table import _cells, _footnote, _head_label, paper_table, rank_agreement
+
+BASELINE_TOLERANCE = 0.003  # issue #4 acceptance: the Baseline row within ±0.003 of the paper's
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;color:#222;font-size:14px}
+h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5em 0} td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}
+td:first-child,th:first-child{text-align:left} th{background:#f5f5f5} .ok{color:#1a7f37} .bad{color:#cf222e}
+.note{color:#555;font-size:.92em;max-width:60em} code{background:#f5f5f5;padding:0 3px}
+"""
+
+
+def _esc(x) -> str:
+    return html.escape(str(x))
+
+
+def _table_html(head: list[str], body: list[list[str]]) -> str:
+    rows = ["<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>"]
+    rows += ["<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>" for r in body]
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def model_card_section(card: dict) -> str:
+    keys = [k for k in ("top1", "top5", "mAP", "mAP_area", "n_samples", "n_images") if k in card]
+    body = [[k, f"{card[k]:.4f}" if isinstance(card[k], float) else card[k]] for k in keys]
+    body += [["model", card.get("model")], ["weights", card.get("weights")],
+             ["weights sha256", card.get("checksum") or "–"]]
+    status = ('<p class="ok">passed the accuracy check</p>' if card.get("passed")
+              else '<p class="bad">FAILED the accuracy check</p>')
+    return "<h2>Model card</h2>" + status + _table_html(["", "value"], body)
+
+
+def baseline_section(baseline: pd.DataFrame, paper_dataset: str | None) -> str:
+    """The uniform baseline from the index alone, beside the paper's Baseline row (±0.003 check)."""
+    ours = baseline.iloc[0]
+    stats = [("mu", "μ"), ("mu_le_0.25", "μ_≤0.25"), ("mu_le_0.5", "μ_≤0.5")]
+    if paper_dataset is None:
+        body = [[label, f"{ours[k]:.4f}", "–", "–"] for k, label in stats]
+        verdict = '<p class="note">This dataset has no counterpart in the paper.</p>'
+    else:
+        paper = paper_table(paper_dataset).set_index("analyzer_paper").loc["Baseline"]
+        body, ok = [], True
+        for k, label in stats:
+            diff = float(ours[k]) - float(paper[k])
+            ok &= abs(diff) <= BASELINE_TOLERANCE
+            body.append([label, f"{ours[k]:.4f}", f"{paper[k]:.3f}", f"{diff:+.4f}"])
+        cls, word = ("ok", "within") if ok else ("bad", "NOT within")
+        verdict = (f'<p class="{cls}">Baseline row {word} ±{BASELINE_TOLERANCE} of the paper '
+                   f'(Kohlbrenner et al. 2020, Table 1, {_esc(paper_dataset)}).</p>')
+    body.append(["N units (valid)", f"{int(ours['n_units'])} ({int(ours['n_valid'])})", "", ""])
+    return ("<h2>Baseline check (index only, no model)</h2>" + verdict +
+            _table_html(["", "ours", "paper", "difference"], body))
+
+
+def table1_section(table: pd.DataFrame) -> str:
+    head, body = _cells(table)
+    text = "<h2>Table 1</h2>" + _table_html([_head_label(h, False) for h in head], body)
+    if "paper_mu_w" in table:
+        agree = rank_agreement(table)
+        tau = agree["kendall_tau"]
+        text += (f"<p><b>Rank agreement with the paper:</b> Kendall τ = "
+                 f"{'n/a' if math.isnan(tau) else f'{tau:.3f}'} over {agree['n_common']} analyzers "
+                 "(μ_w ordering).</p>")
+    return text + f'<p class="note">{_esc(_footnote(table))}</p>'
+
+
+def provenance_section(provenance: dict) -> str:
+    return ("<h2>Provenance</h2><pre>" + _esc(json.dumps(provenance, indent=2, sort_keys=True)) + "</pre>")
+
+
+def write_summary(dataset: str, table_csv, baseline_csv, model_card_json, paper_dataset: str | None,
+                  provenance: dict, out_html: str | os.PathLike) -> None:
+    table = pd.read_csv(table_csv)
+    if paper_dataset is not None:
+        table.attrs["paper_dataset"] = paper_dataset
+    card = json.loads(Path(model_card_json).read_text())
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>lrp-bench: {_esc(dataset)}</title>"
+             f"<style>{_STYLE}</style></head><body><h1>lrp-bench — {_esc(dataset)}</h1>",
+             model_card_section(card), baseline_section(pd.read_csv(baseline_csv), paper_dataset),
+             table1_section(table), provenance_section(provenance), "</body></html>"]
+    with atomic_path(out_html) as tmp:
+        Path(tmp).write_text("\n".join(parts), encoding="utf-8")

@@ -1,0 +1,172 @@
+"""Report pieces: Fig. 1-style panels on the real ImageNet fixture images, the summary page, provenance."""
+
+import hashlib
+import json
+from importlib import metadata
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.image import imread
+
+from lrp import attribute, attribute_many
+from lrp.datasets.imagenet import index_imagenet
+from lrp.models.base import ModelBundle, Preprocessing
+from lrp.models.demo import DemoVGG
+from lrp.panel import PanelSamples, compute_maps, heatmap_rgb, n_conv_layers, select_samples, write_panels
+from lrp.preprocess import write_image_shard
+from lrp.provenance import stamp, versions, write_manifest
+from lrp.summary import write_summary
+from lrp.table import build_table1
+
+DATA = Path(__file__).parent / "data" / "imagenet"
+# The iNNvestigate example images (ILSVRC2012 val) that tests/data holds, with their sorted-WNID classes.
+INNV = {"ILSVRC2012_val_00011670": 429, "ILSVRC2012_val_00033712": 118, "ILSVRC2012_val_00042581": 399}
+
+
+@pytest.fixture(scope="module")
+def imagenet_shard(tmp_path_factory):
+    """An image shard of the real fixture JPEGs, built by the pipeline's own index + preprocessing."""
+    tmp = tmp_path_factory.mktemp("shard")
+    df, _ = index_imagenet(DATA / "metadata" / "LOC_val_solution.excerpt.csv", size=64, on_error="skip",
+                           image_dir=DATA / "val")
+    df = df[df["sample_id"].isin(INNV)].reset_index(drop=True)
+    assert len(df) == 3
+    write_image_shard(df, 0, 1, DATA / "val", transform="imagenet", size=64, out_path=tmp / "0.h5", workers=1)
+    return tmp / "0.h5", df
+
+
+def tiny_bundle(n_classes=1000, seed=0):
+    torch.manual_seed(seed)
+    model = DemoVGG(n_classes, width=4, image_size=64, blocks=(1, 1, 1)).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return ModelBundle(module=model, preprocessing=Preprocessing(mean=(123.0, 117.0, 104.0), std=(58.0, 57.0, 57.0)),
+                       input_size=64, class_names=[f"c{i}" for i in range(n_classes)], name="tiny", checksum="x")
+
+
+def test_heatmap_is_diverging_and_centred_at_zero():
+    rgb = heatmap_rgb(np.array([[-2.0, 0.0, 2.0, 1.0]]))
+    np.testing.assert_allclose(rgb[0, 1], [1, 1, 1], atol=0.01)  # zero -> white
+    assert rgb[0, 0, 2] > 0.9 and rgb[0, 0, 0] < 0.1  # most negative -> blue
+    assert rgb[0, 2, 0] > 0.9 and rgb[0, 2, 2] < 0.1  # most positive -> red
+    # scale-free, sign-symmetric: -R is the mirror image, 10·R the same picture
+    np.testing.assert_allclose(heatmap_rgb(np.array([[2.0, -1.0]]) * 10), heatmap_rgb(np.array([[2.0, -1.0]])))
+    np.testing.assert_allclose(heatmap_rgb(np.array([[-2.0, 1.0]]))[..., ::-1][0, 0], rgb[0, 2], atol=0.01)
+    assert np.all(heatmap_rgb(np.zeros((3, 3))) > 0.99)  # an all-zero map is blank, not NaN
+
+
+def test_select_samples_by_id_and_default(imagenet_shard):
+    path, df = imagenet_shard
+    want = ["ILSVRC2012_val_00042581", "ILSVRC2012_val_00011670"]
+    s = select_samples([path], want)
+    assert s.sample_id == want
+    assert list(s.class_index) == [INNV[w] for w in want]  # the iNNvestigate ground truth classes
+    assert s.images.shape == (2, 64, 64, 3) and s.images.dtype == np.uint8
+    with h5py.File(path) as h:
+        row = list(h["sample_id"].asstr()[:]).index(want[0])
+        np.testing.assert_array_equal(s.images[0], h["images"][h["image_row"][row]])
+    assert select_samples([path], n=2).sample_id == list(df["sample_id"][:2])
+    with pytest.raises(ValueError, match="ILSVRC2012_val_99999999"):
+        select_samples([path], ["ILSVRC2012_val_00011670", "ILSVRC2012_val_99999999"])
+
+
+def test_panel_maps_are_the_engines_maps(imagenet_shard):
+    path, _ = imagenet_shard
+    bundle = tiny_bundle()
+    s = select_samples([path], list(INNV))
+    analyzers = {"lrp_cmp_alpha2_flat": {"bias": "toolbox"}, "gradient": {}, "lrp_z": {}}
+    res = compute_maps(bundle, s, analyzers, "cpu", "lrp_cmp_alpha1_flat", {"bias": "toolbox"})
+    x = bundle.preprocessing(torch.from_numpy(s.images))
+    t = torch.as_tensor(s.class_index)
+    ref = attribute_many(bundle.module, x, t, analyzers)
+    for name in analyzers:
+        np.testing.assert_array_equal(res["maps"][name], ref[name].sum(1).numpy())
+    np.testing.assert_allclose(res["logits"], bundle.module(x).gather(1, t[:, None])[:, 0].numpy())
+    n_conv = n_conv_layers(bundle.module)
+    assert sorted(res["flat"]) == list(range(1, n_conv + 1))
+    for n in (1, n_conv):
+        expected = attribute(bundle.module, x, t, "lrp_cmp_alpha1_flat", flat_layers=n, bias="toolbox").sum(1)
+        np.testing.assert_array_equal(res["flat"][n], expected.numpy())
+    assert not np.array_equal(res["flat"][1], res["flat"][n_conv])  # the rows really differ
+
+
+def test_write_panels_grid(imagenet_shard, tmp_path):
+    path, _ = imagenet_shard
+    bundle = tiny_bundle()
+    s = select_samples([path], list(INNV))
+    out = {k: tmp_path / f"{k}.{k.split('_')[-1]}" for k in ("analyzers_png", "analyzers_pdf", "flat_png", "flat_pdf")}
+    write_panels(bundle, s, {"lrp_cmp_alpha2_flat": {}, "gradient": {}}, "cpu", out, title="t",
+                 labels={"lrp_cmp_alpha2_flat": "LRP_CMP:α2+♭"})
+    a, f = imread(out["analyzers_png"]), imread(out["flat_png"])
+    # 3 rows; analyzers: input + 2 maps; flat: input + one column per conv layer (DemoVGG blocks (1,1,1): 3)
+    assert a.shape[0] == pytest.approx(f.shape[0], abs=2)
+    assert a.shape[1] / a.shape[0] == pytest.approx(3 * 1.05 / (3 * 1.05 + 0.45), rel=0.05)
+    assert f.shape[1] / a.shape[1] == pytest.approx(4 / 3, rel=0.05)
+    assert out["analyzers_pdf"].read_bytes()[:4] == b"%PDF"
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_plot_panel_rejects_mismatched_maps(tmp_path):
+    from lrp.panel import plot_panel
+
+    imgs = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="shape"):
+        plot_panel(imgs, {"a": np.zeros((2, 4, 4))}, ["x", "y"], tmp_path / "a.png", tmp_path / "a.pdf", "t")
+    assert not (tmp_path / "a.png").exists()
+
+
+def _summaries(names, rng):
+    out = {}
+    for i, a in enumerate(names):
+        mu_w = 3.0 - 0.3 * i + rng.normal(0, 0.01)
+        out[a] = {"mu_w": mu_w, "mu_le_0.25": 0.3, "mu_le_0.5": 0.4, "mu": 0.5, "n_used": 10, "n_nan": 0}
+    return out
+
+
+def test_summary_page(tmp_path):
+    rng = np.random.default_rng(0)
+    names = ["lrp_cmp_alpha2_flat", "lrp_cmp_alpha1", "lrp_alpha1", "lrp_z"]
+    table = build_table1(_summaries(names, rng), "voc2007", 10)
+    table.to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame([{"mu": 0.3221, "mu_w": 1.0, "mu_le_0.25": 0.1004, "mu_le_0.5": 0.1862, "n_units": 15000,
+                   "n_valid": 14990}]).to_csv(tmp_path / "b.csv", index=False)
+    (tmp_path / "card.json").write_text(json.dumps({"mAP": 0.71, "passed": True, "model": "checkpoint",
+                                                    "weights": "w.pt", "checksum": "ab" * 32}))
+    write_summary("voc2007", tmp_path / "t.csv", tmp_path / "b.csv", tmp_path / "card.json", "voc2007",
+                  {"versions": versions(), "config": {"a": 1}}, tmp_path / "s.html")
+    page = (tmp_path / "s.html").read_text()
+    # our ordering equals the paper's for these four rows except none: compute τ independently
+    from scipy.stats import kendalltau
+
+    both = table.dropna(subset=["paper_mu_w"])
+    tau = kendalltau(both["mu_w"], both["paper_mu_w"]).statistic
+    assert f"Kendall τ = {tau:.3f}" in page
+    assert "within ±0.003" in page and "NOT within" not in page  # 0.3221 vs 0.322 etc.
+    assert "0.7100" in page and "passed the accuracy check" in page
+    assert "LRP_CMP:α2+♭" in page and "2.716" in page  # ours beside the paper's value
+    # a baseline off by more than the tolerance is flagged
+    pd.DataFrame([{"mu": 0.33, "mu_w": 1.0, "mu_le_0.25": 0.1, "mu_le_0.5": 0.186, "n_units": 15000,
+                   "n_valid": 15000}]).to_csv(tmp_path / "b.csv", index=False)
+    write_summary("voc2007", tmp_path / "t.csv", tmp_path / "b.csv", tmp_path / "card.json", "voc2007",
+                  {}, tmp_path / "s.html")
+    assert "NOT within ±0.003" in (tmp_path / "s.html").read_text()
+
+
+def test_provenance_manifest(tmp_path):
+    (tmp_path / "res" / "x").mkdir(parents=True)
+    a, b = tmp_path / "res" / "a.csv", tmp_path / "res" / "x" / "b.h5"
+    a.write_text("1,2\n")
+    b.write_bytes(b"\x00" * 10)
+    doc = write_manifest([b, a], {"results": "res", "k": [1]}, tmp_path / "res" / "p.json", root=tmp_path / "res")
+    on_disk = json.loads((tmp_path / "res" / "p.json").read_text())
+    assert on_disk == json.loads(json.dumps(doc))
+    assert list(on_disk["files"]) == ["a.csv", "x/b.h5"]
+    assert on_disk["files"]["x/b.h5"] == {"sha256": hashlib.sha256(b"\x00" * 10).hexdigest(), "bytes": 10}
+    assert on_disk["config"] == {"results": "res", "k": [1]}
+    assert on_disk["versions"]["torch"] == metadata.version("torch")
+    s = stamp({"k": 1})
+    assert json.loads(s["config"]) == {"k": 1} and "lrp" in json.loads(s["versions"])

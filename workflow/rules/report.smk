@@ -1,0 +1,72 @@
+# Report: Fig. 1-style panels, a summary page per dataset, and the provenance manifest.
+#   snakemake --report report.html   (after the study ran) collects everything marked report() below.
+
+
+rule panel:
+    """Fig. 1-style panels: every analyzer on a few images; the flat rule on the first n = 1..all convs."""
+    input:
+        shards=image_shards,
+        weights=model_weights,
+        card=f"{R}/{{dataset}}/model_card.json",
+        patterns=dataset_patterns,
+    output:
+        analyzers_png=report(f"{R}/{{dataset}}/fig1_analyzers.png", caption="../report/fig1_analyzers.rst",
+                             category="Figures", labels={"figure": "Fig. 1 (analyzers)", "dataset": "{dataset}"}),
+        analyzers_pdf=f"{R}/{{dataset}}/fig1_analyzers.pdf",
+        flat_png=report(f"{R}/{{dataset}}/fig1_flat_layers.png", caption="../report/fig1_flat_layers.rst",
+                        category="Figures", labels={"figure": "Fig. 1 (flat layers)", "dataset": "{dataset}"}),
+        flat_pdf=f"{R}/{{dataset}}/fig1_flat_layers.pdf",
+    log:
+        f"{R}/logs/panel/{{dataset}}.log",
+    params:
+        model=model_cfg,
+        analyzers=dataset_analyzer_options,
+        panel=panel_settings,
+        device=config.get("attribution", {}).get("device", "auto"),
+        code=lrp_sources("stages", "panel", "attribution", "rules", "composites", "graph", "patterns", "preprocess"),
+    threads: config.get("attribution", {}).get("threads", 2)
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../scripts/panel.py"
+
+
+rule summary:
+    """The page a reader opens first: model card, baseline check vs the paper, Table 1 with Kendall τ."""
+    input:
+        table=f"{R}/{{dataset}}/table1.csv",
+        baseline=f"{R}/{{dataset}}/baseline.csv",
+        card=f"{R}/{{dataset}}/model_card.json",
+    output:
+        report(f"{R}/{{dataset}}/summary.html", caption="../report/summary.rst", category="Summary",
+               labels={"dataset": "{dataset}"}),
+    log:
+        f"{R}/logs/summary/{{dataset}}.log",
+    params:
+        paper=paper_of,
+        config=config,
+        code=lrp_sources("stages", "summary", "table", "provenance"),
+    conda:
+        ENV
+    script:
+        "../scripts/summary.py"
+
+
+rule provenance:
+    """Versions, the configuration and the sha256 of every output of a dataset."""
+    input:
+        dataset_outputs,
+    output:
+        report(f"{R}/{{dataset}}/provenance.json", caption="../report/provenance.rst", category="Provenance",
+               labels={"dataset": "{dataset}"}),
+    log:
+        f"{R}/logs/provenance/{{dataset}}.log",
+    params:
+        config=config,
+        code=lrp_sources("stages", "provenance"),
+    conda:
+        ENV
+    script:
+        "../scripts/provenance.py"

@@ -1,0 +1,10 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the Snakefile
+
+from lrp.runner import run
+from lrp.stages import summary
+
+run(snakemake, summary, dataset=snakemake.wildcards.dataset, table_csv=snakemake.input.table,
+    baseline_csv=snakemake.input.baseline, model_card_json=snakemake.input.card, paper_dataset=snakemake.params.paper,
+    config=snakemake.params.config, out_html=snakemake.output[0])
