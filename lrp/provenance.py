@@ -75,3 +75,50 @@ def write_manifest(files: list, config: dict, out_json, root=None) -> dict:
     with atomic_path(out_json) as tmp:
         Path(tmp).write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
     return doc
+
+
+def source_hash(*specs: str, root=None) -> str:
+    """Content hash of the lrp code a pipeline stage runs, for a rule's `params.code` (Snakemake re-runs a job
+    whose params changed; by default it only watches the thin script's mtime).
+
+    A spec is a module ("models.demo": the whole file) or "module:function" — that function plus every
+    top-level function, class or constant of the same module it refers to, transitively. Why functions:
+    `lrp.stages` holds every stage; editing the report stage must not re-run hours of model training.
+    """
+    import ast
+
+    root = Path(root) if root else Path(__file__).parent
+    h = hashlib.sha256()
+    for spec in sorted(specs):
+        module, _, fn = spec.partition(":")
+        parts = module.split(".")
+        path = root.joinpath(*parts[:-1], parts[-1] + ".py")
+        if not path.exists():
+            path = root.joinpath(*parts, "__init__.py")
+        if not path.exists():
+            raise ValueError(f"source_hash: no lrp module {module!r} ({path})")
+        text = path.read_text(encoding="utf-8")
+        if not fn:
+            h.update(text.encode())
+            continue
+        tree = ast.parse(text)
+        defs = {}
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defs[node.name] = node
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                    if isinstance(target, ast.Name):
+                        defs[target.id] = node
+        if fn not in defs:
+            raise ValueError(f"source_hash: {module} has no top-level {fn!r}")
+        todo, seen = [fn], set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            todo += [n.id for n in ast.walk(defs[name]) if isinstance(n, ast.Name) and n.id in defs]
+        for name in sorted(seen):
+            h.update(f"{module}:{name}\n".encode() + ast.get_source_segment(text, defs[name]).encode())
+    return h.hexdigest()[:16]

@@ -250,7 +250,10 @@ def model_card(model_spec: dict, index_csv, occlusion_csv, logits_h5, task: str,
     else:
         idx = read_index(index_csv)
         with h5py.File(logits_h5, "r") as h:
-            logits = h["logits"][:]
+            logits, ids = h["logits"][:], h["sample_id"].asstr()[:]
+        if len(ids) != len(idx) or not np.array_equal(ids, idx["sample_id"].to_numpy(dtype=str)):
+            raise ValueError(f"{logits_h5} and {index_csv} list different samples (or in another order); "
+                             "delete both and re-run")
         card.update(_multilabel_map(idx, logits))
     if train_card:
         card["training"] = json.loads(Path(train_card).read_text())
@@ -276,8 +279,11 @@ def _multilabel_map(idx: pd.DataFrame, logits: np.ndarray) -> dict:
     pos = {img: i for i, img in enumerate(images)}
     labels[idx["image_id"].map(pos).to_numpy(), idx["class_index"].to_numpy()] = True
     aps = [average_precision(scores[:, c], labels[:, c]) for c in range(scores.shape[1]) if labels[:, c].any()]
-    # average_precision -> (VOC07 11-point, area): `mAP` is the VOC2007 11-point mean (the paper's metric)
-    return {"mAP": float(np.mean([a[0] for a in aps])), "mAP_kind": "VOC07 11-point",
+    # average_precision -> (VOC07 11-point, area). Not the VOC07 *protocol*: the images are those with
+    # evaluation units and a class with only difficult boxes counts as present (the study's units include
+    # difficult boxes); the protocol number of a trained model is in its training.json (metrics.test).
+    return {"mAP": float(np.mean([a[0] for a in aps])),
+            "mAP_kind": "11-point AP over the evaluated images, classes with a unit = present (difficult included)",
             "mAP_area": float(np.mean([a[1] for a in aps])), "n_images": int(len(images)),
             "n_classes_evaluated": len(aps)}
 
@@ -345,7 +351,10 @@ def _kill_point(shard: int | None) -> int | None:
     spec = os.environ.get("LRP_TEST_KILL")
     if not spec:
         return None
-    kill_shard, batches = (int(v) for v in spec.split(":"))
+    try:
+        kill_shard, batches = (int(v) for v in spec.split(":"))
+    except ValueError:
+        raise ValueError(f"LRP_TEST_KILL={spec!r}: expected '<shard>:<batches>', e.g. '1:1'") from None
     return batches if kill_shard == shard else None
 
 

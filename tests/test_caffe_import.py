@@ -1,15 +1,17 @@
 """Caffe prototxt + caffemodel -> torch import: exact logits against an independent numpy forward, clear errors.
 
 No Caffe here: the tests write a small CaffeNet-like net themselves, the prototxt as text (new-style `layer {}`
-and V1 `layers {}`) and the caffemodel serialized with the importer's own message types (the field numbers are
-Caffe's, so such a file is what Caffe writes, minus fields the importer skips). The reference forward is plain
-numpy in float64, written after Caffe's C++ layers (explicit windows, Caffe's ceil pooling sizes and average
-divisor, the LRN formula), so it shares no code path with torch.
+and V1 `layers {}`) and the caffemodel serialized with the importer's own message types. Those types cannot vouch
+for their own field numbers, so one test hand-encodes protobuf wire bytes with the numbers of BVLC caffe's
+src/caffe/proto/caffe.proto and parses them with the importer. The reference forward is plain numpy in float64,
+written after Caffe's C++ layers (explicit windows, Caffe's ceil pooling sizes and average divisor, the LRN
+formula), so it shares no code path with torch.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from torch import nn
 
 import lrp
 from lrp.datasets.voc import VOC_CLASSES
-from lrp.models.caffe import CAFFENET_BGR_MEAN, caffe_bundle, from_caffe, messages
+from lrp.models.caffe import CAFFENET_BGR_MEAN, caffe_bundle, from_caffe, messages, read_caffemodel
 from lrp.models.zoo import load_model
 
 SIZE = 37
@@ -59,7 +61,7 @@ LAYERS = [
 ]
 V1_NAMES = {"Convolution": "CONVOLUTION", "ReLU": "RELU", "Pooling": "POOLING", "LRN": "LRN",
             "InnerProduct": "INNER_PRODUCT", "Dropout": "DROPOUT", "Softmax": "SOFTMAX", "Sigmoid": "SIGMOID",
-            "Data": "DATA", "SoftmaxWithLoss": "SOFTMAX_LOSS"}
+            "TanH": "TANH", "Data": "DATA", "SoftmaxWithLoss": "SOFTMAX_LOSS"}
 IN_PLACE = {"ReLU", "Dropout"}
 
 
@@ -157,20 +159,22 @@ def np_conv(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1):
 
 
 def np_pool(x, k, s, pad, method):
-    """pooling_layer.cpp Forward_cpu: ceil output size, last window must start inside the padded input;
-    MAX over the real pixels of the window; AVE divides by the window clipped to the PADDED input."""
+    """pooling_layer.cpp Forward_cpu: ceil output size; if the layer pads in either dim, the last window of
+    each dim must start inside the padded input; MAX over the real pixels of the window; AVE divides by the
+    window clipped to the PADDED input. k, s, pad: int or (h, w)."""
     c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = ((v, v) if isinstance(v, int) else v for v in (k, s, pad))
 
-    def size(n):
-        out = int(math.ceil((n + 2 * pad - k) / s)) + 1
-        return out - 1 if pad and (out - 1) * s >= n + pad else out
+    def size(n, k, s, p):
+        out = int(math.ceil((n + 2 * p - k) / s)) + 1
+        return out - 1 if (ph or pw) and (out - 1) * s >= n + p else out
 
-    oh, ow = size(h), size(w)
+    oh, ow = size(h, kh, sh, ph), size(w, kw, sw, pw)
     out = np.zeros((c, oh, ow))
     for i in range(oh):
         for j in range(ow):
-            hs, ws = i * s - pad, j * s - pad
-            he, we = min(hs + k, h + pad), min(ws + k, w + pad)
+            hs, ws = i * sh - ph, j * sw - pw
+            he, we = min(hs + kh, h + ph), min(ws + kw, w + pw)
             pool_size = (he - hs) * (we - ws)
             hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
             win = x[:, hs:he, ws:we]
@@ -266,13 +270,11 @@ def _layers_with(name, **changes):
 
 
 def test_unsupported_layer_type_names_file_and_layer(tmp_path):
-    layers = _layers_with("relu6", kind="Sigmoid")
-    model_path, proto, _ = write_net(tmp_path, layers=layers, weights=random_weights())
-    with pytest.raises(ValueError, match=rf"{proto.name}: layer 'relu6': unsupported layer type 'Sigmoid'"):
-        from_caffe(model_path, proto)
-    model_path, proto, _ = write_net(tmp_path, layers=layers, weights=random_weights(), style="v1")
-    with pytest.raises(ValueError, match=rf"{proto.name}: layer 'relu6': unsupported layer type 'Sigmoid'"):
-        from_caffe(model_path, proto)
+    layers = _layers_with("relu6", kind="TanH")
+    for style in ("new", "v1"):
+        model_path, proto, _ = write_net(tmp_path, layers=layers, weights=random_weights(), style=style)
+        with pytest.raises(ValueError, match=rf"{proto.name}: layer 'relu6': unsupported layer type 'TanH'"):
+            from_caffe(model_path, proto)
 
 
 @pytest.mark.parametrize("change,message", [
@@ -334,3 +336,312 @@ def test_zoo_requires_prototxt(tmp_path):
         load_model({"name": "m", "arch": "caffe", "weights": str(model_path), "prototxt": str(tmp_path / "no")})
     with pytest.raises(ValueError, match=r"models\.m\.mean: expected 3 numbers"):
         load_model({"name": "m", "arch": "caffe", "weights": str(model_path), "prototxt": str(proto), "mean": [1]})
+
+
+# ----------------------------------------------------------------------------------------------- wire format
+# Field numbers of BVLC caffe src/caffe/proto/caffe.proto, written down here independently of the importer's
+# caffe.proto subset, so that a wrong number there fails these tests.
+NET_NAME, NET_LAYERS_V1, NET_LAYER = 1, 2, 100                             # NetParameter
+L_NAME, L_TYPE, L_BOTTOM, L_TOP, L_BLOBS = 1, 2, 3, 4, 7                   # LayerParameter
+L_CONV, L_IP, L_LRN, L_POOL = 106, 117, 118, 121                           # LayerParameter *_param
+V1_BOTTOM, V1_TOP, V1_NAME, V1_TYPE, V1_BLOBS, V1_INCLUDE = 2, 3, 4, 5, 6, 32  # V1LayerParameter
+V1_CONV, V1_IP, V1_LRN, V1_POOL = 10, 17, 18, 19                           # V1LayerParameter *_param
+V1_DATA, V1_CONVOLUTION, V1_INNER_PRODUCT, V1_LRN_TYPE, V1_POOLING = 5, 4, 14, 15, 17  # V1 LayerType values
+B_NUM, B_CHANNELS, B_HEIGHT, B_WIDTH, B_DATA, B_SHAPE, SHAPE_DIM = 1, 2, 3, 4, 5, 7, 1  # BlobProto, BlobShape
+CONV_NUM_OUTPUT, CONV_KERNEL_SIZE = 1, 4                                   # ConvolutionParameter
+POOL_POOL, POOL_KERNEL_SIZE, POOL_STRIDE, POOL_AVE = 1, 2, 3, 1            # PoolingParameter
+LRN_LOCAL_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 1, 2, 3, 5                    # LRNParameter
+IP_NUM_OUTPUT = 1                                                          # InnerProductParameter
+RULE_PHASE, TRAIN = 1, 0                                                   # NetStateRule, Phase
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # negative values as 10-byte two's complement, as protobuf writes int32/int64
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
+def _key(field: int, wire_type: int) -> bytes:
+    return _varint(field << 3 | wire_type)
+
+
+def _int(field: int, n: int) -> bytes:  # wire type 0 (varint): int32/int64/uint32/bool/enum
+    return _key(field, 0) + _varint(n)
+
+
+def _f32(field: int, x: float) -> bytes:  # wire type 5 (32-bit): float
+    return _key(field, 5) + struct.pack("<f", x)
+
+
+def _len(field: int, payload: bytes | str) -> bytes:  # wire type 2: string, sub-message, packed repeated
+    payload = payload.encode() if isinstance(payload, str) else payload
+    return _key(field, 2) + _varint(len(payload)) + payload
+
+
+def _blob_shape(a: np.ndarray) -> bytes:
+    """BlobProto with `shape` (BlobShape, packed int64 dims) and packed float `data`."""
+    dims = b"".join(_varint(d) for d in a.shape)
+    return _len(B_SHAPE, _len(SHAPE_DIM, dims)) + _len(B_DATA, struct.pack(f"<{a.size}f", *a.ravel()))
+
+
+def _blob_legacy(a: np.ndarray) -> bytes:
+    """BlobProto with the legacy 4-D num/channels/height/width dims (leading 1s) and packed float `data`."""
+    n, c, h, w = (1,) * (4 - a.ndim) + a.shape
+    return (_int(B_NUM, n) + _int(B_CHANNELS, c) + _int(B_HEIGHT, h) + _int(B_WIDTH, w)
+            + _len(B_DATA, struct.pack(f"<{a.size}f", *a.ravel())))
+
+
+def _wire_weights():
+    rng = np.random.default_rng(5)
+    shapes = {"conv1": [(2, 1, 2, 2), (2,)], "fc": [(3, 8), (3,)]}
+    return {n: [rng.standard_normal(s).astype(np.float32) for s in ss] for n, ss in shapes.items()}
+
+
+def _wire_prototxt(style: str) -> str:
+    """conv 2×2 (1 -> 2 channels) on 5×5, AVE pool 2/2, LRN, InnerProduct 8 -> 3."""
+    key, q = ("layer", lambda t, v1: f'"{t}"') if style == "new" else ("layers", lambda t, v1: v1)
+    head = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 5 dim: 5 } } }'
+            if style == "new" else 'input: "data" input_dim: 1 input_dim: 1 input_dim: 5 input_dim: 5')
+    return "\n".join([
+        'name: "Wire"', head,
+        f'{key} {{ name: "conv1" type: {q("Convolution", "CONVOLUTION")} bottom: "data" top: "conv1" '
+        'convolution_param { num_output: 2 kernel_size: 2 } }',
+        f'{key} {{ name: "pool1" type: {q("Pooling", "POOLING")} bottom: "conv1" top: "pool1" '
+        'pooling_param { pool: AVE kernel_size: 2 stride: 2 } }',
+        f'{key} {{ name: "norm1" type: {q("LRN", "LRN")} bottom: "pool1" top: "norm1" '
+        'lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 k: 2 } }',
+        f'{key} {{ name: "fc" type: {q("InnerProduct", "INNER_PRODUCT")} bottom: "norm1" top: "fc" '
+        'inner_product_param { num_output: 3 } }',
+    ]) + "\n"
+
+
+def _wire_np_forward(x, w):
+    a = np_pool(np_conv(x, *[v.astype(np.float64) for v in w["conv1"]]), 2, 2, 0, "AVE")
+    a = np_lrn(a, 3, 0.5, 0.75, 2.0).reshape(-1)
+    return w["fc"][0].astype(np.float64) @ a + w["fc"][1]
+
+
+def _check_wire_import(tmp_path, style, raw: bytes, weights):
+    model_path, proto = tmp_path / f"wire_{style}.caffemodel", tmp_path / f"wire_{style}.prototxt"
+    model_path.write_bytes(raw)
+    proto.write_text(_wire_prototxt(style))
+    model = from_caffe(model_path, proto)
+    assert [n for n, _ in model.named_children()] == ["conv1", "pool1", "norm1", "flatten", "fc"]
+    for name, module in (("conv1", model.conv1), ("fc", model.fc)):
+        assert np.array_equal(module.weight.numpy(), weights[name][0])
+        assert np.array_equal(module.bias.numpy(), weights[name][1])
+    x = np.random.default_rng(6).uniform(-1, 1, (1, 5, 5))
+    with torch.no_grad():
+        got = model.double()(torch.from_numpy(x)[None]).numpy()[0]
+    assert np.allclose(got, _wire_np_forward(x, weights), rtol=0, atol=1e-10)
+
+
+def test_hand_encoded_new_style_caffemodel_parses_with_caffe_field_numbers(tmp_path):
+    w = _wire_weights()
+    layers = [
+        _len(L_NAME, "data") + _len(L_TYPE, "Input") + _len(L_TOP, "data"),
+        _len(L_NAME, "conv1") + _len(L_TYPE, "Convolution") + _len(L_BOTTOM, "data") + _len(L_TOP, "conv1")
+        + _len(L_BLOBS, _blob_shape(w["conv1"][0])) + _len(L_BLOBS, _blob_shape(w["conv1"][1]))
+        + _len(L_CONV, _int(CONV_NUM_OUTPUT, 2) + _int(CONV_KERNEL_SIZE, 2)),
+        _len(L_NAME, "pool1") + _len(L_TYPE, "Pooling")
+        + _len(L_POOL, _int(POOL_POOL, POOL_AVE) + _int(POOL_KERNEL_SIZE, 2) + _int(POOL_STRIDE, 2)),
+        _len(L_NAME, "norm1") + _len(L_TYPE, "LRN")
+        + _len(L_LRN, _int(LRN_LOCAL_SIZE, 3) + _f32(LRN_ALPHA, 0.5) + _f32(LRN_BETA, 0.75) + _f32(LRN_K, 2.0)),
+        _len(L_NAME, "fc") + _len(L_TYPE, "InnerProduct")
+        + _len(L_BLOBS, _blob_shape(w["fc"][0])) + _len(L_BLOBS, _blob_shape(w["fc"][1]))
+        + _len(L_IP, _int(IP_NUM_OUTPUT, 3)),
+    ]
+    raw = _len(NET_NAME, "Wire") + b"".join(_len(NET_LAYER, lay) for lay in layers)
+    path = tmp_path / "parse.caffemodel"
+    path.write_bytes(raw)
+    net = read_caffemodel(path)
+    assert net.name == "Wire" and not len(net.layers)
+    assert [(lay.name, lay.type) for lay in net.layer] == [
+        ("data", "Input"), ("conv1", "Convolution"), ("pool1", "Pooling"), ("norm1", "LRN"), ("fc", "InnerProduct")]
+    data, conv, pool, norm, fc = net.layer
+    assert list(data.top) == ["data"] and list(conv.bottom) == ["data"] and list(conv.top) == ["conv1"]
+    for layer, arrays in ((conv, w["conv1"]), (fc, w["fc"])):
+        assert len(layer.blobs) == 2
+        for blob, a in zip(layer.blobs, arrays):
+            assert tuple(blob.shape.dim) == a.shape and np.array_equal(np.array(blob.data, np.float32), a.ravel())
+    assert conv.convolution_param.num_output == 2 and list(conv.convolution_param.kernel_size) == [2]
+    pp = pool.pooling_param
+    assert (pp.pool, pp.kernel_size, pp.stride) == (POOL_AVE, 2, 2)
+    lp = norm.lrn_param
+    assert (lp.local_size, lp.alpha, lp.beta, lp.k) == (3, 0.5, 0.75, 2.0)
+    assert fc.inner_product_param.num_output == 3
+    _check_wire_import(tmp_path, "new", raw, w)
+
+
+def test_hand_encoded_v1_caffemodel_with_legacy_blob_dims_parses(tmp_path):
+    w = _wire_weights()
+    layers = [
+        _len(V1_NAME, "train_data") + _int(V1_TYPE, V1_DATA) + _len(V1_TOP, "data")
+        + _len(V1_INCLUDE, _int(RULE_PHASE, TRAIN)),
+        _len(V1_BOTTOM, "data") + _len(V1_TOP, "conv1") + _len(V1_NAME, "conv1") + _int(V1_TYPE, V1_CONVOLUTION)
+        + _len(V1_BLOBS, _blob_legacy(w["conv1"][0])) + _len(V1_BLOBS, _blob_legacy(w["conv1"][1]))
+        + _len(V1_CONV, _int(CONV_NUM_OUTPUT, 2) + _int(CONV_KERNEL_SIZE, 2)),
+        _len(V1_NAME, "pool1") + _int(V1_TYPE, V1_POOLING)
+        + _len(V1_POOL, _int(POOL_POOL, POOL_AVE) + _int(POOL_KERNEL_SIZE, 2) + _int(POOL_STRIDE, 2)),
+        _len(V1_NAME, "norm1") + _int(V1_TYPE, V1_LRN_TYPE) + _len(V1_LRN, _int(LRN_LOCAL_SIZE, 3)),
+        _len(V1_NAME, "fc") + _int(V1_TYPE, V1_INNER_PRODUCT)
+        + _len(V1_BLOBS, _blob_legacy(w["fc"][0])) + _len(V1_BLOBS, _blob_legacy(w["fc"][1]))
+        + _len(V1_IP, _int(IP_NUM_OUTPUT, 3)),
+    ]
+    raw = _len(NET_NAME, "WireV1") + b"".join(_len(NET_LAYERS_V1, lay) for lay in layers)
+    path = tmp_path / "parse.caffemodel"
+    path.write_bytes(raw)
+    net = read_caffemodel(path)
+    assert net.name == "WireV1" and not len(net.layer)
+    assert [(lay.name, lay.type) for lay in net.layers] == [
+        ("train_data", V1_DATA), ("conv1", V1_CONVOLUTION), ("pool1", V1_POOLING), ("norm1", V1_LRN_TYPE),
+        ("fc", V1_INNER_PRODUCT)]
+    enum = net.layers[0].DESCRIPTOR.fields_by_name["type"].enum_type
+    assert [enum.values_by_number[lay.type].name for lay in net.layers] == [
+        "DATA", "CONVOLUTION", "POOLING", "LRN", "INNER_PRODUCT"]
+    data, conv, pool, norm, fc = net.layers
+    assert [r.phase for r in data.include] == [TRAIN] and list(data.top) == ["data"]
+    assert list(conv.bottom) == ["data"] and list(conv.top) == ["conv1"]
+    for layer, arrays in ((conv, w["conv1"]), (fc, w["fc"])):
+        assert len(layer.blobs) == 2
+        for blob, a in zip(layer.blobs, arrays):
+            assert not blob.HasField("shape")
+            assert (blob.num, blob.channels, blob.height, blob.width) == (1,) * (4 - a.ndim) + a.shape
+            assert np.array_equal(np.array(blob.data, np.float32), a.ravel())
+    assert conv.convolution_param.num_output == 2 and list(conv.convolution_param.kernel_size) == [2]
+    assert (pool.pooling_param.pool, pool.pooling_param.kernel_size, pool.pooling_param.stride) == (POOL_AVE, 2, 2)
+    assert norm.lrn_param.local_size == 3 and fc.inner_product_param.num_output == 3
+    _check_wire_import(tmp_path, "v1", raw, w)
+
+
+# ----------------------------------------------------------------------------------------------- terminal Sigmoid
+
+
+@pytest.mark.parametrize("style", ["new", "v1"])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_terminal_sigmoid_is_dropped_like_softmax(tmp_path, style, in_place):
+    layers = _layers_with("prob", kind="Sigmoid")
+    text = prototxt(layers, style)
+    if in_place:  # multi-label deploy nets often write the sigmoid over the logits
+        text = text.replace('name: "prob"', 'name: "sig"').replace('top: "prob"', 'top: "fc8"')
+    model_path, proto, weights = write_net(tmp_path, layers=layers, style=style, text=text)
+    bundle = caffe_bundle(model_path, proto)
+    assert bundle.info["dropped_layers"] == [f"{'sig' if in_place else 'prob'} (Sigmoid)"]
+    assert [n for n, _ in bundle.module.named_children()][-1] == "fc8"
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 3, SIZE, SIZE))
+    with torch.no_grad():
+        got = bundle.module.double()(torch.from_numpy(x)).numpy()[0]
+    ref = np_forward(x[0], weights)
+    assert (ref < 0).any() and np.abs(got - ref).max() <= 1e-10 * np.abs(ref).max()  # logits, not sigmoid
+
+
+def test_sigmoid_inside_the_net_is_rejected(tmp_path):
+    for style in ("new", "v1"):
+        model_path, proto, _ = write_net(tmp_path, layers=_layers_with("relu6", kind="Sigmoid"), style=style)
+        with pytest.raises(ValueError, match=rf"{proto.name}: layer 'relu6': Sigmoid before layer 'drop6'; .*only "
+                                             "allowed at the end"):
+            from_caffe(model_path, proto)
+
+
+# ----------------------------------------------------------------------------------------------- include/exclude
+
+
+@pytest.mark.parametrize("rules,state,kept", [
+    ("", "", True),
+    ("include { phase: TEST }", "", True),
+    ("include { phase: TRAIN }", "", False),
+    ("include { phase: TRAIN } include { phase: TEST }", "", True),  # any met include rule keeps it
+    ("include { }", "", True),
+    ("exclude { phase: TEST }", "", False),
+    ("exclude { phase: TRAIN }", "", True),
+    ("exclude { }", "", False),  # an empty rule is always met
+    ("exclude { phase: TEST min_level: 0 }", "", False),
+    ("include { min_level: 1 }", "", False),  # deploy nets load at level 0
+    ("include { max_level: 0 }", "", True),
+    ("include { stage: 'deploy' }", "", False),  # no stages unless the prototxt's state names them
+    ("include { stage: 'deploy' }", "state { stage: 'deploy' }", True),
+    ("include { stage: 'deploy' stage: 'x' }", "state { stage: 'deploy' }", False),  # needs ALL stages
+    ("exclude { not_stage: 'train' }", "", False),  # none of the not_stages present: rule met
+    ("exclude { not_stage: 'train' }", "state { stage: 'train' phase: TRAIN }", True),  # state phase: ignored
+])
+@pytest.mark.parametrize("style", ["new", "v1"])
+def test_include_exclude_rules_follow_caffe_for_phase_test(tmp_path, style, rules, state, kept):
+    layers = _layers_with("drop6", params="dropout_param { dropout_ratio: 0.5 } " + rules)
+    text = prototxt(layers, style).replace('name: "TinyCaffeNet"', f'name: "TinyCaffeNet" {state}')
+    model_path, proto, _ = write_net(tmp_path, layers=layers, style=style, text=text)
+    names = [n for n, _ in from_caffe(model_path, proto).named_children()]
+    assert ("drop6" in names) == kept and "relu6" in names and "fc7" in names
+
+
+def test_include_exclude_rule_errors_name_the_layer(tmp_path):
+    layers = _layers_with("drop6", params="include { phase: TEST } exclude { phase: TRAIN }")
+    model_path, proto, _ = write_net(tmp_path, layers=layers)
+    with pytest.raises(ValueError, match=rf"{proto.name}: layer 'drop6': has both include and exclude rules"):
+        from_caffe(model_path, proto)
+    layers = _layers_with("drop6", params="include { min_level: 1 }")
+    text = prototxt(layers).replace('name: "TinyCaffeNet"', 'name: "TinyCaffeNet" state { level: 2 }')
+    model_path, proto, _ = write_net(tmp_path, layers=layers, text=text)
+    with pytest.raises(ValueError, match=rf"{proto.name}: layer 'drop6': level rules with `state {{ level: 2 }}`"):
+        from_caffe(model_path, proto)
+
+
+# ----------------------------------------------------------------------------------------------- padding
+
+
+PAD_SIZE = (7, 8)
+PAD_LAYERS = [  # asymmetric pads; both pools need Caffe's last-window clip in the dim that does NOT pad
+    ("conv1", "Convolution", "convolution_param { num_output: 3 kernel_h: 3 kernel_w: 1 pad_h: 1 }",
+     (3, 2, 3, 1), True),  # pad_w unset: 0 (Caffe) -> 3×7×8
+    ("pool1", "Pooling", "pooling_param { pool: AVE kernel_h: 3 kernel_w: 1 stride_h: 2 stride_w: 2 pad_h: 1 "
+     "pad_w: 0 }", None, False),  # 4×4 (width: ceil(7/2)+1 = 5, clipped to 4 because pad_h is set)
+    ("pool2", "Pooling", "pooling_param { pool: MAX kernel_h: 1 kernel_w: 3 stride_h: 2 stride_w: 2 pad_h: 0 "
+     "pad_w: 1 }", None, False),  # 2×3 (height: ceil(3/2)+1 = 3, clipped to 2 because pad_w is set)
+    ("fc", "InnerProduct", "inner_product_param { num_output: 4 }", (4, 18), True),
+]
+
+
+def _pad_prototxt(layers) -> str:
+    out = ['name: "Pads"', 'layer { name: "data" type: "Input" top: "data" '
+           f'input_param {{ shape {{ dim: 1 dim: 2 dim: {PAD_SIZE[0]} dim: {PAD_SIZE[1]} }} }} }}']
+    prev = "data"
+    for name, kind, params, _, _ in layers:
+        out.append(f'layer {{ name: "{name}" type: "{kind}" bottom: "{prev}" top: "{name}" {params} }}')
+        prev = name
+    return "\n".join(out) + "\n"
+
+
+def test_asymmetric_pads_match_caffe(tmp_path):
+    model_path, proto, w = write_net(tmp_path, layers=PAD_LAYERS, weights=random_weights(PAD_LAYERS),
+                                     text=_pad_prototxt(PAD_LAYERS))
+    model = from_caffe(model_path, proto)
+    assert model.conv1.padding == (1, 0) and model.pool1.padding == (1, 0) and model.pool2.padding == (0, 1)
+    x = np.random.default_rng(3).uniform(-1, 1, (2, *PAD_SIZE))
+    a = np_conv(x, *[v.astype(np.float64) for v in w["conv1"]], pad=(1, 0))
+    a = np_pool(np_pool(a, (3, 1), (2, 2), (1, 0), "AVE"), (1, 3), (2, 2), (0, 1), "MAX")
+    assert a.shape == (3, 2, 3)
+    ref = w["fc"][0].astype(np.float64) @ a.reshape(-1) + w["fc"][1]
+    with torch.no_grad():
+        got = model.double()(torch.from_numpy(x)[None]).numpy()[0]
+    assert np.abs(got - ref).max() <= 1e-10 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("name,params,message", [
+    ("conv1", "convolution_param { num_output: 8 kernel_size: 5 pad: 1 pad_h: 1 }", "either pad or pad_h/pad_w"),
+    ("conv1", "convolution_param { num_output: 8 kernel_size: 5 kernel_h: 5 }", "either kernel_size or kernel_h"),
+    ("conv1", "convolution_param { num_output: 8 kernel_h: 5 }", r"kernel 5×0, .* must be nonzero"),
+    ("conv1", "convolution_param { num_output: 8 kernel_size: 5 pad: 1 pad: 1 pad: 1 }", "pad given 3 times"),
+    ("pool1", "pooling_param { pool: MAX kernel_size: 3 stride: 2 pad_h: 1 }", "pad is pad OR both pad_h and pad_w"),
+    ("pool1", "pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 pad_h: 1 pad_w: 1 }", "pad is pad OR"),
+    ("pool1", "pooling_param { pool: MAX kernel_h: 3 stride: 2 }", "kernel_size OR both kernel_h and kernel_w"),
+    ("pool1", "pooling_param { pool: MAX kernel_size: 3 stride_w: 2 }", "stride is stride OR both"),
+    ("pool1", "pooling_param { pool: MAX global_pooling: true stride_h: 2 stride_w: 2 }", "only pad 0 and stride 1"),
+    # no pad: Caffe keeps a last window that starts past the 18×18 input (10 outputs), torch drops it (9)
+    ("pool1", "pooling_param { pool: MAX kernel_size: 1 stride: 2 }", "has no torch equivalent"),
+])
+def test_pad_kernel_stride_rules_follow_caffe(tmp_path, name, params, message):
+    model_path, proto, _ = write_net(tmp_path, layers=_layers_with(name, params=params), weights=random_weights())
+    with pytest.raises(ValueError, match=rf"{proto.name}: layer '{name}': .*{message}"):
+        from_caffe(model_path, proto)

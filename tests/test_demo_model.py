@@ -123,6 +123,9 @@ def test_average_precision_hand_case():
     assert average_precision([0.9, 0.8, 0.7], [0, 1, 1], ignore=[1, 0, 0]) == (1.0, 1.0)
     assert average_precision([0.9, 0.8], [0, 1]) == pytest.approx((6 / 11 * 0.5 + 5 / 11 * 0.5, 0.5))
     assert all(math.isnan(v) for v in average_precision([0.1, 0.2], [0, 0]))
+    # recall hits exactly 0.6 (3 of 5): ranks + + + - - + +; the devkit's thresholds 0:0.1:1 count it at 0.6
+    ap11, _ = average_precision([7, 6, 5, 4, 3, 2, 1], [1, 1, 1, 0, 0, 1, 1])
+    assert ap11 == pytest.approx((7 * 1.0 + 4 * 5 / 7) / 11)  # t = 0..0.6 -> 1; t = 0.7..1 -> 5/7 (= 69/77)
 
 
 def test_evaluate_multilabel(trained, tiny_voc):

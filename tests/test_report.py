@@ -18,7 +18,7 @@ from lrp.models.base import ModelBundle, Preprocessing
 from lrp.models.demo import DemoVGG
 from lrp.panel import PanelSamples, compute_maps, heatmap_rgb, n_conv_layers, select_samples, write_panels
 from lrp.preprocess import write_image_shard
-from lrp.provenance import stamp, versions, write_manifest
+from lrp.provenance import source_hash, stamp, versions, write_manifest
 from lrp.summary import write_summary
 from lrp.table import build_table1
 
@@ -170,3 +170,25 @@ def test_provenance_manifest(tmp_path):
     assert on_disk["versions"]["torch"] == metadata.version("torch")
     s = stamp({"k": 1})
     assert json.loads(s["config"]) == {"k": 1} and "lrp" in json.loads(s["versions"])
+
+
+def test_source_hash_follows_the_functions_a_stage_uses(tmp_path):
+    """Editing a helper a stage calls re-runs it; editing another stage in the same module does not."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "other.py").write_text("X = 1\n")
+    mod = tmp_path / "stages.py"
+    src = ("SIZE = 3\n\ndef helper(x):\n    return x * SIZE\n\n"
+           "def train(x):\n    return helper(x)\n\ndef report(x):\n    return x\n")
+    mod.write_text(src)
+    h = lambda *s: source_hash(*s, root=tmp_path)  # noqa: E731
+    train, report, whole, other = h("stages:train"), h("stages:report"), h("stages"), h("sub.other")
+    mod.write_text(src.replace("return x\n", "return -x\n"))  # edit report()
+    assert h("stages:train") == train and h("stages:report") != report and h("stages") != whole
+    mod.write_text(src.replace("SIZE = 3", "SIZE = 4"))  # edit a constant train() uses via helper()
+    assert h("stages:train") != train and h("stages:report") == report
+    assert h("sub.other") == other and h("stages:train", "sub.other") != h("stages:train")
+    with pytest.raises(ValueError, match="no top-level 'nope'"):
+        h("stages:nope")
+    with pytest.raises(ValueError, match="no lrp module"):
+        h("missing")
+    assert len(source_hash("stages:attribute")) == 16  # the real stage module parses

@@ -10,13 +10,18 @@ text files alike.
 
 Rules (anything else is a ValueError naming the file, the layer and the problem, never a silently wrong net):
 - The prototxt's layers (new-style `layer {}` or V1 `layers {}`) must form one chain: each layer reads the
-  previous one's output. Layers restricted to the TRAIN phase (`include { phase: TRAIN }`) are left out.
-- Convolution (groups, dilation, stride/pad/kernel incl. _h/_w) -> Conv2d; ReLU -> ReLU; Pooling MAX/AVE ->
-  MaxPool2d/AvgPool2d with Caffe's ceil-mode output size (`round_mode: FLOOR` -> floor); global pooling ->
-  a pool over the whole map; LRN ACROSS_CHANNELS -> LocalResponseNorm (same formula, see below); InnerProduct
-  -> Flatten (once, before the first one) + Linear; Flatten -> Flatten; Dropout -> Dropout (identity in eval).
-- Input/data layers at the start set the input blob; Softmax, loss and accuracy layers at the end are dropped
-  (LRP starts from the logits; the PVOC model has no softmax: "f_i(x) > 0 denotes presence of class i").
+  previous one's output. Layers are kept or left out by their `include`/`exclude` rules as Caffe's FilterNet
+  does for a deploy net (net.cpp StateMeetsRule; phase TEST, level 0, the prototxt's `state { stage }`), so
+  `include { phase: TRAIN }`, `exclude { phase: TEST }` and an empty `exclude {}` leave a layer out.
+- Convolution (groups, dilation, stride/pad/kernel incl. _h/_w, read as base_conv_layer.cpp does) -> Conv2d;
+  ReLU -> ReLU; Pooling MAX/AVE -> MaxPool2d/AvgPool2d with Caffe's ceil-mode output size (`round_mode: FLOOR`
+  -> floor; if pad_h or pad_w is non-zero, pooling_layer.cpp drops a last window that starts in the padding in
+  BOTH dims, as torch's ceil mode always does); global pooling -> a pool over the whole map; LRN
+  ACROSS_CHANNELS -> LocalResponseNorm (same formula, see below); InnerProduct -> Flatten (once, before the
+  first one) + Linear; Flatten -> Flatten; Dropout -> Dropout (identity in eval).
+- Input/data layers at the start set the input blob; Softmax, Sigmoid (multi-label deploy nets), loss and
+  accuracy layers at the end are dropped (LRP starts from the logits; the PVOC model has no softmax: "f_i(x) > 0
+  denotes presence of class i"); a Sigmoid anywhere else is unsupported.
 - Weights come from the caffemodel's layers (new-style `layer` or V1 `layers`) matched by layer NAME; every
   blob's shape is checked against what the prototxt implies (legacy 4-D num/channels/height/width shapes
   compare after dropping leading 1s, as Caffe's own check does). Caffe's layouts are torch's (OIHW; a
@@ -75,11 +80,17 @@ message NetStateRule {
   repeated string stage = 4;
   repeated string not_stage = 5;
 }
+message NetState {
+  optional Phase phase = 1 [default = TEST];
+  optional int32 level = 2 [default = 0];
+  repeated string stage = 3;
+}
 message NetParameter {
   optional string name = 1;
   repeated string input = 3;
   repeated BlobShape input_shape = 8;
   repeated int32 input_dim = 4;
+  optional NetState state = 6;
   repeated LayerParameter layer = 100;
   repeated V1LayerParameter layers = 2;
 }
@@ -246,7 +257,7 @@ V1_TYPES = {
     "SLICE": "Slice", "TANH": "TanH", "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
 }
 _DATA_TYPES = {"Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData", "WindowData"}
-_TAIL_TYPES = {"Softmax", "Accuracy", "Silence"}  # plus every "...Loss" type
+_TAIL_TYPES = {"Softmax", "Sigmoid", "Accuracy", "Silence"}  # plus every "...Loss" type
 
 
 class CaffeFormatError(ValueError):
@@ -367,12 +378,17 @@ def _blobs_by_name(net) -> dict[str, list]:
     return out
 
 
-def _in_test_phase(layer) -> bool:
-    """Caffe's NetStateRule check for phase TEST, ignoring levels and stages (deployment nets use neither)."""
+def _meets_rule(rule, level: int, stages: set[str]) -> bool:
+    """net.cpp StateMeetsRule for a TEST-phase state: every condition the rule sets must hold (an empty rule
+    is always met, so an empty `exclude {}` removes its layer)."""
     TEST = 1
-    if len(layer.include):
-        return any(not r.HasField("phase") or r.phase == TEST for r in layer.include)
-    return not any(r.HasField("phase") and r.phase == TEST for r in layer.exclude)
+    if rule.HasField("phase") and rule.phase != TEST:
+        return False
+    if rule.HasField("min_level") and level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and level > rule.max_level:
+        return False
+    return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
 
 
 def _layer_type(layer) -> str:
@@ -419,10 +435,10 @@ class _Builder:
         return tuple(int(d) for d in dims[1:])
 
     def build(self, input_size: int) -> nn.Sequential:
-        layers = [lay for lay in (list(self.net.layer) or list(self.net.layers)) if _in_test_phase(lay)]
         if len(self.net.layer) and len(self.net.layers):
             raise CaffeFormatError(f"{self.proto}: mixes new-style `layer` and V1 `layers` entries")
-        tail: list[tuple[str, str]] = []  # (name, type) of the dropped softmax/loss/accuracy layers
+        layers = [lay for lay in (list(self.net.layer) or list(self.net.layers)) if self._included(lay)]
+        tail: list[tuple[str, str]] = []  # (name, type) of the dropped softmax/sigmoid/loss/accuracy layers
         for layer in layers:
             kind = _layer_type(layer)
             if kind in _DATA_TYPES:
@@ -437,8 +453,8 @@ class _Builder:
                 tail.append((layer.name, kind))
                 continue
             if tail:
-                self.fail(tail[0][0], f"{tail[0][1]} before layer '{layer.name}'; softmax/loss/accuracy layers "
-                                      "are only allowed at the end")
+                self.fail(tail[0][0], f"{tail[0][1]} before layer '{layer.name}'; Softmax/Sigmoid/loss/accuracy "
+                                      "layers are only allowed at the end (where they are dropped)")
             self._check_chain(layer, kind)
             self._add(layer, kind)
             self.current = layer.top[0]
@@ -446,6 +462,24 @@ class _Builder:
         if not any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in self.modules.values()):
             raise CaffeFormatError(f"{self.proto}: no Convolution or InnerProduct layer")
         return nn.Sequential(self.modules).eval()
+
+    def _included(self, layer) -> bool:
+        """net.cpp FilterNet for the state a deploy net is loaded in: phase TEST, the prototxt's stages, level 0
+        (Caffe's Net(file, phase, level = 0) constructor; older Caffe kept the prototxt's `state { level }`, so a
+        non-zero one is rejected where a rule tests levels). Any met include rule keeps the layer, any met
+        exclude rule drops it; no rules: kept."""
+        rules = [*layer.include, *layer.exclude]
+        if len(layer.include) and len(layer.exclude):
+            self.fail(layer.name, "has both include and exclude rules (Caffe: 'Specify either include rules or "
+                                  "exclude rules; not both')")
+        state = self.net.state
+        if state.level != 0 and any(r.HasField("min_level") or r.HasField("max_level") for r in rules):
+            self.fail(layer.name, f"level rules with `state {{ level: {state.level} }}`: Caffe versions disagree "
+                                  "(newer ones load deploy nets at level 0); remove the state level or the rule")
+        stages = set(state.stage)
+        if len(layer.include):
+            return any(_meets_rule(r, 0, stages) for r in layer.include)
+        return not any(_meets_rule(r, 0, stages) for r in layer.exclude)
 
     def _check_chain(self, layer, kind: str):
         if len(layer.bottom) != 1 or len(layer.top) != 1:
@@ -485,7 +519,8 @@ class _Builder:
             self._flatten(name)
         else:
             self.fail(name, f"unsupported layer type {kind!r} (supported: Convolution, ReLU, Pooling MAX/AVE, "
-                            "LRN, InnerProduct, Dropout, Flatten; Input/data at the start; Softmax/loss at the end)")
+                            "LRN, InnerProduct, Dropout, Flatten; Input/data at the start; Softmax/Sigmoid/loss at "
+                            "the end)")
 
     def _spatial(self, name: str) -> tuple[int, int, int]:
         if len(self.shape) != 3:
@@ -497,13 +532,12 @@ class _Builder:
         c, h, w = self._spatial(name)
         if p.axis != 1:
             self.fail(name, f"convolution axis={p.axis} is not supported (only 1)")
-        kh, kw = _hw(list(p.kernel_size), p, "kernel", None)
-        if kh is None or kw is None:
-            self.fail(name, "no kernel_size (or kernel_h/kernel_w) given")
-        ph, pw = _hw(list(p.pad), p, "pad", 0)
-        sh, sw = _hw(list(p.stride), p, "stride", 1)
-        dil = list(p.dilation) or [1]
-        dh, dw = (dil[0], dil[0]) if len(dil) == 1 else dil[:2]
+        kh, kw = self._conv_hw(name, p, "kernel_size", "kernel", None)
+        ph, pw = self._conv_hw(name, p, "pad", "pad", 0)
+        sh, sw = self._conv_hw(name, p, "stride", "stride", 1)
+        dh, dw = self._conv_hw(name, p, "dilation", None, 1)
+        if min(kh, kw, sh, sw, dh, dw) < 1:
+            self.fail(name, f"kernel {kh}×{kw}, stride {sh}×{sw} and dilation {dh}×{dw} must be nonzero")
         g, n_out = int(p.group), int(p.num_output)
         if n_out < 1 or g < 1 or c % g or n_out % g:
             self.fail(name, f"num_output={n_out} and input channels {c} must both be divisible by group={g}")
@@ -515,6 +549,24 @@ class _Builder:
         self._load(layer, conv, (n_out, c // g, kh, kw), bool(p.bias_term))
         self.modules[self._name(name)] = conv
         self.shape = (n_out, oh, ow)
+
+    def _conv_hw(self, name: str, p, field: str, hw: str | None, default):
+        """(h, w) of a convolution field as base_conv_layer.cpp LayerSetUp reads it: if `{hw}_h` or `{hw}_w`
+        is set, both are used (the unset one at its proto default 0, so a lone kernel_h or stride_h fails the
+        nonzero check) and `field` must be empty; else `field` once for both dims or once per dim, or
+        `default` if empty."""
+        values = [int(v) for v in getattr(p, field)]
+        if hw and (p.HasField(f"{hw}_h") or p.HasField(f"{hw}_w")):
+            if values:
+                self.fail(name, f"either {field} or {hw}_h/{hw}_w should be specified; not both (as Caffe requires)")
+            return int(getattr(p, f"{hw}_h")), int(getattr(p, f"{hw}_w"))
+        if not values and default is None:
+            self.fail(name, f"no {field} (or {hw}_h/{hw}_w) given")
+        if len(values) > 2:
+            self.fail(name, f"{field} given {len(values)} times; must be once, or once per spatial dimension (2)")
+        if not values:
+            return default, default
+        return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
     def _inner_product(self, layer):
         name, p = layer.name, layer.inner_product_param
@@ -543,23 +595,29 @@ class _Builder:
         method = {0: "MAX", 1: "AVE", 2: "STOCHASTIC"}[p.pool]
         if method == "STOCHASTIC":
             self.fail(name, "STOCHASTIC pooling is not supported")
+        # pooling_layer.cpp LayerSetUp: kernel_size OR both kernel_h and kernel_w (none with global pooling)
+        has = p.HasField
         if p.global_pooling:
-            if any(p.HasField(f) for f in ("kernel_size", "kernel_h", "kernel_w", "stride_h", "stride_w")) or \
-                    p.pad or p.pad_h or p.pad_w or p.stride != 1:
-                self.fail(name, "global pooling must not set kernel, pad or stride")
-            kh, kw, sh, sw, ph, pw = h, w, 1, 1, 0, 0
+            if has("kernel_size") or has("kernel_h") or has("kernel_w"):
+                self.fail(name, "global pooling must not set a kernel size")
+            kh, kw = h, w
+        elif has("kernel_size") == (has("kernel_h") and has("kernel_w")):
+            self.fail(name, "the kernel is kernel_size OR both kernel_h and kernel_w (as Caffe requires)")
         else:
-            ks = [p.kernel_size] if p.HasField("kernel_size") else []
-            kh, kw = _hw(ks, p, "kernel", None)
-            if kh is None or kw is None:
-                self.fail(name, "no kernel_size (or kernel_h/kernel_w) given")
-            ph, pw = _hw([p.pad] if p.HasField("pad") else [], p, "pad", 0)
-            sh, sw = _hw([p.stride], p, "stride", 1)
+            kh, kw = (int(p.kernel_size),) * 2 if has("kernel_size") else (int(p.kernel_h), int(p.kernel_w))
+        ph, pw = self._pool_hw(name, p, "pad")
+        sh, sw = self._pool_hw(name, p, "stride")
+        if p.global_pooling and (ph, pw, sh, sw) != (0, 0, 1, 1):
+            self.fail(name, f"global pooling allows only pad 0 and stride 1, got pad {ph}×{pw}, stride {sh}×{sw}")
+        if min(kh, kw, sh, sw) < 1:
+            self.fail(name, f"kernel {kh}×{kw} and stride {sh}×{sw} must be nonzero")
         ceil = p.round_mode == 0  # CEIL, Caffe's default
         if ph > kh // 2 or pw > kw // 2:
             self.fail(name, f"pad {ph}×{pw} larger than half the {kh}×{kw} kernel is not supported")
-        oh, ow = _caffe_pool_size(h, kh, sh, ph, ceil), _caffe_pool_size(w, kw, sw, pw, ceil)
-        if (oh, ow) != (_torch_pool_size(h, kh, sh, ph, ceil), _torch_pool_size(w, kw, sw, pw, ceil)) or min(oh, ow) < 1:
+        clip = bool(ph or pw)  # Caffe clips a last window starting in the padding, in both dims, if either pads
+        oh, ow = _caffe_pool_size(h, kh, sh, ph, ceil, clip), _caffe_pool_size(w, kw, sw, pw, ceil, clip)
+        torch_size = (_torch_pool_size(h, kh, sh, ph, ceil), _torch_pool_size(w, kw, sw, pw, ceil))
+        if (oh, ow) != torch_size or min(oh, ow) < 1:
             self.fail(name, f"pool {kh}×{kw}/{sh}×{sw} pad {ph}×{pw} on {h}×{w}: Caffe's output size {oh}×{ow} "
                             "has no torch equivalent (e.g. a stride larger than the kernel)")
         if method == "MAX":
@@ -568,6 +626,16 @@ class _Builder:
             pool = nn.AvgPool2d((kh, kw), (sh, sw), (ph, pw), ceil_mode=ceil, count_include_pad=True)
         self.modules[self._name(name)] = pool
         self.shape = (c, oh, ow)
+
+    def _pool_hw(self, name: str, p, field: str) -> tuple[int, int]:
+        """(h, w) of a pooling pad/stride as pooling_layer.cpp reads it: `field` for both dims, or both
+        `field_h` and `field_w` (Caffe rejects a lone one and a mix with `field`)."""
+        has_h, has_w = p.HasField(f"{field}_h"), p.HasField(f"{field}_w")
+        if not has_h and not has_w:
+            return int(getattr(p, field)), int(getattr(p, field))
+        if p.HasField(field) or not (has_h and has_w):
+            self.fail(name, f"{field} is {field} OR both {field}_h and {field}_w (as Caffe requires)")
+        return int(getattr(p, f"{field}_h")), int(getattr(p, f"{field}_w"))
 
     def _lrn(self, layer):
         name, p = layer.name, layer.lrn_param
@@ -618,19 +686,11 @@ def _strip_ones(shape: tuple) -> tuple:
     return tuple(shape[i:])
 
 
-def _hw(values: list, p, field: str, default):
-    """(h, w) of a pad/kernel/stride: `field_h`/`field_w` if set, else one value for both or two values."""
-    if p.HasField(f"{field}_h") or p.HasField(f"{field}_w"):
-        return int(getattr(p, f"{field}_h")), int(getattr(p, f"{field}_w"))
-    if not values:
-        return default, default
-    return (int(values[0]), int(values[0])) if len(values) == 1 else (int(values[0]), int(values[1]))
-
-
-def _caffe_pool_size(n: int, k: int, s: int, p: int, ceil: bool) -> int:
-    """pooling_layer.cpp: ceil((n + 2p - k) / s) + 1, minus one if the last window starts in the padding."""
+def _caffe_pool_size(n: int, k: int, s: int, p: int, ceil: bool, clip: bool) -> int:
+    """pooling_layer.cpp: ceil((n + 2p - k) / s) + 1, minus one if the last window starts in the padding (or,
+    with p = 0, past the input), checked in both dims if the layer pads in either (`clip`: pad_h || pad_w)."""
     out = (-(-(n + 2 * p - k) // s) if ceil else (n + 2 * p - k) // s) + 1
-    if p and (out - 1) * s >= n + p:
+    if clip and (out - 1) * s >= n + p:
         out -= 1
     return out
 

@@ -228,7 +228,9 @@ def average_precision(scores, positive, ignore=None) -> tuple[float, float]:
     rec = tp / n_pos
     prec = tp / np.maximum(tp + fp, 1)
     # 11-point: max precision at recall >= t
-    ap11 = float(np.mean([prec[rec >= t].max() if (rec >= t).any() else 0.0 for t in np.linspace(0, 1, 11)]))
+    # thresholds i/10 exactly as the devkit's MATLAB 0:0.1:1 (np.linspace gives 0.6000000000000001, which
+    # misses a recall of exactly 3/5)
+    ap11 = float(np.mean([prec[rec >= t].max() if (rec >= t).any() else 0.0 for t in np.arange(11) / 10]))
     mrec = np.concatenate([[0.0], rec, [1.0]])
     mpre = np.concatenate([[0.0], prec, [0.0]])
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]

@@ -139,9 +139,9 @@ def train_gpus(wildcards):
 
 def train_sources(wildcards):
     if train_cfg(wildcards.model)["recipe"] == "finetune_alexnet":
-        return lrp_sources("stages", "models.finetune", "models.demo", "models.checkpoint", "models.base",
+        return lrp_sources("stages:train_model", "models.finetune", "models.demo", "models.checkpoint", "models.base",
                            "models.zoo", "preprocess", "boxes", "datasets.voc")
-    return lrp_sources("stages", "models.demo", "models.checkpoint", "models.base")
+    return lrp_sources("stages:train_model", "models.demo", "models.checkpoint", "models.base")
 
 
 def training_data_cfg(wildcards):
@@ -153,22 +153,12 @@ def train_card(wildcards):
     return f"{R}/models/{m}/training.json" if "train" in config["models"][m] else []
 
 
-def lrp_sources(*modules):
-    """Content hash of the lrp modules a stage uses: editing them re-runs the stage (Snakemake only
-    watches the thin script's mtime by default)."""
-    import hashlib
+def lrp_sources(*specs):
+    """Content hash of the lrp code a stage runs ("module" or "module:function", lrp.provenance.source_hash):
+    editing it re-runs the stage."""
+    from lrp.provenance import source_hash
 
-    import lrp
-
-    root = Path(lrp.__file__).parent
-    h = hashlib.sha256()
-    for mod in sorted(modules):
-        parts = mod.split(".")
-        path = root.joinpath(*parts[:-1], parts[-1] + ".py")
-        if not path.exists():
-            path = root.joinpath(*parts, "__init__.py")
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    return source_hash(*specs)
 
 
 def outputs_of(name):
@@ -186,8 +176,17 @@ def outputs_of(name):
     return out
 
 
-def dataset_outputs(wildcards):
-    return outputs_of(wildcards.dataset)
+def manifest_files(wildcards):
+    """What the provenance manifest lists: a dataset's results plus the intermediate files they came from
+    (image shards, logits, patterns, and the model and its training card when the pipeline trained it)."""
+    name = wildcards.dataset
+    out = outputs_of(name) + expand(f"{R}/{name}/images/{{shard}}.h5", shard=shards(name))
+    out += [f"{R}/{name}/logits.h5"]
+    out += [patterns_of(name)] if patterns_of(name) else []
+    m = dataset(name)["model"]
+    if "train" in config["models"][m]:
+        out += [f"{R}/models/{m}/model.pt", f"{R}/models/{m}/training.json"]
+    return out
 
 
 def all_targets():
@@ -228,10 +227,16 @@ def model_cfg(wildcards):
 
 
 
+RUN_ONLY_TRAIN_KEYS = ("threads", "device")
+"""Train keys that say where a training runs, not what it computes: kept out of params (a params change
+re-runs the job, and re-training gives a new model that shifts every attribution); the script reads them
+from the config."""
+
+
 def model_train_spec(wildcards):
     """The train section as the train_model stage gets it: plus the dataset's classes and input size, the
     model name, and the training data's data.json (an input of the rule) when it is a `training_data` entry."""
-    spec = train_cfg(wildcards.model)
+    spec = {k: v for k, v in train_cfg(wildcards.model).items() if k not in RUN_ONLY_TRAIN_KEYS}
     ds = dataset(spec["dataset"])
     out = {**spec, "name": wildcards.model, "classes": ds.get("classes", "voc"), "input_size": ds["input_size"]}
     if spec.get("data"):

@@ -61,7 +61,7 @@ rule occlusion:
         model=model_cfg,
         batch_size=config.get("occlusion", {}).get("batch_size", 32),
         device=config.get("attribution", {}).get("device", "auto"),
-        code=lrp_sources("stages", "occlusion", "preprocess", "models.zoo", "models.base"),
+        code=lrp_sources("stages:occlusion", "occlusion", "preprocess", "models.zoo", "models.base"),
     threads: config.get("attribution", {}).get("threads", 2)
     resources:
         gpu=1,
@@ -86,7 +86,7 @@ rule model_card:
         model=model_cfg,
         cfg=dataset_cfg,
         thresholds=model_thresholds,
-        code=lrp_sources("stages"),
+        code=lrp_sources("stages:model_card"),
     conda:
         ENV
     script:

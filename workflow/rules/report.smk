@@ -23,7 +23,7 @@ rule panel:
         analyzers=dataset_analyzer_options,
         panel=panel_settings,
         device=config.get("attribution", {}).get("device", "auto"),
-        code=lrp_sources("stages", "panel", "attribution", "rules", "composites", "graph", "patterns", "preprocess"),
+        code=lrp_sources("stages:panel", "panel", "attribution", "rules", "composites", "graph", "patterns", "preprocess"),
     threads: config.get("attribution", {}).get("threads", 2)
     resources:
         gpu=1,
@@ -47,7 +47,7 @@ rule summary:
     params:
         paper=paper_of,
         config=config,
-        code=lrp_sources("stages", "summary", "table", "provenance"),
+        code=lrp_sources("stages:summary", "summary", "table", "provenance"),
     conda:
         ENV
     script:
@@ -57,7 +57,7 @@ rule summary:
 rule provenance:
     """Versions, the configuration and the sha256 of every output of a dataset."""
     input:
-        dataset_outputs,
+        manifest_files,
     output:
         report(f"{R}/{{dataset}}/provenance.json", caption="../report/provenance.rst", category="Provenance",
                labels={"dataset": "{dataset}"}),
@@ -65,7 +65,7 @@ rule provenance:
         f"{R}/logs/provenance/{{dataset}}.log",
     params:
         config=config,
-        code=lrp_sources("stages", "provenance"),
+        code=lrp_sources("stages:provenance", "provenance"),
     conda:
         ENV
     script:

@@ -5,5 +5,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the
 from lrp.runner import run
 from lrp.stages import train_model
 
-run(snakemake, train_model, data_json=snakemake.input[0], spec=snakemake.params.spec,
+train = snakemake.config["models"][snakemake.wildcards.model]["train"]
+spec = {**snakemake.params.spec, **{k: train[k] for k in ("device",) if k in train}}  # not a rerun trigger
+run(snakemake, train_model, data_json=snakemake.input[0], spec=spec,
     out_model=snakemake.output.model, card_json=snakemake.output.card, threads=snakemake.threads)
