@@ -17,12 +17,15 @@ venv: $(VENV)/.installed
 
 demo: venv
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/demo.yaml
+	$(VENV)/bin/snakemake --configfile config/demo.yaml --report results/demo/report.html
 	@echo
 	@echo "Demo study done:"
+	@echo "  Report:   results/demo/report.html (open in a browser; start with Summary)"
 	@echo "  Table 1:  results/demo/table1.md  (.csv, .tex)"
+	@echo "  Fig. 1:   results/demo/fig1_analyzers.png, fig1_flat_layers.png (.pdf)"
 	@echo "  Fig. 3:   results/demo/fig3_mu_by_box_size.png (.pdf)"
 	@echo "  Fig. 2:   results/demo/fig2_occlusion.png (.pdf)"
-	@echo "  Model:    results/demo/model_card.json"
+	@echo "  Model:    results/demo/model_card.json; provenance: results/demo/provenance.json"
 
 test: venv
 	$(PY) -m pytest -q

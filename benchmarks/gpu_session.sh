@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: CUDA tests, the attribution benchmark (ours vs zennit vs a plain gradient), TF32 error,
-# and the end-to-end shard benchmark. Writes JSON/logs to ${OUT:-benchmarks/out}.
+# the end-to-end shard benchmark, deterministic mode and a one-epoch PVOC fine-tune on the GPU. Writes JSON/logs to ${OUT:-benchmarks/out}.
 # Needs zennit: pass its wheel in .whl/ (see benchmarks/README.md).
 set -uo pipefail
 OUT=${OUT:-benchmarks/out}; mkdir -p "$OUT"
@@ -25,3 +25,30 @@ for n in names:
     print(f"tf32 vs fp32 {n:22s} max |Δ|/max|R| per sample: {err:.2e}")
 PY
 timeout 150 python3 benchmarks/pipeline.py --device cuda --n 1024 --batch 64 --json "$OUT/pipeline_cuda.json" 2>&1 | grep -v "^\[" | tee "$OUT/pipeline_cuda.txt"
+timeout 90 python3 - <<'PY' 2>&1 | tee "$OUT/deterministic.txt"
+import warnings, torch, torchvision, lrp
+from lrp.stages import set_deterministic
+set_deterministic(True)  # attribution.deterministic: true
+torch.manual_seed(0)
+m = torchvision.models.vgg16(weights=None).eval().requires_grad_(False).cuda()
+x = torch.randn(8, 3, 224, 224, device="cuda"); t = torch.randint(0, 1000, (8,), device="cuda")
+names = lrp.analyzer_names()
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    a = lrp.attribute_many(m, x, t, [n for n in names if n != "pattern_attribution"])
+    b = lrp.attribute_many(m, x, t, [n for n in names if n != "pattern_attribution"])
+print("bit-identical on re-run:", {n: bool(torch.equal(a[n], b[n])) for n in a})
+print("nondeterministic-op warnings:", sorted({str(x.message)[:100] for x in w}))
+PY
+timeout 120 python3 - <<'PY' 2>&1 | tee "$OUT/finetune_cuda.txt"
+import tempfile, time
+from pathlib import Path
+from lrp.datasets.demo import DEMO_CLASSES, generate_demo
+from lrp.models.finetune import finetune_alexnet
+root = Path(tempfile.mkdtemp()) / "DEMO"
+generate_demo(root, n_train=512, n_test=64, image_size=224, seed=0, progress=False)
+t0 = time.time()
+bundle, hist = finetune_alexnet(root, DEMO_CLASSES, state_path=root.parent / "state.pt", epochs=1, batch_size=64,
+                                input_size=224, threads=8, device="cuda", log=print)
+print(f"one epoch, 512 images at 224 px on CUDA: {time.time() - t0:.1f} s", hist)
+PY
