@@ -150,7 +150,10 @@ def summarize(mu, mu_w, box_fraction, n_boot: int = 1000, seed: int = 0, ci: flo
     for k, p, l, h in zip(keys, point, lo, hi):
         out[k], out[f"{k}_lo"], out[f"{k}_hi"] = float(p), float(l), float(h)
     out["n_used"], out["n_nan"] = int(n), int((~valid).sum())
-    out["n_le_0.25"], out["n_le_0.5"] = int(cols[2].sum()), int(cols[4].sum())
+    out["n_le_0.25"], out["n_le_0.5"] = int(cols[2].sum()), int(cols[4].sum())  # the units μ_≤ averages
+    # every unit with a non-empty box in the bin, NaN or not: the same for all analyzers of a run
+    out["n_all_le_0.25"] = int(((f > 0) & (f <= 0.25)).sum())
+    out["n_all_le_0.5"] = int(((f > 0) & (f <= 0.5)).sum())
     return out
 
 

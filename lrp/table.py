@@ -72,7 +72,8 @@ def build_table1(summaries: dict[str, dict], paper_dataset: str | None, n_sample
         row = {"analyzer": analyzer, "label": names.at[analyzer, "label"]}
         for k in STATS:
             row[k], row[f"{k}_lo"], row[f"{k}_hi"] = s[k], s.get(f"{k}_lo", np.nan), s.get(f"{k}_hi", np.nan)
-        row.update({k: s[k] for k in ("n_used", "n_nan", "n_le_0.25", "n_le_0.5") if k in s})
+        row.update({k: s[k] for k in ("n_used", "n_nan", "n_le_0.25", "n_le_0.5", "n_all_le_0.25",
+                                      "n_all_le_0.5") if k in s})
         rows.append(row)
     t = pd.DataFrame(rows).sort_values("mu_w", ascending=False, na_position="last", kind="stable")
     t = t.reset_index(drop=True)
@@ -142,9 +143,10 @@ def _footnote(table: pd.DataFrame) -> str:
     nan = ", ".join(f"{lab} {int(k)}" for lab, k in zip(table["label"], table["n_nan"]) if k)
     text = (f"N = {n} samples; 95 % percentile-bootstrap CIs in brackets. Samples with an empty box or no "
             f"positive relevance are excluded (NaN): {nan or 'none'}.")
-    if "n_le_0.25" in table:
-        r = table.iloc[0]
-        text += f" Samples with box fraction ≤0.25: {int(r['n_le_0.25'])}, ≤0.5: {int(r['n_le_0.5'])}."
+    if "n_all_le_0.25" in table:
+        r = table.iloc[0]  # equal for all rows: counted over every unit, NaN or not
+        text += (f" Samples with box fraction ≤0.25: {int(r['n_all_le_0.25'])}, ≤0.5: {int(r['n_all_le_0.5'])}"
+                 " (an analyzer's NaN samples are left out of its μ_≤ columns too).")
     if "paper_mu_w" in table:
         agree = rank_agreement(table)
         ds = table.attrs.get("paper_dataset")

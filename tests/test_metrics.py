@@ -154,6 +154,10 @@ def test_summarize_hand_case():
     assert s["mu_le_0.25"] == pytest.approx(0.3)
     assert s["mu_le_0.5"] == pytest.approx((0.2 + 0.4 + 0.6) / 3)
     assert (s["n_used"], s["n_nan"], s["n_le_0.25"], s["n_le_0.5"]) == (4, 1, 2, 3)
+    assert (s["n_all_le_0.25"], s["n_all_le_0.5"]) == (2, 3)  # the empty box (f = 0) is in no bin
+    # a NaN unit (no positive relevance) with a small box: not averaged, but counted in the run's bin sizes
+    s = summarize(np.array([0.2, np.nan, 0.7]), np.array([2.0, np.nan, 1.0]), np.array([0.1, 0.2, 0.7]), n_boot=10)
+    assert (s["n_le_0.25"], s["n_all_le_0.25"], s["n_le_0.5"], s["n_all_le_0.5"]) == (1, 2, 1, 2)
     for k in ("mu_w", "mu_le_0.25", "mu_le_0.5", "mu"):
         assert s[f"{k}_lo"] <= s[k] <= s[f"{k}_hi"]
 

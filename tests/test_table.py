@@ -13,7 +13,8 @@ N = 100
 
 
 def _summary(mu_w, mu=0.5, n_nan=0, width=0.01):
-    s = {"n_used": N - n_nan, "n_nan": n_nan, "n_le_0.25": 20, "n_le_0.5": 45}
+    s = {"n_used": N - n_nan, "n_nan": n_nan, "n_le_0.25": 20, "n_le_0.5": 45, "n_all_le_0.25": 21,
+         "n_all_le_0.5": 47}
     for k, v in {"mu_w": mu_w, "mu_le_0.25": mu / 2, "mu_le_0.5": mu * 0.8, "mu": mu}.items():
         s[k], s[f"{k}_lo"], s[f"{k}_hi"] = v, v - width, v + width
     return s
@@ -127,6 +128,7 @@ def test_write_table1_outputs(tmp_path):
     assert "| LRP_z | 2.000 [1.990, 2.010] | 1.347 |" in md
     assert "0.532 [0.521, 0.544] | 0.632 |" in md
     assert "N = 100 samples" in md and "LRP_z 3" in md and "Kendall τ" in md
+    assert "box fraction ≤0.25: 21, ≤0.5: 47" in md  # over all units, not one analyzer's non-NaN ones
     assert sum(line.startswith("|") for line in md.splitlines()) == 2 + len(t)  # header, rule, rows
     tex = paths[2].read_text(encoding="utf-8")
     assert "0.532 [0.521, 0.544] & 0.632" in tex and r"N = 100 samples" in tex
