@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import http.server
 import io
+import json
 import re
 import shutil
 import tarfile
@@ -596,3 +597,41 @@ def test_prepare_imagenet(tmp_path):
     assert acquire.prepare_imagenet(images, csv, work_dir=tmp_path / "raw")[1] == csv
     with pytest.raises(AcquisitionError, match=r"`datasets\.imagenet\.images` = .*no ImageNet val images"):
         acquire.prepare_imagenet(tmp_path / "raw", csv, work_dir=tmp_path / "raw2")
+
+
+def make_voc2012_tar(path: Path) -> Path:
+    """VOCtrainval_11-May-2012.tar as the real one: VOCdevkit/VOC2012/..., ids like 2007_000027 / 2008_000002
+    (VOC 2012 re-uses VOC 2007 images under 2007_* ids, which the PVOC fine-tune leaves out)."""
+    xml = (DATA / "voc2007_trainval" / "VOCdevkit" / "VOC2007" / "Annotations" / "2.xml").read_bytes()
+    jpg = (DATA / "voc2007_trainval" / "VOCdevkit" / "VOC2007" / "JPEGImages" / "2.jpg").read_bytes()
+    base = "VOCdevkit/VOC2012"
+    return tar_with(path, *[(member(f"{base}/Annotations/{i}.xml"), xml) for i in ("2007_000027", "2008_000002")],
+                    *[(member(f"{base}/JPEGImages/{i}.jpg"), jpg) for i in ("2007_000027", "2008_000002")],
+                    (member(f"{base}/ImageSets/Main/trainval.txt"), b"2007_000027\n2008_000002\n"))
+
+
+def test_prepare_voc2012_training_data_download(server, tmp_path, monkeypatch):
+    """The PVOC model's training data (config `training_data.voc2012`, source: download) through the same
+    resumable, MD5-checked download as VOC 2007; a wrong checksum names the file, both digests and the key."""
+    from lrp.models import finetune
+
+    tv = make_voc2012_tar(server.root / "VOCtrainval_11-May-2012.tar")
+    reg = registry_with(voc2012_trainval=(server.put(tv), md5(tv)))
+    monkeypatch.setattr(acquire, "load_registry", lambda: reg)
+    root = tmp_path / "data" / "voc2012"
+    info = finetune.prepare_training_data("voc2012", {"format": "voc", "source": "download", "year": 2012,
+                                                      "root": str(root)}, tmp_path / "out" / "data.json")
+    got = root / "VOCdevkit" / "VOC2012"
+    assert info["root"] == str(got) and json.loads((tmp_path / "out" / "data.json").read_text()) == info
+    assert sorted(p.name for p in (got / "Annotations").iterdir()) == ["2007_000027.xml", "2008_000002.xml"]
+    assert len(server.requests) == 1
+
+    bad = registry_with(voc2012_trainval=(server.put(tv), "0" * 32))
+    monkeypatch.setattr(acquire, "load_registry", lambda: bad)
+    with pytest.raises(AcquisitionError) as e:
+        finetune.prepare_training_data("voc2012", {"format": "voc", "source": "download", "year": 2012,
+                                                   "root": str(tmp_path / "other")}, tmp_path / "o2" / "data.json")
+    msg = str(e.value)
+    assert "VOCtrainval_11-May-2012.tar" in msg and "0" * 32 in msg and md5(tv) in msg
+    assert not (tmp_path / "o2" / "data.json").exists()
+    assert not (tmp_path / "other" / "VOCtrainval_11-May-2012.tar").exists()  # nothing unverified left in place
