@@ -36,26 +36,20 @@ class PanelSamples:
 def select_samples(image_shards: list, sample_ids: list[str] | None = None, n: int = 4) -> PanelSamples:
     """The given samples (looked up in the image shards, in the given order), or the first `n` samples of
     distinct images. Unknown ids are an error naming them, not a silently shorter panel."""
-    from lrp.preprocess import iter_shard_batches
+    from lrp.preprocess import read_samples
 
     want = list(dict.fromkeys(sample_ids)) if sample_ids else None
     found: dict[str, tuple] = {}
-    seen_images = set()
     for path in image_shards:
-        for b in iter_shard_batches(path, 256):
-            for img, cls, sid in zip(b.images, b.class_index, b.sample_id):
-                if want is not None:
-                    if sid in want:
-                        found[sid] = (img, int(cls))
-                    continue
-                key = img.tobytes()
-                if key not in seen_images and len(found) < n:
-                    seen_images.add(key)
-                    found[sid] = (img, int(cls))
-            if (want is not None and len(found) == len(want)) or (want is None and len(found) >= n):
+        if want is not None:
+            found.update({sid: (img, cls) for sid, img, cls in read_samples(path, sample_ids=want)})
+            if len(found) == len(want):
                 break
-        if (want is not None and len(found) == len(want)) or (want is None and len(found) >= n):
-            break
+        else:
+            for sid, img, cls in read_samples(path, n_images=n - len(found)):
+                found[sid] = (img, cls)
+            if len(found) >= n:
+                break
     if want is not None:
         missing = [s for s in want if s not in found]
         if missing:

@@ -187,6 +187,31 @@ def _check_keys(h5, path, keys):
         raise ValueError(f"{path}: not an image shard, missing datasets {missing}")
 
 
+def read_samples(path, sample_ids=None, n_images: int | None = None) -> list[tuple[str, np.ndarray, int]]:
+    """[(sample_id, uint8 image, class_index)] of one shard, reading only the image rows needed: the listed
+    `sample_ids` that the shard holds, or the first sample of each of the first `n_images` images.
+
+    Why not iter_shard_batches: picking a handful of samples (the report's panels) out of a 50,000-image
+    study must not decode every image.
+    """
+    with _open(path) as h5:
+        _check_keys(h5, path, ("images",) + _SAMPLE_KEYS)
+        ids = h5["sample_id"].asstr()[:]
+        rows = h5["image_row"][:]
+        if sample_ids is not None:
+            want = set(sample_ids)
+            picks = [i for i, sid in enumerate(ids) if sid in want]
+        else:
+            first = {}
+            for i, r in enumerate(rows):
+                if len(first) >= (n_images or 0):
+                    break
+                first.setdefault(int(r), i)
+            picks = sorted(first.values())
+        cls = h5["class_index"][:]
+        return [(str(ids[i]), h5["images"][int(rows[i])], int(cls[i])) for i in picks]
+
+
 def read_shard_attrs(path) -> dict:
     """The shard's attributes (shard, n_shards, transform, size, row_start, row_stop, source_modes)."""
     with _open(path) as h5:
