@@ -86,7 +86,8 @@ for _ds in config["datasets"]:
             model=model_spec(_ds),
             analyzers=analyzer_options(_ds),
             settings=config.get("attribution", {}),
-            code=lrp_sources("stages:attribute", "attribution", "rules", "composites", "graph", "patterns", "shards", "models.zoo"),
+            code=lrp_sources("stages:attribute", "attribution", "rules", "composites", "graph", "patterns", "shards",
+                             "models.zoo", "loader", "preprocess", "provenance"),
         threads: config.get("attribution", {}).get("threads", 2)
         resources:
             gpu=1,

@@ -86,7 +86,7 @@ rule model_card:
         model=model_cfg,
         cfg=dataset_cfg,
         thresholds=model_thresholds,
-        code=lrp_sources("stages:model_card"),
+        code=lrp_sources("stages:model_card", "datasets.index", "models.base", "models.demo"),
     conda:
         ENV
     script:

@@ -23,7 +23,8 @@ rule panel:
         analyzers=dataset_analyzer_options,
         panel=panel_settings,
         device=config.get("attribution", {}).get("device", "auto"),
-        code=lrp_sources("stages:panel", "panel", "attribution", "rules", "composites", "graph", "patterns", "preprocess"),
+        code=lrp_sources("stages:panel", "panel", "attribution", "rules", "composites", "graph", "patterns", "preprocess",
+                         "table", "models.zoo"),
     threads: config.get("attribution", {}).get("threads", 2)
     resources:
         gpu=1,
