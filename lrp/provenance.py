@@ -79,46 +79,137 @@ def write_manifest(files: list, config: dict, out_json, root=None) -> dict:
 
 def source_hash(*specs: str, root=None) -> str:
     """Content hash of the lrp code a pipeline stage runs, for a rule's `params.code` (Snakemake re-runs a job
-    whose params changed; by default it only watches the thin script's mtime).
+    whose params changed; by default it only watches the thin script's mtime). See `source_specs`."""
+    import ast
 
-    A spec is a module ("models.demo": the whole file) or "module:function" — that function plus every
-    top-level function, class or constant of the same module it refers to, transitively. Why functions:
+    root = Path(root) if root else Path(__file__).parent
+    h = hashlib.sha256()
+    for spec in sorted(source_specs(*specs, root=root)):
+        module, _, fn = spec.partition(":")
+        text = _module_path(root, module).read_text(encoding="utf-8")
+        h.update(f"{spec}\n".encode())
+        if not fn:
+            h.update(text.encode())
+            continue
+        defs, used = _closure(ast.parse(text), fn, module)
+        for name in sorted(used):
+            h.update(f"{name}\n{ast.get_source_segment(text, defs[name])}".encode())
+    return h.hexdigest()[:16]
+
+
+def source_specs(*specs: str, root=None) -> set[str]:
+    """The code a stage runs, as specs: "module" (a whole file) or "module:function".
+
+    "module:function" is that function plus every top-level function, class or constant of its module it
+    refers to, transitively. Every lrp module they import (also lazily, inside a function) is included as a
+    whole file, and so are that module's own lrp imports, transitively; the package's `__init__` counts as a
+    file but is not followed (it re-exports the engine, which most stages never run). Why functions:
     `lrp.stages` holds every stage; editing the report stage must not re-run hours of model training.
     """
     import ast
 
     root = Path(root) if root else Path(__file__).parent
-    h = hashlib.sha256()
-    for spec in sorted(specs):
-        module, _, fn = spec.partition(":")
-        parts = module.split(".")
-        path = root.joinpath(*parts[:-1], parts[-1] + ".py")
-        if not path.exists():
-            path = root.joinpath(*parts, "__init__.py")
-        if not path.exists():
-            raise ValueError(f"source_hash: no lrp module {module!r} ({path})")
-        text = path.read_text(encoding="utf-8")
-        if not fn:
-            h.update(text.encode())
+    done: set[str] = set()
+    todo = list(specs)
+    while todo:
+        spec = todo.pop()
+        if spec in done:
             continue
-        tree = ast.parse(text)
-        defs = {}
-        for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                defs[node.name] = node
-            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-                for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
-                    if isinstance(target, ast.Name):
-                        defs[target.id] = node
-        if fn not in defs:
-            raise ValueError(f"source_hash: {module} has no top-level {fn!r}")
-        todo, seen = [fn], set()
-        while todo:
-            name = todo.pop()
-            if name in seen:
+        done.add(spec)
+        module, _, fn = spec.partition(":")
+        path = _module_path(root, module)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        is_package = path.name == "__init__.py"
+        if not fn:
+            if path != root / "__init__.py":
+                todo += _lrp_imports(tree, module, root, is_package)
+            continue
+        defs, used = _closure(tree, fn, module)
+        for name in used:
+            todo += _lrp_imports(defs[name], module, root, is_package)
+    return done
+
+
+def _closure(tree, fn: str, module: str) -> tuple[dict, set[str]]:
+    """Top-level definitions of a module, and the names `fn` uses among them, transitively."""
+    import ast
+
+    defs = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defs[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                if isinstance(target, ast.Name):
+                    defs[target.id] = node
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):  # a module-level import a function uses
+            for alias in node.names:
+                defs.setdefault((alias.asname or alias.name).split(".")[0], node)
+    if fn not in defs or isinstance(defs[fn], (ast.Import, ast.ImportFrom)):
+        raise ValueError(f"source_hash: {module} has no top-level {fn!r}")
+    todo, used = [fn], set()
+    while todo:
+        name = todo.pop()
+        if name in used:
+            continue
+        used.add(name)
+        todo += [g for g in _global_names(defs[name]) if g in defs]
+    return defs, used
+
+
+def _global_names(node) -> set[str]:
+    """Names a definition reads that it does not bind itself (its arguments and local variables are not
+    references to the module's top-level names of the same spelling)."""
+    import ast
+
+    local = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.arg):
+            local.add(n.arg)
+        elif isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)) and n is not node:
+            local.add(n.id)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            local.update((a.asname or a.name).split(".")[0] for a in n.names)
+    if isinstance(node, (ast.Assign, ast.AnnAssign)):  # a constant's own target is not a local
+        local = set()
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - local
+
+
+def _module_path(root: Path, module: str) -> Path:
+    if module == "":
+        return root / "__init__.py"
+    parts = module.split(".")
+    path = root.joinpath(*parts[:-1], parts[-1] + ".py")
+    if not path.exists():
+        path = root.joinpath(*parts, "__init__.py")
+    if not path.exists():
+        raise ValueError(f"source_hash: no lrp module {module!r} ({path})")
+    return path
+
+
+def _lrp_imports(node, module: str, root: Path, is_package: bool) -> list[str]:
+    """lrp modules imported anywhere inside `node` (relative or `lrp.`-absolute), as module specs."""
+    import ast
+
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    package = [p for p in package if p]
+    out = []
+    for n in ast.walk(node):
+        if isinstance(n, ast.ImportFrom):
+            if n.level:
+                base = package[: len(package) - (n.level - 1)] if n.level > 1 else list(package)
+                target = base + (n.module.split(".") if n.module else [])
+            elif n.module and (n.module == "lrp" or n.module.startswith("lrp.")):
+                target = n.module.split(".")[1:]
+            else:
                 continue
-            seen.add(name)
-            todo += [n.id for n in ast.walk(defs[name]) if isinstance(n, ast.Name) and n.id in defs]
-        for name in sorted(seen):
-            h.update(f"{module}:{name}\n".encode() + ast.get_source_segment(text, defs[name]).encode())
-    return h.hexdigest()[:16]
+            mod = ".".join(target)
+            out.append(mod)
+            for alias in n.names:  # `from . import patterns`: a submodule, if there is one
+                sub = ".".join([*target, alias.name])
+                if (root.joinpath(*sub.split(".")).with_suffix(".py").exists()
+                        or root.joinpath(*sub.split("."), "__init__.py").exists()):
+                    out.append(sub)
+        elif isinstance(n, ast.Import):
+            out += [a.name.split(".", 1)[1] for a in n.names if a.name.startswith("lrp.")]
+    return out

@@ -18,7 +18,7 @@ from lrp.models.base import ModelBundle, Preprocessing
 from lrp.models.demo import DemoVGG
 from lrp.panel import PanelSamples, compute_maps, heatmap_rgb, n_conv_layers, select_samples, write_panels
 from lrp.preprocess import write_image_shard
-from lrp.provenance import source_hash, stamp, versions, write_manifest
+from lrp.provenance import source_hash, source_specs, stamp, versions, write_manifest
 from lrp.summary import write_summary
 from lrp.table import build_table1
 
@@ -173,22 +173,44 @@ def test_provenance_manifest(tmp_path):
 
 
 def test_source_hash_follows_the_functions_a_stage_uses(tmp_path):
-    """Editing a helper a stage calls re-runs it; editing another stage in the same module does not."""
+    """Editing a helper a stage calls, or a module it imports (also lazily, also indirectly), re-runs it;
+    editing another stage of the same module, or a module only that one imports, does not."""
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "other.py").write_text("X = 1\n")
+    (tmp_path / "__init__.py").write_text("from .engine import run  # re-export\n")
+    (tmp_path / "engine.py").write_text("E = 1\n")
+    (tmp_path / "sub" / "__init__.py").write_text("")
+    (tmp_path / "sub" / "model.py").write_text("from ..maths import square\n")
+    (tmp_path / "maths.py").write_text("def square(x):\n    return x * x\n")
+    (tmp_path / "plot.py").write_text("P = 1\n")
     mod = tmp_path / "stages.py"
-    src = ("SIZE = 3\n\ndef helper(x):\n    return x * SIZE\n\n"
-           "def train(x):\n    return helper(x)\n\ndef report(x):\n    return x\n")
+    src = ("from . import __version__\nSIZE = 3\n\ndef helper(x):\n    return x * SIZE\n\n"
+           "def train(x):\n    from .sub.model import square\n    return helper(x), __version__\n\n"
+           "def report(x):\n    from .plot import P\n    return x\n\n"
+           "def data(x):\n    report = x + 1  # a local that shadows the report stage\n    return report\n")
     mod.write_text(src)
     h = lambda *s: source_hash(*s, root=tmp_path)  # noqa: E731
-    train, report, whole, other = h("stages:train"), h("stages:report"), h("stages"), h("sub.other")
+    train, report, data = h("stages:train"), h("stages:report"), h("stages:data")
+    assert source_specs("stages:train", root=tmp_path) == {"stages:train", "sub.model", "maths", ""}
+    assert source_specs("stages:data", root=tmp_path) == {"stages:data"}  # the local is not the stage
     mod.write_text(src.replace("return x\n", "return -x\n"))  # edit report()
-    assert h("stages:train") == train and h("stages:report") != report and h("stages") != whole
-    mod.write_text(src.replace("SIZE = 3", "SIZE = 4"))  # edit a constant train() uses via helper()
+    assert h("stages:train") == train and h("stages:report") != report and h("stages:data") == data
+    mod.write_text(src.replace("SIZE = 3", "SIZE = 4"))  # a constant train() uses via helper()
     assert h("stages:train") != train and h("stages:report") == report
-    assert h("sub.other") == other and h("stages:train", "sub.other") != h("stages:train")
+    mod.write_text(src)
+    (tmp_path / "maths.py").write_text("def square(x):\n    return x ** 2\n")  # imported by an import
+    assert h("stages:train") != train and h("stages:report") == report
+    (tmp_path / "plot.py").write_text("P = 2\n")
+    assert h("stages:report") != report
+    before = h("stages:train")  # uses __version__ from __init__, which re-exports the engine
+    (tmp_path / "engine.py").write_text("E = 2\n")  # ... whose edits do not count: __init__ is not followed
+    assert h("stages:train") == before
+    (tmp_path / "__init__.py").write_text("from .engine import run\n__version__ = '2'\n")  # __init__ itself does
+    assert h("stages:train") != before
     with pytest.raises(ValueError, match="no top-level 'nope'"):
         h("stages:nope")
     with pytest.raises(ValueError, match="no lrp module"):
         h("missing")
-    assert len(source_hash("stages:attribute")) == 16  # the real stage module parses
+    assert len(source_hash("stages:attribute")) == 16  # the real stage module
+    real = source_specs("stages:train_model")
+    assert {"models.demo", "models.finetune", "models.checkpoint"} <= real and "panel" not in real
+    assert {"attribution", "rules", "composites", "graph", "shards", "loader"} <= source_specs("stages:attribute")

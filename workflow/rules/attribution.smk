@@ -12,7 +12,7 @@ rule pattern_index:
         f"{R}/logs/pattern_index/{{dataset}}.log",
     params:
         cfg=pattern_dataset_cfg,
-        code=lrp_sources("stages:index", "boxes", "datasets.voc", "datasets.imagenet", "datasets.index"),
+        code=lrp_sources("stages:index"),
     conda:
         ENV
     script:
@@ -29,7 +29,7 @@ rule pattern_images:
         f"{R}/logs/pattern_images/{{dataset}}.log",
     params:
         cfg=dataset_cfg,
-        code=lrp_sources("stages:image_shard", "boxes", "preprocess"),
+        code=lrp_sources("stages:image_shard"),
     threads: config.get("preprocess", {}).get("workers", 4)
     conda:
         ENV
@@ -54,7 +54,7 @@ rule patterns:
         batch_size=config.get("attribution", {}).get("batch_size", 16),
         device=config.get("attribution", {}).get("device", "auto"),
         max_images=pattern_max_images,
-        code=lrp_sources("stages:patterns", "patterns", "graph", "preprocess", "models.zoo"),
+        code=lrp_sources("stages:patterns"),
     threads: config.get("attribution", {}).get("threads", 2)
     resources:
         gpu=1,
@@ -86,8 +86,7 @@ for _ds in config["datasets"]:
             model=model_spec(_ds),
             analyzers=analyzer_options(_ds),
             settings=config.get("attribution", {}),
-            code=lrp_sources("stages:attribute", "attribution", "rules", "composites", "graph", "patterns", "shards",
-                             "models.zoo", "loader", "preprocess", "provenance"),
+            code=lrp_sources("stages:attribute"),
         threads: config.get("attribution", {}).get("threads", 2)
         resources:
             gpu=1,

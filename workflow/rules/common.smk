@@ -137,11 +137,6 @@ def train_gpus(wildcards):
     return int(spec["recipe"] == "finetune_alexnet" and spec.get("device", "auto") != "cpu")
 
 
-def train_sources(wildcards):
-    if train_cfg(wildcards.model)["recipe"] == "finetune_alexnet":
-        return lrp_sources("stages:train_model", "models.finetune", "models.demo", "models.checkpoint", "models.base",
-                           "models.zoo", "preprocess", "boxes", "datasets.voc")
-    return lrp_sources("stages:train_model", "models.demo", "models.checkpoint", "models.base")
 
 
 def training_data_cfg(wildcards):
@@ -154,8 +149,8 @@ def train_card(wildcards):
 
 
 def lrp_sources(*specs):
-    """Content hash of the lrp code a stage runs ("module" or "module:function", lrp.provenance.source_hash):
-    editing it re-runs the stage."""
+    """Content hash of the lrp code a stage runs ("module:function" plus every lrp module it imports,
+    lrp.provenance.source_hash): editing that code re-runs the stage, editing other stages does not."""
     from lrp.provenance import source_hash
 
     return source_hash(*specs)

@@ -10,7 +10,7 @@ rule data:
         f"{R}/logs/data/{{dataset}}.log",
     params:
         cfg=dataset_cfg,
-        code=lrp_sources("stages:data", "acquire", "datasets.demo"),
+        code=lrp_sources("stages:data"),
     conda:
         ENV
     retries: 2
@@ -29,7 +29,7 @@ rule index:
         f"{R}/logs/index/{{dataset}}.log",
     params:
         cfg=dataset_cfg,
-        code=lrp_sources("stages:index", "boxes", "datasets.voc", "datasets.imagenet", "datasets.index"),
+        code=lrp_sources("stages:index"),
     conda:
         ENV
     script:
@@ -45,7 +45,7 @@ rule baseline:
     log:
         f"{R}/logs/baseline/{{dataset}}.log",
     params:
-        code=lrp_sources("stages:baseline", "datasets.index"),
+        code=lrp_sources("stages:baseline"),
     conda:
         ENV
     script:
@@ -63,7 +63,7 @@ rule image_shard:
         f"{R}/logs/image_shard/{{dataset}}_{{shard}}.log",
     params:
         cfg=dataset_cfg,
-        code=lrp_sources("stages:image_shard", "boxes", "preprocess"),
+        code=lrp_sources("stages:image_shard"),
     threads: config.get("preprocess", {}).get("workers", 4)
     conda:
         ENV

@@ -11,7 +11,7 @@ rule metrics:
     log:
         f"{R}/logs/metrics/{{dataset}}_{{analyzer}}.log",
     params:
-        code=lrp_sources("stages:metrics", "metrics", "shards", "preprocess"),
+        code=lrp_sources("stages:metrics"),
     conda:
         ENV
     script:
@@ -31,7 +31,7 @@ rule table1:
     params:
         cfg=dataset_cfg,
         evaluation=config.get("evaluation", {}),
-        code=lrp_sources("stages:table1", "metrics", "table"),
+        code=lrp_sources("stages:table1"),
     conda:
         ENV
     script:
@@ -49,7 +49,7 @@ rule fig3:
         f"{R}/logs/fig3/{{dataset}}.log",
     params:
         min_count=config.get("evaluation", {}).get("min_bin_count", 20),
-        code=lrp_sources("stages:fig3", "metrics", "figures", "table"),
+        code=lrp_sources("stages:fig3"),
     conda:
         ENV
     script:
@@ -66,7 +66,7 @@ rule fig2:
     log:
         f"{R}/logs/fig2/{{dataset}}.log",
     params:
-        code=lrp_sources("stages:fig2", "figures"),
+        code=lrp_sources("stages:fig2"),
     conda:
         ENV
     script:

@@ -10,7 +10,7 @@ rule training_data:
         f"{R}/logs/training_data/{{name}}.log",
     params:
         cfg=training_data_cfg,
-        code=lrp_sources("models.finetune", "acquire"),
+        code=lrp_sources("models.finetune:prepare_training_data"),
     wildcard_constraints:
         name="[a-z][a-z0-9_]*",
     conda:
@@ -35,7 +35,7 @@ rule train_model:
         f"{R}/benchmarks/train_model/{{model}}.tsv"
     params:
         spec=model_train_spec,
-        code=train_sources,
+        code=lrp_sources("stages:train_model"),
     threads: train_threads
     resources:
         gpu=train_gpus,
@@ -61,7 +61,7 @@ rule occlusion:
         model=model_cfg,
         batch_size=config.get("occlusion", {}).get("batch_size", 32),
         device=config.get("attribution", {}).get("device", "auto"),
-        code=lrp_sources("stages:occlusion", "occlusion", "preprocess", "models.zoo", "models.base"),
+        code=lrp_sources("stages:occlusion"),
     threads: config.get("attribution", {}).get("threads", 2)
     resources:
         gpu=1,
@@ -86,7 +86,7 @@ rule model_card:
         model=model_cfg,
         cfg=dataset_cfg,
         thresholds=model_thresholds,
-        code=lrp_sources("stages:model_card", "datasets.index", "models.base", "models.demo"),
+        code=lrp_sources("stages:model_card"),
     conda:
         ENV
     script:

@@ -23,8 +23,7 @@ rule panel:
         analyzers=dataset_analyzer_options,
         panel=panel_settings,
         device=config.get("attribution", {}).get("device", "auto"),
-        code=lrp_sources("stages:panel", "panel", "attribution", "rules", "composites", "graph", "patterns", "preprocess",
-                         "table", "models.zoo"),
+        code=lrp_sources("stages:panel"),
     threads: config.get("attribution", {}).get("threads", 2)
     resources:
         gpu=1,
@@ -48,7 +47,7 @@ rule summary:
     params:
         paper=paper_of,
         config=config,
-        code=lrp_sources("stages:summary", "summary", "table", "provenance"),
+        code=lrp_sources("stages:summary"),
     conda:
         ENV
     script:
@@ -66,7 +65,7 @@ rule provenance:
         f"{R}/logs/provenance/{{dataset}}.log",
     params:
         config=config,
-        code=lrp_sources("stages:provenance", "provenance"),
+        code=lrp_sources("stages:provenance"),
     conda:
         ENV
     script:
