@@ -86,14 +86,15 @@ def source_hash(*specs: str, root=None) -> str:
     h = hashlib.sha256()
     for spec in sorted(source_specs(*specs, root=root)):
         module, _, fn = spec.partition(":")
-        text = _module_path(root, module).read_text(encoding="utf-8")
+        text, tree, lines = _parsed(_module_path(root, module))
         h.update(f"{spec}\n".encode())
         if not fn:
             h.update(text.encode())
             continue
-        defs, used = _closure(ast.parse(text), fn, module)
+        defs, used = _closure(tree, fn, module)
         for name in sorted(used):
-            h.update(f"{name}\n{ast.get_source_segment(text, defs[name])}".encode())
+            node = defs[name]
+            h.update(f"{name}\n".encode() + "".join(lines[node.lineno - 1: node.end_lineno]).encode())
     return h.hexdigest()[:16]
 
 
@@ -118,11 +119,11 @@ def source_specs(*specs: str, root=None) -> set[str]:
         done.add(spec)
         module, _, fn = spec.partition(":")
         path = _module_path(root, module)
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = _parsed(path)[1]
         is_package = path.name == "__init__.py"
         if not fn:
             if path != root / "__init__.py":
-                todo += _lrp_imports(tree, module, root, is_package)
+                todo += _module_imports(path, module, root)
             continue
         defs, used = _closure(tree, fn, module)
         for name in used:
@@ -173,6 +174,32 @@ def _global_names(node) -> set[str]:
     if isinstance(node, (ast.Assign, ast.AnnAssign)):  # a constant's own target is not a local
         local = set()
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - local
+
+
+_PARSED: dict = {}
+
+
+def _parsed(path: Path):
+    """(text, AST, lines) of a source file, the parse cached by content: every rule of a workflow asks for the
+    same modules, and Snakemake parses the workflow again in every cluster job."""
+    import ast
+
+    text = path.read_text(encoding="utf-8")  # cheap; parsing is what is cached, by content
+    key = (str(path), text)
+    if key not in _PARSED:
+        _PARSED[key] = (text, ast.parse(text), text.splitlines(keepends=True))
+    return _PARSED[key]
+
+
+_IMPORTS: dict = {}
+
+
+def _module_imports(path: Path, module: str, root: Path) -> list[str]:
+    """`_lrp_imports` of a whole module file, cached like `_parsed`."""
+    key = (str(path), _parsed(path)[0], module, str(root))
+    if key not in _IMPORTS:
+        _IMPORTS[key] = _lrp_imports(_parsed(path)[1], module, root, path.name == "__init__.py")
+    return _IMPORTS[key]
 
 
 def _module_path(root: Path, module: str) -> Path:
