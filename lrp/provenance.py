@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lrp import __version__
 from lrp.io import atomic_path
+from lrp.models.base import sha256_file
 
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pandas", "h5py", "matplotlib", "pillow", "lxml",
             "snakemake", "protobuf")
@@ -50,14 +51,6 @@ def git_commit(repo: Path) -> str | None:
     return head + ("-dirty" if dirty else "")
 
 
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def stamp(config: dict) -> dict:
     """The attributes an HDF5 output carries: versions and the configuration, as JSON strings."""
     return {"versions": json.dumps(versions(), sort_keys=True),
@@ -70,7 +63,7 @@ def write_manifest(files: list, config: dict, out_json, root=None) -> dict:
     listing = {}
     for f in sorted(map(str, files)):
         key = os.path.relpath(f, root) if root else f
-        listing[key] = {"sha256": sha256(f), "bytes": os.path.getsize(f)}
+        listing[key] = {"sha256": sha256_file(f), "bytes": os.path.getsize(f)}
     doc = {"versions": versions(), "config": config, "files": listing}
     with atomic_path(out_json) as tmp:
         Path(tmp).write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from . import __version__
+from .models.base import pick_device
 
 
 def log(msg: str) -> None:
@@ -27,14 +28,6 @@ RESIZE = {"voc": "warp", "imagenet": "imagenet"}
 """Image (and box) transform per dataset format, as in the paper: PVOC images are rescaled to the input
 without cropping; ImageNet's shorter side goes to the input size, then a centre crop. The index builds
 its boxes with the same transform, so the two can never disagree."""
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"config asks for device {name!r} but CUDA is not available on this machine")
-    return torch.device(name)
 
 
 def _write_json(obj, path) -> None:

@@ -66,6 +66,15 @@ class ModelBundle:
         return len(self.class_names)
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """`auto` = CUDA when available; asking for CUDA without it is an error, not a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"config asks for device {name!r} but CUDA is not available on this machine")
+    return torch.device(name)
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lrp.io import atomic_path
-from lrp.models.base import ModelBundle, sha256_file
+from lrp.models.base import ModelBundle, pick_device, sha256_file
 from lrp.models.demo import average_precision
 
 ARCH_NAME = "torchvision_alexnet_multilabel"
@@ -318,14 +318,6 @@ def load_state(path) -> dict:
     return state
 
 
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
-    return torch.device(name)
-
-
 # ----------------------------------------------------------------------------- training
 def finetune_alexnet(root, classes, *, state_path=None, splits=("train",), exclude_prefix: str | None = "2007_",
                      val_split: str | None = None, init_weights=None, loss: str = "bce", epochs: int = 30,
@@ -348,7 +340,7 @@ def finetune_alexnet(root, classes, *, state_path=None, splits=("train",), exclu
         raise ValueError(f"{where}.loss: unknown loss {loss!r}; expected one of {list(LOSSES)}")
     if not (0 < crop_scale[0] <= crop_scale[1] <= 1):
         raise ValueError(f"{where}.crop_scale: need 0 < min <= max <= 1, got {list(crop_scale)}")
-    dev = _pick_device(device)
+    dev = pick_device(device)
     num_workers = (threads if threads >= 2 else 0) if num_workers is None else int(num_workers)
 
     ids, n_excluded = select_ids(root, splits, exclude_prefix)
@@ -485,7 +477,7 @@ def run_finetune(root, classes, spec: dict, out_model, card_json, threads: int, 
     name = spec.get("name", "pvoc_alexnet")
     train_root = spec.get("train_root") or root
     state_path = Path(out_model).with_name("finetune_state.pt")
-    device = _pick_device(opts.pop("device"))
+    device = pick_device(opts.pop("device"))
     eval_split = opts.pop("eval_split")
     bundle, history = finetune_alexnet(train_root, classes, state_path=state_path,
                                        input_size=spec["input_size"], threads=threads, device=str(device),
