@@ -9,6 +9,8 @@ taken after one warm-up run; on CUDA, torch.cuda.synchronize() is called before 
   (d) zennit 0.5.1, one analyzer at a time: the native composites used in tests/test_engine_zennit.py.
       PatternAttribution and the baseline have no zennit equivalent (n/a); zennit's plain gradient is
       its Gradient attributor without a composite.
+On CPU, glibc keeps freed memory for reuse (`lrp.allocator`, as in every pipeline job) unless
+`--malloc default`; this is process-wide, so it applies to every contender alike.
 Every αβ analyzer runs with bias="toolbox", the convention zennit uses. The iNNvestigate convention costs
 the same. TF32 is switched off for every contender, because our engine disables it for exactness.
 
@@ -39,6 +41,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/attribution.py`: make
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lrp  # noqa: E402
+import lrp.allocator  # noqa: E402
 
 TARGETS = {  # the targets, as ratios to the gradient pass of the same run
     "lrp_cmp_alpha1": 1.6, "lrp_cmp_alpha1_flat": 1.6, "lrp_cmp_alpha2": 2.2, "lrp_cmp_alpha2_flat": 2.2,
@@ -185,7 +188,14 @@ def main(argv=None):
     p.add_argument("--only", nargs="*", default=None, help="time only these analyzers in (b)/(d)")
     p.add_argument("--profile", default=None, metavar="ANALYZER",
                    help="print a torch.profiler table of one lrp.attribute call of ANALYZER")
+    p.add_argument("--malloc", choices=["retain", "default"], default="retain",
+                   help="retain: glibc keeps freed memory for reuse, as every pipeline job does (lrp.allocator); "
+                        "default: glibc's own behaviour. Applies to every contender of the run")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="let cuDNN time its algorithms per shape (torch.backends.cudnn.benchmark) for every contender; "
+                        "the warm-up run absorbs the tuning")
     a = p.parse_args(argv)
+    malloc = lrp.allocator.retain_freed_memory() if a.malloc == "retain" else "glibc defaults"
 
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -199,7 +209,7 @@ def main(argv=None):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.benchmark = a.cudnn_benchmark
 
     model, x, targets, patterns = build(device, batch, size)
     names = lrp.analyzer_names()
@@ -224,7 +234,8 @@ def main(argv=None):
     info = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "threads": threads, "batch": batch, "size": size,
             "repeats": repeats, "model": "torchvision vgg16 (random weights, random biases), float32, TF32 off",
-            "python": sys.version.split()[0]}
+            "python": sys.version.split()[0], "malloc": malloc,
+            "cudnn_benchmark": bool(a.cudnn_benchmark and device.type == "cuda")}
     try:
         import zennit
         info["zennit"] = getattr(zennit, "__version__", "0.5.1")

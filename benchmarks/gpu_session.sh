@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One device session: CUDA tests, the attribution benchmark (ours vs zennit vs a plain gradient), TF32 error,
+# One device session: CUDA tests, the attribution benchmark (ours vs zennit vs a plain gradient; again with
+# cudnn.benchmark on for the lrp_cmp analyzers), TF32 error,
 # the end-to-end shard benchmark, deterministic mode and a one-epoch PVOC fine-tune on the GPU. Writes JSON/logs to ${OUT:-benchmarks/out}.
 # Needs zennit: pass its wheel in .whl/ (see benchmarks/README.md).
 set -uo pipefail
@@ -11,9 +12,10 @@ fi
 export PYTHONPATH=${PYTHONPATH:-$PWD}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
-timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_engine_oracles.py tests/test_engine_properties.py -k "cuda or oracle" 2>&1 | tail -5 | tee "$OUT/cuda_tests.txt"
+timeout 80 python3 -m pytest -q -p no:cacheprovider tests/test_engine_oracles.py tests/test_engine_properties.py -k "cuda or oracle" 2>&1 | tail -5 | tee "$OUT/cuda_tests.txt"
 timeout 180 python3 benchmarks/attribution.py --device cuda --batch 64 --repeats 5 --check --json "$OUT/attribution_cuda.json" 2>&1 | tee "$OUT/attribution_cuda.txt"
-timeout 45 python3 - <<'PY' 2>&1 | tee "$OUT/tf32.txt"
+timeout 60 python3 benchmarks/attribution.py --device cuda --batch 64 --repeats 5 --no-zennit --cudnn-benchmark --only lrp_cmp_alpha1 lrp_cmp_alpha1_flat lrp_cmp_alpha2 lrp_cmp_alpha2_flat --json "$OUT/attribution_cuda_cudnn_benchmark.json" 2>&1 | tee "$OUT/attribution_cuda_cudnn_benchmark.txt"
+timeout 40 python3 - <<'PY' 2>&1 | tee "$OUT/tf32.txt"
 import torch, torchvision, lrp
 torch.manual_seed(0)
 m = torchvision.models.vgg16(weights=None).eval().requires_grad_(False).cuda()
@@ -25,7 +27,7 @@ for n in names:
     print(f"tf32 vs fp32 {n:22s} max |Δ|/max|R| per sample: {err:.2e}")
 PY
 timeout 100 python3 benchmarks/pipeline.py --device cuda --n 1024 --batch 64 --json "$OUT/pipeline_cuda.json" 2>&1 | grep -v "^\[" | tee "$OUT/pipeline_cuda.txt"
-timeout 60 python3 - <<'PY' 2>&1 | tee "$OUT/deterministic.txt"
+timeout 50 python3 - <<'PY' 2>&1 | tee "$OUT/deterministic.txt"
 import warnings, torch, torchvision, lrp
 from lrp.stages import set_deterministic
 set_deterministic(True)  # attribution.deterministic: true
@@ -40,7 +42,7 @@ with warnings.catch_warnings(record=True) as w:
 print("bit-identical on re-run:", {n: bool(torch.equal(a[n], b[n])) for n in a})
 print("nondeterministic-op warnings:", sorted({str(x.message)[:100] for x in w}))
 PY
-timeout 90 python3 - <<'PY' 2>&1 | tee "$OUT/finetune_cuda.txt"
+timeout 70 python3 - <<'PY' 2>&1 | tee "$OUT/finetune_cuda.txt"
 import tempfile, time
 from pathlib import Path
 from lrp.datasets.demo import DEMO_CLASSES, generate_demo

@@ -26,6 +26,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lrp.allocator import retain_freed_memory  # noqa: E402
 from lrp.metrics import relevance_sums  # noqa: E402
 from lrp.models.base import ModelBundle  # noqa: E402
 from lrp.models.zoo import TORCHVISION_PREPROCESSING  # noqa: E402
@@ -64,7 +65,10 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--precision", default="float16", choices=["float16", "float32"])
     p.add_argument("--json", default=None)
+    p.add_argument("--malloc", choices=["retain", "default"], default="retain",
+                   help="retain: glibc keeps freed memory for reuse, as every pipeline job does (lrp.allocator)")
     a = p.parse_args(argv)
+    malloc = retain_freed_memory() if a.malloc == "retain" else "glibc defaults"
     dev = torch.device(a.device)
     torch.manual_seed(0)
     module = torchvision.models.vgg16(weights=None).eval().requires_grad_(False).to(dev)
@@ -92,9 +96,9 @@ def main(argv=None):
     overhead = sum(timings[k] for k in ("load_wait", "h2d", "d2h", "write_wait", "metrics"))
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
     res = {"device": device_name, "n": a.n, "batch": a.batch, "size": a.size, "analyzers": len(ANALYZERS),
-           "precision": a.precision, "torch": torch.__version__, "timings_s": timings,
+           "precision": a.precision, "torch": torch.__version__, "malloc": malloc, "timings_s": timings,
            "images_per_s": a.n / timings["attribute"], "overhead_fraction_of_attribution": overhead / timings["attribute"]}
-    print(f"device {device_name}; {a.n} images, batch {a.batch}, {len(ANALYZERS)} analyzers")
+    print(f"device {device_name}; {a.n} images, batch {a.batch}, {len(ANALYZERS)} analyzers; {malloc}")
     for k, v in timings.items():
         print(f"  {k:22s} {v:8.3f} s  ({v / timings['attribute'] * 100:5.1f} % of attribution)")
     print(f"  throughput: {res['images_per_s']:.1f} images/s (all analyzers); overhead = "

@@ -276,21 +276,23 @@ class AlphaBeta(Rule):
         return out - self.beta * (xp * _transpose(layer, x.shape, wn, s_n) + xn * _transpose(layer, x.shape, wp, s_n))
 
     def _signed_stacked(self, layer, trace, R, x, wp, wn, bp, bn):
-        """Signed input (the image layer), groups = 1: the four sign combinations in ONE convolution.
+        """Signed input (the image layer), groups = 1: the four sign combinations in stacked convolutions.
 
         With x± = [x⁺, x⁻] stacked on the channel axis and W± = [[w⁺, w⁻], [w⁻, w⁺]] (output blocks P, N):
         conv(x±, W±) = [x⁺w⁺ + x⁻w⁻, x⁺w⁻ + x⁻w⁺] = [z⁺, z⁻], and the transposed map of [α s⁺, −β s⁻] gives
         [G⁺, G⁻] with R = x⁺G⁺ + x⁻G⁻. Same sums as four separate convolutions, in fewer passes over memory.
+        z⁺ and z⁻ are computed as two half-size convolutions (blocks P and N), so β = 0 computes only z⁺.
         """
         i, c_out, c_in = layer.index, wp.shape[0], wp.shape[1]
         xs = trace.cached(("x+-", i), lambda: torch.cat([x.clamp(min=0), x.clamp(max=0)], 1))
         ws = trace.cached(("W+-", i), lambda: torch.cat([torch.cat([wp, wn], 1), torch.cat([wn, wp], 1)], 0))
-        zs = trace.cached(("z+-stacked", i), lambda: _forward(layer, xs, ws))
-        s_p = _ratio(R, zs[:, :c_out] + bp, self.alpha)
+        zp = trace.cached(("z+stacked", i), lambda: _forward(layer, xs, ws[:c_out]))
+        s_p = _ratio(R, zp + bp, self.alpha)
         if self.beta == 0:
             g = _transpose(layer, xs.shape, ws[:c_out], s_p)
         else:
-            s_n = _ratio(R, zs[:, c_out:] + bn, -self.beta)
+            zn = trace.cached(("z-stacked", i), lambda: _forward(layer, xs, ws[c_out:]))
+            s_n = _ratio(R, zn + bn, -self.beta)
             g = _transpose(layer, xs.shape, ws, torch.cat([s_p, s_n], 1))
         g.mul_(xs)
         return g[:, :c_in] + g[:, c_in:]

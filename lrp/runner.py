@@ -1,5 +1,8 @@
 """Run a pipeline stage from a Snakemake script: log to the rule's log, clear one-line errors for bad input.
 
+Each job is its own process, so this is also where process-wide settings are made: torch's thread count
+(the rule's `threads`) and glibc's reuse of freed memory (`lrp.allocator`).
+
 Errors that describe the user's data or config (bad paths, corrupt files, unsupported models) end the job
 with `ERROR: <message>` in the log and on the terminal, not a traceback; anything else is a bug and keeps
 its traceback.
@@ -29,10 +32,13 @@ def run(snakemake, fn, **kwargs) -> None:
     threads = getattr(snakemake, "threads", 1)
     import torch
 
+    from .allocator import retain_freed_memory
+
     torch.set_num_threads(max(1, int(threads)))
     with (open(log_path, "w") if log_path else contextlib.nullcontext(sys.stderr)) as fh:
         with contextlib.redirect_stderr(fh), contextlib.redirect_stdout(fh):
             try:
+                print(f"[lrp] {retain_freed_memory()}", file=fh, flush=True)  # before the stage allocates
                 fn(**kwargs)
             except user_errors() as e:
                 msg = f"ERROR in rule {snakemake.rule}: {e}"

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from lrp.allocator import glibc
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -119,6 +121,11 @@ def test_smoke_run_ci_config(ci_run):
         assert json.loads(h.attrs["config"])["attribution"]["batch_size"] == cfg["attribution"]["batch_size"]
         assert json.loads(h.attrs["versions"])["torch"]
         assert json.loads(h.attrs["options"])["bias"] == cfg["models"]["demo_vgg"]["bias"]
+    # Every job is its own process and keeps freed memory for reuse (lrp.allocator), which it logs first.
+    log = (tmp_path / "results" / "logs" / "attribute" / "demo_0.log").read_text()
+    assert log.startswith("[lrp] "), log[:300]
+    if glibc() is not None and "LRP_RETAIN_FREED_MEMORY" not in os.environ and "LD_PRELOAD" not in os.environ:
+        assert log.startswith("[lrp] glibc malloc keeps freed memory for reuse"), log[:300]
     # A second run has nothing to do.
     assert dry_run_jobs(tmp_path, "--configfile", ROOT / "config" / "ci.yaml") == {}
     # Deleting one attribution shard recomputes that shard and what depends on it, nothing upstream.

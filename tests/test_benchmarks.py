@@ -1,0 +1,50 @@
+"""The benchmark scripts run (smoke size) and their outputs say what they measured.
+
+Why in CI: a device session has minutes, not hours; a benchmark that broke since it last ran would waste
+it. Timings are not checked (benchmarks/README.md holds measured figures), but the maps are: --check
+fails if any map differs from zennit's.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lrp.allocator import glibc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    out = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+def test_attribution_benchmark_smoke(tmp_path):
+    js = tmp_path / "a.json"
+    stdout = run("benchmarks/attribution.py", "--quick", "--check", "--threads", "1",
+                 "--only", "lrp_cmp_alpha1", "lrp_cmp_alpha2_flat", "gradient", "--json", js)
+    res = json.loads(js.read_text())
+    assert set(res["analyzers"]) == {"lrp_cmp_alpha1", "lrp_cmp_alpha2_flat", "gradient"}
+    assert res["check_failures"] == {}
+    for row in res["analyzers"].values():
+        assert row["check_rel_diff"] <= 1e-4 and row["suite_check_rel_diff"] <= 1e-4
+        assert row["ours_ratio_to_gradient"] > 0
+    assert res["summary"]["suite_analyzers"] == 13
+    if glibc() is not None and "LRP_RETAIN_FREED_MEMORY" not in os.environ and "LD_PRELOAD" not in os.environ:
+        assert res["info"]["malloc"].startswith("glibc malloc keeps freed memory")
+    assert "| lrp_cmp_alpha1 |" in stdout
+
+
+def test_pipeline_benchmark_smoke(tmp_path):
+    js = tmp_path / "p.json"
+    stdout = run("benchmarks/pipeline.py", "--device", "cpu", "--n", "4", "--batch", "2", "--size", "64",
+                 "--json", js)
+    res = json.loads(js.read_text())
+    assert res["n"] == 4 and res["analyzers"] == 11
+    for phase in ("load_wait", "h2d", "attribute", "d2h", "write_wait", "metrics", "total_attribute_job"):
+        assert res["timings_s"][phase] >= 0, phase
+    assert res["timings_s"]["attribute"] > 0 and res["images_per_s"] > 0
+    assert "overhead" in stdout
