@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.attribution import device_name as cpu_or_gpu_name  # noqa: E402
 from lrp.allocator import retain_freed_memory  # noqa: E402
 from lrp.metrics import relevance_sums  # noqa: E402
 from lrp.models.base import ModelBundle  # noqa: E402
@@ -94,7 +94,7 @@ def main(argv=None):
                 relevance_sums(rel, b.masks)
         timings["metrics"] = time.perf_counter() - tic
     overhead = sum(timings[k] for k in ("load_wait", "h2d", "d2h", "write_wait", "metrics"))
-    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
+    device_name = cpu_or_gpu_name(dev)
     res = {"device": device_name, "n": a.n, "batch": a.batch, "size": a.size, "analyzers": len(ANALYZERS),
            "precision": a.precision, "torch": torch.__version__, "malloc": malloc, "timings_s": timings,
            "images_per_s": a.n / timings["attribute"], "overhead_fraction_of_attribution": overhead / timings["attribute"]}
