@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from . import allocator  # noqa: E402  (lrp.allocator.retain_freed_memory(): faster CPU runs)
 from .attribution import attribute, attribute_many  # noqa: E402
 from .composites import names as analyzer_names  # noqa: E402
 
