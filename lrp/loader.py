@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Callable, Iterable, Iterator
 
 import torch
@@ -50,21 +51,28 @@ def prefetch(batches: Iterable, depth: int = 2, pin: bool = False) -> Iterator:
 
 
 class BackgroundWriter:
-    """Run `fn(*args)` calls in order on one background thread; `close()` waits and re-raises errors."""
+    """Run `fn(*args)` calls in order on one background thread; `close()` waits and re-raises errors.
+
+    `busy_s` is the thread's time spent in calls: above the wall time of the work it overlaps with, the
+    writer is what limits the job.
+    """
 
     def __init__(self, depth: int = 4):
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        self.busy_s = 0.0
         self._t = threading.Thread(target=self._work, daemon=True)
         self._t.start()
 
     def _work(self):
         while (item := self._q.get()) is not _DONE:
             if self._error is None:
+                tic = time.perf_counter()
                 try:
                     item[0](*item[1])
                 except BaseException as e:
                     self._error = e
+                self.busy_s += time.perf_counter() - tic
 
     def submit(self, fn: Callable, *args) -> None:
         if self._error is not None:

@@ -371,13 +371,18 @@ def attribute(model_spec: dict, image_shard_h5, analyzers: dict, out_paths: dict
 
 
 def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, batch_size: int, precision: str,
-                    tf32: bool, attrs: dict, timings: dict | None = None, kill_after: int | None = None):
+                    tf32: bool, attrs: dict, timings: dict | None = None, kill_after: int | None = None,
+                    io_threads: int | None = None):
     """The hot loop: prefetched uint8 batches -> device -> attribute_many -> background HDF5 writes.
 
+    The writes run on a background thread, with `io_threads` threads (default: torch's thread count, i.e.
+    the job's `threads`) compressing the chunks: a GPU produces maps faster than one thread compresses them.
     `timings` (optional) collects seconds per phase for benchmarks/pipeline.py: waiting for data, host-to-
-    device + preprocessing, attribution, device-to-host copies; the writer's time overlaps and is reported
-    as the wait at the end.
+    device + preprocessing, attribution, device-to-host copies, and waiting for the writer (when its queue
+    is full, and at the end); `writer_busy` is the writer thread's own time, which overlaps the rest.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from .attribution import attribute_many
     from .loader import BackgroundWriter, prefetch
     from .preprocess import iter_shard_batches, shard_size
@@ -386,15 +391,20 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     t = timings if timings is not None else {}
-    for k in ("load_wait", "h2d", "attribute", "d2h", "write_wait"):
+    for k in ("load_wait", "h2d", "attribute", "d2h", "write_wait", "writer_busy"):
         t.setdefault(k, 0.0)
     n, ids, size = shard_size(image_shard_h5)
-    writers = {name: ShardWriter(out_paths[name], n, (size, size), ids, precision=precision, analyzer=name,
-                                 options={k: v for k, v in opts[name].items() if k != "patterns"}, **attrs)
-               for name in opts}
-    bg = BackgroundWriter()
+    pool = ThreadPoolExecutor(max_workers=max(1, io_threads or torch.get_num_threads()),
+                              thread_name_prefix="lrp-compress")
+    writers = {}
+    bg = None
     t0, done, n_batches = time.time(), 0, 0
     try:
+        for name in opts:
+            writers[name] = ShardWriter(out_paths[name], n, (size, size), ids, precision=precision, pool=pool,
+                                        analyzer=name, options={k: v for k, v in opts[name].items()
+                                                                if k != "patterns"}, **attrs)
+        bg = BackgroundWriter()
         batches = prefetch(iter_shard_batches(image_shard_h5, batch_size), pin=cuda)
         while True:
             tic = time.perf_counter()
@@ -415,8 +425,10 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
             tic = time.perf_counter()
             host = {name: R.float().cpu().numpy() for name, R in maps.items()}
             t["d2h"] += time.perf_counter() - tic
+            tic = time.perf_counter()
             for name, arr in host.items():
-                bg.submit(writers[name].write, arr)
+                bg.submit(writers[name].write, arr)  # blocks while the writer's queue is full
+            t["write_wait"] += time.perf_counter() - tic
             done += len(b.class_index)
             n_batches += 1
             if kill_after is not None and n_batches >= kill_after:
@@ -432,16 +444,20 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
         tic = time.perf_counter()
         bg.close()
         t["write_wait"] += time.perf_counter() - tic
+        t["writer_busy"] += bg.busy_s
         for w in writers.values():
             w.close()
     except BaseException:
-        try:
-            bg.close()
-        except BaseException:
-            pass
+        if bg is not None:
+            try:
+                bg.close()
+            except BaseException:
+                pass
         for w in writers.values():
             w.abort()
         raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 # ---------------------------------------------------------------------------------------------------

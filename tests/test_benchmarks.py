@@ -47,4 +47,15 @@ def test_pipeline_benchmark_smoke(tmp_path):
     for phase in ("load_wait", "h2d", "attribute", "d2h", "write_wait", "metrics", "total_attribute_job"):
         assert res["timings_s"][phase] >= 0, phase
     assert res["timings_s"]["attribute"] > 0 and res["images_per_s"] > 0
-    assert "overhead" in stdout
+    assert res["timings_s"]["writer_busy"] > 0 and res["writer_images_per_s"] > 0
+    assert "overhead" in stdout and "shard writer alone sustains" in stdout
+
+
+def test_shard_writer_benchmark_smoke(tmp_path):
+    js = tmp_path / "w.json"
+    stdout = run("benchmarks/shard_writer.py", "--quick", "--threads", "0", "2", "--json", js)
+    res = json.loads(js.read_text())
+    assert set(res["maps_per_s"]) == {"hdf5-filters", "ShardWriter, 0 threads", "ShardWriter, 2 threads"}
+    assert all(v > 0 for v in res["maps_per_s"].values())
+    assert res["analyzers"] == 11 and res["maps_per_run"] == 1 * 4 * 11
+    assert "images/s" in stdout
