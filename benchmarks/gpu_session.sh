@@ -26,8 +26,8 @@ for n in names:
     err = ((a[n] - b[n]).abs().amax((1, 2, 3)) / a[n].abs().amax((1, 2, 3))).max().item()
     print(f"tf32 vs fp32 {n:22s} max |Δ|/max|R| per sample: {err:.2e}")
 PY
-timeout 100 python3 benchmarks/pipeline.py --device cuda --n 1024 --batch 64 --io-threads 8 --json "$OUT/pipeline_cuda.json" 2>&1 | grep -v "^\[" | tee "$OUT/pipeline_cuda.txt"
-timeout 50 python3 - <<'PY' 2>&1 | tee "$OUT/deterministic.txt"
+timeout 110 python3 benchmarks/pipeline.py --device cuda --n 1024 --batch 64 --io-threads 8 --json "$OUT/pipeline_cuda.json" 2>&1 | grep -v "^\[" | tee "$OUT/pipeline_cuda.txt"
+timeout 40 python3 - <<'PY' 2>&1 | tee "$OUT/deterministic.txt"
 import warnings, torch, torchvision, lrp
 from lrp.stages import set_deterministic
 set_deterministic(True)  # attribution.deterministic: true

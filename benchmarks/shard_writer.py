@@ -2,14 +2,18 @@
 
 A GPU attribution job hands every batch's maps (one per analyzer and image) to a background writer that
 byte-shuffles, gzip-compresses and stores them (`lrp.shards.ShardWriter`). If the writer is slower than the
-GPU, it, not the GPU, sets the job's speed. This times, in one process on the same maps:
-- `hdf5-filters`: assigning the batch to an h5py dataset with gzip + shuffle (HDF5 compresses one chunk
-  at a time under h5py's lock; how shards were written before the encoder existed);
-- `ShardWriter, T threads`: chunks encoded in T threads (zlib releases the GIL), stored with
-  `write_direct_chunk`. T = 0 means no pool (one chunk after the other, on the calling thread).
-The maps are real: every ImageNet-study analyzer on a random-weight VGG-16 (224²), channel-summed.
+GPU, it, not the GPU, sets the job's speed. This times, in one process on the same maps, interleaved, each
+up to and including `close()`:
+- `hdf5-filters`: the maps assigned to an h5py dataset with gzip + shuffle, float16 by a plain cast (how
+  shards were written before `ShardWriter` scaled float16 maps and encoded chunks itself);
+- `ShardWriter, T threads`: chunks encoded in T threads (zlib releases the GIL) and stored with
+  `write_direct_chunk`; float16 maps divided by a power-of-two scale first (`power_of_two_scale`).
+  T = 0: no pool, one chunk after the other on the calling thread.
+The maps: every ImageNet-study analyzer on a seeded random-weight VGG-16 at 224², channel-summed. Their
+values are far smaller than a trained model's, which flatters a plain float16 cast (mostly subnormals,
+which compress well); the JSON records the fraction and the stored bytes per map.
 
-    python benchmarks/shard_writer.py --threads 1 2 4 8 --json out.json
+    python benchmarks/shard_writer.py --threads 0 1 2 --json out.json
     python benchmarks/shard_writer.py --quick                 # smoke run
 """
 
@@ -34,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lrp  # noqa: E402
 from benchmarks.attribution import device_name  # noqa: E402
 from benchmarks.pipeline import ANALYZERS  # noqa: E402
-from lrp.shards import GZIP_LEVEL, ShardWriter  # noqa: E402
+from lrp.shards import GZIP_LEVEL, ShardWriter, power_of_two_scale, to_precision  # noqa: E402
 
 
 def real_maps(n_images: int, size: int) -> dict[str, np.ndarray]:
@@ -54,7 +58,8 @@ def batch_of(maps: np.ndarray, batch: int) -> np.ndarray:
 
 
 def time_hdf5_filters(path: Path, batches: dict, n_batches: int, precision: str) -> float:
-    """Timed up to and including `close()`: HDF5 compresses chunks still in its chunk cache only then."""
+    """Timed up to and including `close()`: HDF5 compresses chunks still in its chunk cache only then.
+    float32 maps into a float16 dataset: HDF5 converts them (a plain cast)."""
     f = h5py.File(path, "w")
     sets = {a: f.create_dataset(a, (n_batches * len(b), *b.shape[1:]), dtype=precision,
                                 chunks=(1, *b.shape[1:]), compression="gzip", compression_opts=GZIP_LEVEL,
@@ -85,6 +90,28 @@ def time_shard_writer(directory: Path, batches: dict, n_batches: int, precision:
             pool.shutdown()
 
 
+def _hdf5_cast(maps: np.ndarray) -> None:
+    """HDF5's own float32 -> float16 conversion: an uncompressed float16 dataset, in memory."""
+    with h5py.File("cast.h5", "w", driver="core", backing_store=False) as f:
+        f.create_dataset("r", maps.shape, dtype=np.float16)[:] = maps
+
+
+def conversion_ms_per_map(maps: np.ndarray) -> dict:
+    """float32 -> float16 per map: numpy's astype, HDF5's conversion and torch (`to_precision`), raw and
+    scaled maps."""
+    scaled = maps / power_of_two_scale(maps)[:, None, None]
+    out = {}
+    for label, x in (("raw", maps), ("scaled", scaled)):
+        for how, fn in (("numpy", lambda a: a.astype(np.float16)), ("hdf5", _hdf5_cast),
+                        ("torch", lambda a: to_precision(a, np.float16))):
+            fn(x)
+            tic = time.perf_counter()
+            for _ in range(3):
+                fn(x)
+            out[f"{label}_{how}"] = (time.perf_counter() - tic) / 3 / len(x) * 1e3
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, nargs="+", default=[0, 1, 2])
@@ -103,7 +130,10 @@ def main(argv=None):
     maps = real_maps(a.images, a.size)
     batches = {name: batch_of(m, a.batch) for name, m in maps.items()}
     n_maps = a.batches * a.batch * len(batches)
-    rows = {}
+    every = np.concatenate(list(maps.values()))
+    nonzero = np.abs(every[every != 0])
+    subnormal = float(np.mean(nonzero < np.finfo(np.float16).tiny)) if nonzero.size else 0.0
+    rows, sizes = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         contenders = [("hdf5-filters", None)] + [(f"ShardWriter, {t} threads", t) for t in a.threads]
         for r in range(a.repeats):  # interleaved, so drift on a shared machine hits every contender alike
@@ -113,16 +143,22 @@ def main(argv=None):
                 sec = (time_hdf5_filters(d / "ref.h5", batches, a.batches, a.precision) if threads is None
                        else time_shard_writer(d, batches, a.batches, a.precision, threads))
                 rows.setdefault(label, []).append(sec)
+                sizes[label] = sum(f.stat().st_size for f in d.iterdir()) / n_maps
     res = {"cpu": device_name(torch.device("cpu")), "cpus": os.cpu_count(), "size": a.size, "batch": a.batch,
            "analyzers": len(batches), "precision": a.precision, "maps_per_run": n_maps, "gzip_level": GZIP_LEVEL,
-           "seconds": rows, "maps_per_s": {k: n_maps / float(np.median(v)) for k, v in rows.items()}}
+           "seconds": rows, "maps_per_s": {k: n_maps / float(np.median(v)) for k, v in rows.items()},
+           "bytes_per_map": sizes, "fraction_nonzero_below_float16_normal": subnormal,
+           "float16_conversion_ms_per_map": conversion_ms_per_map(every)}
     print(f"{res['cpu']} ({res['cpus']} CPUs); {n_maps} maps of {a.size}² per run ({a.batches} batches × "
           f"{a.batch} images × {len(batches)} analyzers), {a.precision}, gzip {GZIP_LEVEL} + shuffle, "
           f"median of {a.repeats}")
     base = res["maps_per_s"]["hdf5-filters"]
-    print(f"{'writer':26s} {'maps/s':>8s} {'images/s':>9s} {'vs hdf5':>8s}")
+    print(f"maps' nonzero values below float16's smallest normal (6.1e-5): {subnormal:.0%}")
+    print(f"{'writer':26s} {'maps/s':>8s} {'images/s':>9s} {'vs hdf5':>8s} {'KiB/map':>8s}")
     for k, v in res["maps_per_s"].items():
-        print(f"{k:26s} {v:8.0f} {v / len(batches):9.1f} {v / base:7.2f}x")
+        print(f"{k:26s} {v:8.0f} {v / len(batches):9.1f} {v / base:7.2f}x {sizes[k] / 1024:8.1f}")
+    print("float32 -> float16, ms per map: " + ", ".join(
+        f"{k} {v:.3f}" for k, v in res["float16_conversion_ms_per_map"].items()))
     print("images/s = maps/s / analyzers: the attribution rate (all analyzers) the writer can keep up with")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))

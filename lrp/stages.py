@@ -454,7 +454,10 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
             except BaseException:
                 pass
         for w in writers.values():
-            w.abort()
+            try:
+                w.abort()
+            except BaseException:  # keep cleaning up; the error to report is the one that got us here
+                pass
         raise
     finally:
         pool.shutdown(wait=True)

@@ -48,6 +48,7 @@ def test_pipeline_benchmark_smoke(tmp_path):
         assert res["timings_s"][phase] >= 0, phase
     assert res["timings_s"]["attribute"] > 0 and res["images_per_s"] > 0
     assert res["timings_s"]["writer_busy"] > 0 and res["writer_images_per_s"] > 0
+    assert res["metric_jobs"] >= 1 and res["timings_s"]["metrics_startup"] > 0
     assert "overhead" in stdout and "shard writer alone sustains" in stdout
 
 
@@ -59,3 +60,27 @@ def test_shard_writer_benchmark_smoke(tmp_path):
     assert all(v > 0 for v in res["maps_per_s"].values())
     assert res["analyzers"] == 11 and res["maps_per_run"] == 1 * 4 * 11
     assert "images/s" in stdout
+
+
+def test_float16_precision_benchmark_smoke(tmp_path):
+    """On maps of a small magnitude the plain float16 cast must come out worse than the scaled one."""
+    import h5py
+    import numpy as np
+
+    from lrp.shards import ShardWriter
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    masks = np.zeros((6, 32, 32), bool)
+    masks[:, 4:20, 8:30] = True
+    with h5py.File(tmp_path / "images" / "1.h5", "w") as f:
+        f["masks"] = masks
+    maps = (rng.standard_normal((6, 32, 32)) * 3e-6).astype(np.float32)
+    w = ShardWriter(tmp_path / "attributions" / "lrp_z" / "1.h5", 6, (32, 32), list("abcdef"), precision="float32")
+    w.write(maps)
+    w.close()
+    js = tmp_path / "f.json"
+    stdout = run("benchmarks/float16_precision.py", "--results", tmp_path, "--divide", "1", "--json", js)
+    r = json.loads(js.read_text())["analyzers"]["lrp_z"]["1.0"]
+    assert r["plain_float16"]["max_abs_dmu"] > 10 * r["scaled_float16"]["max_abs_dmu"]
+    assert "lrp_z" in stdout
