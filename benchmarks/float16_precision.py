@@ -3,7 +3,8 @@
 Reads the float32 attribution shards of a finished run (default: the demo, `make demo`; the trained demo
 model at 64²), and scores every analyzer's maps three ways: as computed (float32), cast to float16 as is,
 and stored as `lrp.shards.ShardWriter` stores float16 (divided by a power-of-two scale per map). It reports
-the largest and the mean per-sample |Δμ| against float32, and the shift of the mean μ (Table 1's number).
+the largest and the mean per-sample |Δμ| and |Δμ_w| against float32, the shift of their means (Table 1's
+numbers), and how many samples became or stopped being undefined (no positive relevance left).
 `--divide` also shrinks the maps first: a 224² VGG-16 spreads the same relevance over 12.25× the pixels of
 a 64² map, so its values are about that much smaller, and the plain cast loses more of them.
 
@@ -26,20 +27,28 @@ from lrp.metrics import mu_from_sums, relevance_sums  # noqa: E402
 from lrp.shards import power_of_two_scale, read_attrs, read_shard  # noqa: E402
 
 
-def mu_of(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    return mu_from_sums(**relevance_sums(maps, masks))[0]
+def scores(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(μ, μ_w) per sample, as the metrics stage computes them."""
+    return mu_from_sums(**relevance_sums(maps, masks))
 
 
 def compare(maps: np.ndarray, masks: np.ndarray) -> dict:
-    mu32 = mu_of(maps, masks)
+    """|Δ| against float32 per sample (max, mean) and of the mean (Table 1's number), for μ and μ_w; and how
+    many samples changed between defined and undefined (NaN: no positive relevance left)."""
+    ref = scores(maps, masks)
     plain = maps.astype(np.float16).astype(np.float32)
     scale = power_of_two_scale(maps)[:, None, None]
     scaled = (maps / scale).astype(np.float16).astype(np.float32) * scale
     out = {}
     for label, m in (("plain_float16", plain), ("scaled_float16", scaled)):
-        d = np.abs(mu_of(m, masks) - mu32)
-        out[label] = {"max_abs_dmu": float(np.nanmax(d)), "mean_abs_dmu": float(np.nanmean(d)),
-                      "mean_mu_shift": float(abs(np.nanmean(mu_of(m, masks)) - np.nanmean(mu32)))}
+        got = scores(m, masks)
+        row = {"nan_status_changed": int((np.isnan(got[0]) != np.isnan(ref[0])).sum())}
+        for name, a, b in (("mu", got[0], ref[0]), ("mu_w", got[1], ref[1])):
+            both = ~np.isnan(a) & ~np.isnan(b)
+            d = np.abs(a[both] - b[both])
+            row[name] = {"max_abs_diff": float(d.max(initial=0.0)), "mean_abs_diff": float(d.mean()) if d.size else 0.0,
+                         "mean_shift": float(abs(a[both].mean() - b[both].mean())) if d.size else 0.0}
+        out[label] = row
     return out
 
 
@@ -53,23 +62,30 @@ def main(argv=None):
     root = Path(a.results)
     with h5py.File(root / "images" / f"{a.shard}.h5") as f:
         masks = f["masks"][:]
+        image_ids = f["sample_id"].asstr()[:] if "sample_id" in f else None
     res = {"results": str(root), "shard": a.shard, "n": int(len(masks)), "analyzers": {}}
-    print(f"{root}, shard {a.shard}: {len(masks)} samples; |Δμ| against float32 (max / mean / shift of mean μ)")
+    print(f"{root}, shard {a.shard}: {len(masks)} samples; against float32: max / mean |Δ| per sample, "
+          "shift of the mean, samples whose μ became or stopped being undefined")
     for d in sorted((root / "attributions").iterdir()):
         path = d / f"{a.shard}.h5"
         if not path.exists():
             continue
         if read_attrs(path).get("precision") != "float32":
             raise SystemExit(f"{path} is not a float32 shard: nothing to compare float16 against")
-        maps = read_shard(path)[1]
+        ids, maps = read_shard(path)
+        if image_ids is not None and list(ids) != list(image_ids):
+            raise SystemExit(f"{path} and its image shard disagree on sample order")
         res["analyzers"][d.name] = {}
         for div in a.divide:
             r = compare(maps / np.float32(div), masks)
             res["analyzers"][d.name][str(div)] = r
-            p16, s16 = r["plain_float16"], r["scaled_float16"]
-            print(f"  {d.name:20s} ÷{div:<6g} plain {p16['max_abs_dmu']:.1e} / {p16['mean_abs_dmu']:.1e} / "
-                  f"{p16['mean_mu_shift']:.1e}   scaled {s16['max_abs_dmu']:.1e} / {s16['mean_abs_dmu']:.1e} / "
-                  f"{s16['mean_mu_shift']:.1e}")
+            for metric in ("mu", "mu_w"):
+                cells = []
+                for label in ("plain_float16", "scaled_float16"):
+                    x = r[label][metric]
+                    cells.append(f"{label.split('_')[0]:6s} {x['max_abs_diff']:.1e} / {x['mean_abs_diff']:.1e} / "
+                                 f"{x['mean_shift']:.1e} / {r[label]['nan_status_changed']}")
+                print(f"  {d.name:20s} ÷{div:<6g} {metric:4s}  " + "   ".join(cells))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))
 

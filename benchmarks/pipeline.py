@@ -59,10 +59,14 @@ def synthetic_shard(path: Path, n: int, size: int, seed: int = 0) -> None:
         f.attrs.update(shard=0, n_shards=1, transform="imagenet", size=size)
 
 
-def _pid_after(seconds: float) -> int:
-    """A warm-up task: which worker ran it (after a pause, so that each worker gets one)."""
-    time.sleep(seconds)
-    return os.getpid()
+def _metrics_worker() -> None:
+    """What `lrp.runner` sets up in a metrics job: one thread (the rule's default), glibc keeping freed memory."""
+    torch.set_num_threads(1)
+    retain_freed_memory()
+
+
+def _wait_for_all(barrier) -> None:
+    barrier.wait(timeout=300)
 
 
 def main(argv=None):
@@ -77,7 +81,7 @@ def main(argv=None):
                    help="threads compressing the shards' chunks (default: torch's thread count, as in a pipeline job)")
     p.add_argument("--metric-jobs", type=int, default=None,
                    help="metrics jobs run at once, one process per analyzer with 1 thread, as `snakemake --cores k` "
-                        "runs the metrics rule (default: min(analyzers, CPUs))")
+                        "runs the metrics rule (default: min(analyzers, CPUs this process may use))")
     p.add_argument("--malloc", choices=["retain", "default"], default="retain",
                    help="retain: glibc keeps freed memory for reuse, as every pipeline job does (lrp.allocator)")
     a = p.parse_args(argv)
@@ -101,15 +105,16 @@ def main(argv=None):
         attribute_shard(bundle, dev, tmp / "images.h5", opts, outs, a.batch, a.precision, False, {}, timings,
                         io_threads=a.io_threads)
         timings["total_attribute_job"] = time.perf_counter() - t0
-        jobs = a.metric_jobs or min(len(outs), os.cpu_count() or 1)
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            # Start every worker first (Python + torch import): a job start-up, paid once per analyzer for a
-            # whole dataset in the pipeline, not per shard.
-            tic = time.perf_counter()
-            started: set = set()
-            while len(started) < jobs:
-                started |= set(pool.map(_pid_after, [0.2] * jobs))
+        jobs = a.metric_jobs or min(len(outs), len(os.sched_getaffinity(0)))
+        spawn = multiprocessing.get_context("spawn")
+        tic = time.perf_counter()
+        with spawn.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=spawn,
+                                                             initializer=_metrics_worker) as pool:
+            # Start every worker first (Python + torch import): a job's start-up, paid once per (dataset,
+            # analyzer) job in the pipeline, not per shard. Each warm-up task waits for all the others, so
+            # each worker runs exactly one.
+            barrier = manager.Barrier(jobs)
+            list(pool.map(_wait_for_all, [barrier] * jobs))
             timings["metrics_startup"] = time.perf_counter() - tic
             tic = time.perf_counter()
             done = [pool.submit(metrics, name, [tmp / "images.h5"], [path], tmp / "metrics" / f"{name}.csv")
@@ -127,7 +132,7 @@ def main(argv=None):
           f"{io_threads} compression threads, {jobs} metrics jobs at once; {malloc}")
     for k, v in timings.items():
         note = {"writer_busy": "  (background thread: overlaps the rest; not part of the overhead)",
-                "metrics_startup": "  (starting the metrics processes; once per dataset in the pipeline; not counted)",
+                "metrics_startup": "  (starting the metrics processes: once per analyzer job in the pipeline; not counted)",
                 }.get(k, "")
         print(f"  {k:22s} {v:8.3f} s  ({v / timings['attribute'] * 100:5.1f} % of attribution){note}")
     print(f"  throughput: {res['images_per_s']:.1f} images/s (all analyzers); overhead = "

@@ -69,11 +69,33 @@ def test_encode_chunk_is_hdf5_shuffle_then_zlib():
 
 
 def test_power_of_two_scale():
-    maps = np.zeros((5, 2, 2), np.float32)
-    maps[0, 0, 0], maps[1, 1, 1], maps[2, 0, 1], maps[4, 1, 0] = 3e-6, -0.25, 5.0, 3e38
-    np.testing.assert_array_equal(power_of_two_scale(maps), np.float32([2.0 ** -18, 0.25, 8.0, 1.0, 2.0 ** 127]))
-    scaled = maps / power_of_two_scale(maps)[:, None, None]
-    assert np.abs(scaled).max() <= 2.0 and np.isfinite(scaled.astype(np.float16)).all()
+    maps = np.zeros((6, 2, 2), np.float32)
+    maps[0, 0, 0], maps[1, 1, 1], maps[2, 0, 1], maps[4, 1, 0], maps[5, 0, 0] = 3e-6, -0.25, 5.0, 1.5e38, 2.0 ** -140
+    scale = power_of_two_scale(maps)
+    np.testing.assert_array_equal(scale, np.float32([2.0 ** -18, 0.25, 8.0, 1.0, 2.0 ** 127, 2.0 ** -140]))
+    scaled = maps / scale[:, None, None]
+    assert np.abs(scaled).max() <= 1.0
+    np.testing.assert_array_equal(scaled * scale[:, None, None], maps)  # exact both ways
+    assert np.isinf(power_of_two_scale(np.full((1, 1, 1), 3e38, np.float32))).all()  # beyond 2^127
+    assert power_of_two_scale(np.zeros((0, 4, 4), np.float32)).shape == (0,)
+
+
+def test_float16_shard_edge_cases(tmp_path):
+    w = ShardWriter(tmp_path / "s.h5", 2, (3, 3), ["a", "b"], precision="float16")
+    w.write(np.zeros((0, 3, 3), np.float32))  # an empty batch is a no-op
+    big = np.full((1, 3, 3), 1.5e38, np.float32)
+    w.write(big)
+    with pytest.raises(ValueError, match=r"beyond what a float16 shard holds.*precision: float32"):
+        w.write(np.full((1, 3, 3), 3e38, np.float32))
+    with pytest.raises(ValueError, match="non-finite relevance"):  # float64 beyond float32's range
+        w.write(np.full((1, 3, 3), 1e39))
+    w.write(-big / 3)
+    w.close()
+    back = read_shard(tmp_path / "s.h5")[1]
+    assert np.isfinite(back).all()
+    np.testing.assert_allclose(back, np.concatenate([big, -big / 3]), rtol=2.0 ** -11)
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f["relevance"].attrs["divided_by"] == "scale"
 
 
 @pytest.mark.parametrize("magnitude", [1e-7, 3e-5, 1.0, 1e6])
