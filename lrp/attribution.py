@@ -17,6 +17,10 @@ from . import composites
 from .graph import Trace, compile_model, forward_trace
 
 
+class AnalyzerError(RuntimeError):
+    """A function analyzer (your own code) raised; names the analyzer and its plugin file, keeps the cause."""
+
+
 def attribute(model, inputs, targets, analyzer: str = "lrp_cmp_alpha2_flat", **options) -> torch.Tensor:
     """Relevance of `inputs` (N, C, H, W) for class `targets` (N,) under one analyzer; same shape as inputs."""
     return attribute_many(model, inputs, targets, {analyzer: options})[analyzer]
@@ -26,11 +30,22 @@ def attribute_many(model, inputs, targets, analyzers, tf32: bool = False, **opti
     """Relevance maps of several analyzers from one forward pass: {name: Tensor shaped like inputs}.
 
     `analyzers`: a list of names, or {name: options} to set options per analyzer; keyword `options`
-    (epsilon, bias, flat_layers, patterns) apply to all. `tf32=False` keeps CUDA matmuls/convolutions in
-    full fp32, as the comparison with the reference tools requires.
+    (epsilon, bias, flat_layers, patterns) apply to every analyzer that takes them. `tf32=False` keeps CUDA
+    matmuls/convolutions in full fp32, as the comparison with the reference tools requires.
+    Function analyzers (`composites.register_function`) run after the shared pass, each on its own.
     """
     specs = _specs(analyzers, options)
     x, t = _check_inputs(model, inputs, targets)
+    engine = {name: spec for name, spec in specs.items() if spec[0].function is None}
+    results = _engine_maps(model, x, t, engine, tf32) if engine else {}
+    for name, (analyzer, opts) in specs.items():
+        if analyzer.function is not None:
+            results[name] = _function_map(analyzer, model, x, t, opts, tf32)
+    return {name: results[name].reshape(x.shape) for name in specs}
+
+
+def _engine_maps(model, x, t, specs: dict, tf32: bool) -> dict[str, torch.Tensor]:
+    """The rule-based analyzers: one recorded forward pass, then the shared backward passes."""
     with _precision(tf32), torch.no_grad():
         layers = compile_model(model, x)
         trace = forward_trace(layers, x)
@@ -51,7 +66,33 @@ def attribute_many(model, inputs, targets, analyzers, tf32: bool = False, **opti
         for start, members in groups.items():
             R = onehot * logits if start == "logit" else onehot
             _backward_shared(trace, members, len(layers) - 1, R, results)
-    return {name: results[name].reshape(x.shape) for name in specs}
+    return results
+
+
+def _function_map(analyzer, model, x, t, opts: dict, tf32: bool) -> torch.Tensor:
+    """A function analyzer's map, checked: shaped like the inputs, finite, on their device and dtype; and the
+    model and inputs, which the next analyzers and batches use, left as they were."""
+    where = f" ({analyzer.source})" if analyzer.source else ""
+    version, training = x._version, model.training
+    try:
+        with _precision(tf32), torch.enable_grad():
+            R = analyzer.function(model, x, t, **opts)
+    except Exception as e:
+        raise AnalyzerError(f"analyzer {analyzer.name!r}{where} failed: {type(e).__name__}: {e}") from e
+    if x._version != version or model.training != training:
+        raise ValueError(f"analyzer {analyzer.name!r}{where} modified the "
+                         f"{'inputs in place' if x._version != version else 'model (train/eval mode)'}; the other "
+                         f"analyzers use them too: work on a copy")
+    if not isinstance(R, torch.Tensor) or tuple(R.shape) != tuple(x.shape):
+        got = tuple(R.shape) if isinstance(R, torch.Tensor) else type(R).__name__
+        raise ValueError(f"analyzer {analyzer.name!r}{where} returned {got}; expected a tensor of the inputs' "
+                         f"shape {tuple(x.shape)}")
+    if R.device != x.device or R.dtype != x.dtype:
+        raise ValueError(f"analyzer {analyzer.name!r}{where} returned {R.dtype} on {R.device}; expected "
+                         f"{x.dtype} on {x.device}")
+    if not bool(torch.isfinite(R).all()):
+        raise ValueError(f"analyzer {analyzer.name!r}{where} returned non-finite values (NaN or Inf)")
+    return R.detach()
 
 
 def _backward_shared(trace: Trace, members: list, i: int, R: torch.Tensor, results: dict) -> None:
@@ -61,9 +102,14 @@ def _backward_shared(trace: Trace, members: list, i: int, R: torch.Tensor, resul
         for m in members:
             by_rule[m[1][i]].append(m)
         if len(by_rule) > 1:
+            version = R._version  # views share it: also catches edits through a Pass or Reshape below
             for rule, sub in by_rule.items():
                 R_sub = _unflatten(trace, i, rule.backward(trace.layers[i], trace, R, _ctx(sub)))
                 _backward_shared(trace, sub, i - 1, R_sub, results)
+                if R._version != version:
+                    raise ValueError(f"rule {type(rule).__name__} at layer {trace.layers[i].name!r} (or a rule "
+                                     f"below it) modified its input relevance in place, which other analyzers "
+                                     f"({', '.join(m[0] for m in members)}) share; return a new tensor instead")
             return
         rule = next(iter(by_rule))
         R = _unflatten(trace, i, rule.backward(trace.layers[i], trace, R, _ctx(members)))
@@ -91,10 +137,15 @@ def _specs(analyzers, options) -> dict:
         analyzers = {name: {} for name in analyzers}
     if not analyzers:
         raise ValueError("no analyzers given")
+    taken = set().union(*(composites.option_names(composites.get(name)) for name in analyzers))
+    unknown = set(options) - taken
+    if unknown:
+        raise ValueError(f"option(s) {sorted(unknown)} are taken by none of the analyzers {list(analyzers)}; "
+                         f"known: {sorted(taken) or 'none'}")
     specs = {}
     for name, opts in analyzers.items():
         analyzer = composites.get(name)
-        specs[name] = (analyzer, composites.resolve_options(analyzer, {**options, **(opts or {})}))
+        specs[name] = (analyzer, composites.resolve_options(analyzer, dict(opts or {}), shared=options))
     return specs
 
 

@@ -3,13 +3,21 @@
 An analyzer is a start signal ("logit": one-hot × logit of the target class, as iNNvestigate and the LRP
 Toolbox; "one": one-hot × 1, the gradient) plus a function that picks the rule of every Conv2d/Linear
 layer. Weightless layers get their family's default (LRP: ReLU and LRN pass relevance; gradient family:
-ReLU gates, LRN its gradient). Register your own with `register()`; the pipeline picks it up by name
-from the config.
+ReLU gates, LRN its gradient).
+
+Your own methods: `register()` an `Analyzer` built from rules (lrp.rules, or your own `Rule` subclass), or
+`register_function()` any function (model, inputs, targets, **options) -> relevance, e.g. Integrated
+Gradients. The pipeline loads the files or modules listed under `plugins:` in the config before it reads
+`analyzers:` (docs/plugins.md; example: examples/my_analyzers.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from .graph import Layer
@@ -25,20 +33,86 @@ which the paper found LRP_ε identical to LRP_z."""
 
 @dataclass(frozen=True)
 class Analyzer:
+    """`start`: "logit" | "one" | "uniform" | "function"; `family`: "lrp" | "gradient" | "guided" | "none" |
+    "function". A "function" analyzer computes its map with `function(model, inputs, targets, **options)`
+    and takes exactly the options named in `defaults`; the others share the engine's forward pass and take
+    epsilon, bias, flat_layers (and their own `defaults`). `label` is the name in tables and figures;
+    `source` is the plugin file that registered it (set by lrp.plugins)."""
+
     name: str
-    start: str  # "logit" | "one" | "uniform"
-    family: str  # "lrp" | "gradient" | "guided" | "none"
+    start: str
+    family: str
     kernel_rule: Callable[[Layer, int, dict], Rule] | None
     defaults: dict = field(default_factory=dict)
     doc: str = ""
+    label: str = ""
+    function: Callable | None = None
+    source: str = ""
 
 
 REGISTRY: dict[str, Analyzer] = {}
+STARTS = ("logit", "one", "uniform")
+FAMILIES = ("lrp", "gradient", "guided", "none")
+BUILTIN: list[str] = []  # filled below: the names of the paper's methods
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+"""Analyzer names that can be config keys, {analyzer} wildcards and HDF5 dataset names."""
 
 
-def register(analyzer: Analyzer) -> Analyzer:
+def register(analyzer: Analyzer, replace: bool = False) -> Analyzer:
+    """Add an analyzer to the registry; a different analyzer of the same name is an error unless `replace`
+    (or it comes from the file that registered the old one: a re-import or `importlib.reload`).
+
+    Why refuse: a plugin that silently redefined `lrp_cmp_alpha1` would change the paper's rows."""
+    old = REGISTRY.get(analyzer.name)
+    if old is not None and old != analyzer and not replace:
+        if old.source and _defined_in(analyzer) == old.source:
+            analyzer = dataclasses.replace(analyzer, source=old.source)
+        else:
+            origin = (f"registered by {old.source}" if old.source else
+                      "built in" if analyzer.name in BUILTIN else "registered earlier")
+            raise ValueError(f"analyzer {analyzer.name!r} exists already ({origin}); pick another name")
+    if analyzer.function is not None:
+        if (analyzer.start, analyzer.family) != ("function", "function"):
+            raise ValueError(f"analyzer {analyzer.name!r}: a function analyzer has start = family = 'function'")
+    else:
+        if analyzer.start not in STARTS or analyzer.family not in FAMILIES:
+            raise ValueError(f"analyzer {analyzer.name!r}: start must be one of {STARTS} (got {analyzer.start!r}) "
+                             f"and family one of {FAMILIES} (got {analyzer.family!r})")
+        if analyzer.start != "uniform" and analyzer.kernel_rule is None:
+            raise ValueError(f"analyzer {analyzer.name!r} needs a kernel_rule (or use register_function)")
+        if analyzer.start != "uniform" and analyzer.family == "none":
+            raise ValueError(f"analyzer {analyzer.name!r}: family 'none' is for the uniform baseline only")
     REGISTRY[analyzer.name] = analyzer
     return analyzer
+
+
+def _defined_in(analyzer: Analyzer) -> str:
+    """The file that defines an analyzer's function or kernel rule ('' if unknown)."""
+    try:
+        return str(Path(inspect.getsourcefile(analyzer.function or analyzer.kernel_rule)).resolve())
+    except (TypeError, OSError):
+        return ""
+
+
+def register_function(name: str, function: Callable, defaults: dict | None = None, label: str = "",
+                      doc: str = "") -> Analyzer:
+    """Register `function(model, inputs, targets, **options) -> Tensor shaped like inputs` as an analyzer.
+
+    `defaults` names every option it takes, with its default (checked against the function's signature);
+    the config may override them. The function runs with autograd enabled and gets the model as loaded
+    (eval mode, parameters frozen); it must not modify the model or the inputs."""
+    if not callable(function):
+        raise ValueError(f"analyzer {name!r}: function must be callable, got {type(function).__name__}")
+    defaults = dict(defaults or {})
+    try:
+        inspect.signature(function).bind(None, None, None, **defaults)
+    except TypeError as e:
+        raise ValueError(f"analyzer {name!r}: {getattr(function, '__name__', 'the function')} cannot be called as "
+                         f"(model, inputs, targets, **{defaults}): {e}") from None
+    except ValueError:  # no signature available (a builtin): checked when it runs
+        pass
+    doc = doc or (function.__doc__ or "").strip()
+    return register(Analyzer(name, "function", "function", None, defaults, doc, label=label, function=function))
 
 
 def get(name: str) -> Analyzer:
@@ -52,12 +126,32 @@ def names() -> list[str]:
     return list(REGISTRY)
 
 
-def resolve_options(analyzer: Analyzer, options: dict) -> dict:
-    unknown = set(options) - set(DEFAULTS) - {"patterns"}
+def label(name: str) -> str:
+    """Display label of a registered analyzer (its name if it has none; the built-ins' paper labels are in
+    lrp/data/analyzer_names.csv, see lrp.table.analyzer_names)."""
+    a = get(name)
+    return a.label or a.name
+
+
+def option_names(analyzer: Analyzer) -> set[str]:
+    """The options an analyzer takes."""
+    if analyzer.function is not None:
+        return set(analyzer.defaults)
+    return set(DEFAULTS) | set(analyzer.defaults) | {"patterns"}
+
+
+def resolve_options(analyzer: Analyzer, options: dict, shared: dict | None = None) -> dict:
+    """The analyzer's defaults, then `shared` options (set for every analyzer: only those it takes apply),
+    then its own `options` (an option it does not take is an error)."""
+    known = option_names(analyzer)
+    unknown = set(options) - known
     if unknown:
         raise ValueError(f"analyzer {analyzer.name!r}: unknown option(s) {sorted(unknown)}; "
-                         f"known: {sorted(DEFAULTS) + ['patterns']}")
-    opts = {**DEFAULTS, **analyzer.defaults, **options}
+                         f"known: {sorted(known) or 'none'}")
+    shared = {k: v for k, v in (shared or {}).items() if k in known}
+    if analyzer.function is not None:
+        return {**analyzer.defaults, **shared, **options}
+    opts = {**DEFAULTS, **analyzer.defaults, **shared, **options}
     if opts["epsilon"] < 0:
         raise ValueError(f"analyzer {analyzer.name!r}: epsilon must be ≥ 0, got {opts['epsilon']}")
     if int(opts["flat_layers"]) != opts["flat_layers"] or opts["flat_layers"] < 0:
@@ -71,7 +165,7 @@ def plan(analyzer: Analyzer, layers: list[Layer], options: dict) -> list[Rule]:
     rules: list[Rule] = []
     for layer in layers:
         if layer.kind in ("conv", "linear"):
-            rules.append(analyzer.kernel_rule(layer, n_conv, options))
+            rules.append(_checked(analyzer, layer, analyzer.kernel_rule(layer, n_conv, options)))
         elif layer.kind == "relu":
             rules.append({"lrp": Pass(), "gradient": ReLUGate(), "guided": GuidedReLU()}[analyzer.family])
         elif layer.kind == "maxpool":
@@ -85,6 +179,20 @@ def plan(analyzer: Analyzer, layers: list[Layer], options: dict) -> list[Rule]:
         else:
             rules.append(Pass())
     return rules
+
+
+def _checked(analyzer: Analyzer, layer: Layer, rule) -> Rule:
+    """A kernel rule must be a hashable `Rule`: analyzers share the backward steps on which their rules are
+    equal, so rules are compared and hashed (declare them `@dataclass(frozen=True)`)."""
+    if not isinstance(rule, Rule):
+        raise ValueError(f"analyzer {analyzer.name!r} gives layer {layer.name!r} a {type(rule).__name__}, "
+                         f"not an lrp.rules.Rule")
+    try:
+        hash(rule)
+    except TypeError:
+        raise ValueError(f"analyzer {analyzer.name!r}: rule {type(rule).__name__} is not hashable; declare it "
+                         f"@dataclass(frozen=True)") from None
+    return rule
 
 
 def _uniform(rule_fn):
@@ -130,3 +238,4 @@ for _name, _start, _family, _rule, _defaults, _doc in [
 
 TABLE1 = [n for n in REGISTRY]
 """Every built-in analyzer, in the order of the paper's method list."""
+BUILTIN.extend(TABLE1)

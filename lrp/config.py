@@ -35,13 +35,25 @@ def check_schema(config: dict, schema_path) -> None:
 
 
 def check_config(config: dict) -> None:
-    from .composites import names
+    """Also imports the config's `plugins`, whose analyzers the `analyzers` section may then name."""
+    from . import plugins
+    from .composites import get, names, option_names
 
     problems = []
     models, analyzers = config["models"], config["analyzers"]
-    for a in analyzers:
+    try:
+        plugins.load(config.get("plugins") or [])
+    except plugins.PluginError as e:
+        problems.append(str(e))
+    for a, opts in analyzers.items():
         if a not in names():
-            problems.append(f"analyzers.{a}: unknown analyzer (known: {', '.join(names())})")
+            problems.append(f"analyzers.{a}: unknown analyzer (known: {', '.join(names())}); if it is your own, "
+                            f"list the file that registers it under `plugins`")
+            continue
+        known = option_names(get(a)) - {"patterns"}
+        for k in sorted(set(opts or {}) - known):
+            problems.append(f"analyzers.{a}.{k}: {a} takes no option {k!r} (it takes: "
+                            f"{', '.join(sorted(known)) or 'none'})")
     for name, ds in config["datasets"].items():
         key = f"datasets.{name}"
         if ds["model"] not in models:

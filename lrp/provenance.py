@@ -58,26 +58,37 @@ def stamp(config: dict) -> dict:
 
 
 def write_manifest(files: list, config: dict, out_json, root=None) -> dict:
-    """provenance.json: versions, the full configuration, and {path: {sha256, bytes}} of `files`."""
+    """provenance.json: versions, the full configuration, {path: {sha256, bytes}} of `files`, and the
+    plugin files that defined analyzers ({spec: {path, sha256}})."""
     root = Path(root) if root else None
     listing = {}
     for f in sorted(map(str, files)):
         key = os.path.relpath(f, root) if root else f
         listing[key] = {"sha256": sha256_file(f), "bytes": os.path.getsize(f)}
     doc = {"versions": versions(), "config": config, "files": listing}
+    if config.get("plugins"):
+        from .plugins import manifest
+
+        doc["plugins"] = manifest(config["plugins"])
     with atomic_path(out_json) as tmp:
         Path(tmp).write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
     return doc
 
 
-def source_hash(*specs: str, root=None) -> str:
+def source_hash(*specs: str, root=None, plugins=()) -> str:
     """Content hash of the lrp code a pipeline stage runs, for a rule's `params.code` (Snakemake re-runs a job
-    whose params changed; by default it only watches the thin script's mtime). See `source_specs`."""
-    import ast
+    whose params changed; by default it only watches the thin script's mtime). See `source_specs`.
 
+    `plugins` (the config's): for a stage that uses the analyzer registry (`lrp.composites`), their files'
+    content counts too, so editing your analyzer re-runs its attributions, panels and tables."""
     root = Path(root) if root else Path(__file__).parent
     h = hashlib.sha256()
-    for spec in sorted(source_specs(*specs, root=root)):
+    used = source_specs(*specs, root=root)
+    if plugins and "composites" in {spec.partition(":")[0] for spec in used}:
+        from .plugins import digest
+
+        h.update(f"plugins {digest(plugins)}\n".encode())
+    for spec in sorted(used):
         module, _, fn = spec.partition(":")
         text, tree, lines = _parsed(_module_path(root, module))
         h.update(f"{spec}\n".encode())

@@ -30,23 +30,24 @@ def safe_divide(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a / torch.where(b == 0, SAFE_EPS, b)
 
 
-def _forward(layer: Layer, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The layer's linear map without bias, with a replaced weight."""
+def linear_forward(layer: Layer, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The layer's linear map without bias, with a replaced weight (a building block for your own rules)."""
     m = layer.module
     if layer.kind == "conv":
         return F.conv2d(x, weight, None, m.stride, m.padding, m.dilation, m.groups)
     return F.linear(x, weight)
 
 
-def _transpose(layer: Layer, in_shape, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """Gradient of `_forward` w.r.t. its input: the transposed linear map applied to `grad`."""
+def linear_transpose(layer: Layer, in_shape, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Gradient of `linear_forward` w.r.t. its input: the transposed linear map applied to `grad`."""
     m = layer.module
     if layer.kind == "conv":
         return torch.nn.grad.conv2d_input(in_shape, weight, grad, m.stride, m.padding, m.dilation, m.groups)
     return grad @ weight
 
 
-def _expand_bias(layer: Layer, b: torch.Tensor) -> torch.Tensor:
+def expand_bias(layer: Layer, b: torch.Tensor) -> torch.Tensor:
+    """A bias (C,) shaped to broadcast against the layer's output."""
     return b.view(1, -1, 1, 1) if layer.kind == "conv" else b.view(1, -1)
 
 
@@ -183,7 +184,7 @@ class Gradient(Rule):
         w = layer.module.weight
         if self.pattern:
             w = trace.cached(("pattern_weight", layer.index), lambda: w * _pattern_for(layer, ctx, w))
-        return _transpose(layer, trace.inputs[layer.index].shape, w, R)
+        return linear_transpose(layer, trace.inputs[layer.index].shape, w, R)
 
 
 def _pattern_for(layer: Layer, ctx: dict, w: torch.Tensor) -> torch.Tensor:
@@ -211,7 +212,7 @@ class Epsilon(Rule):
             s = R / (z + self.epsilon * (2.0 * (z >= 0).to(z.dtype) - 1.0))
         else:
             s = safe_divide(R, z)
-        return x * _transpose(layer, x.shape, layer.module.weight, s)
+        return x * linear_transpose(layer, x.shape, layer.module.weight, s)
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ class AlphaBeta(Rule):
         b = layer.module.bias
         if b is None or self.bias == "ignore":
             return 0.0, 0.0
-        b = _expand_bias(layer, b)
+        b = expand_bias(layer, b)
         if self.bias == "innvestigate":
             return b, b
         return b.clamp(min=0), b.clamp(max=0)
@@ -253,27 +254,29 @@ class AlphaBeta(Rule):
         if nonneg:
             # Post-ReLU input: (a w)⁺ = a w⁺ and (a w)⁻ = a w⁻. One convolution (z⁺); z⁻ = (z − b) − z⁺ comes
             # from the recorded output z instead of a second convolution.
-            zp = trace.cached(("z+", i), lambda: _forward(layer, x, wp))
+            zp = trace.cached(("z+", i), lambda: linear_forward(layer, x, wp))
             s_p = _ratio(R, zp + bp, self.alpha)
             if self.beta == 0:
-                return _transpose(layer, x.shape, wp, s_p).mul_(x)
+                return linear_transpose(layer, x.shape, wp, s_p).mul_(x)
             zn = trace.cached(("z-", i), lambda: _z_minus(layer, trace.outputs[i], zp))
             s_n = _ratio(R, zn + bn, self.beta)
-            return _transpose(layer, x.shape, wp, s_p).sub_(_transpose(layer, x.shape, wn, s_n)).mul_(x)
+            g = linear_transpose(layer, x.shape, wp, s_p)
+            return g.sub_(linear_transpose(layer, x.shape, wn, s_n)).mul_(x)
         if layer.kind == "conv" and layer.module.groups == 1:  # (a signed dense layer keeps the 4-term path:
             return self._signed_stacked(layer, trace, R, x, wp, wn, bp, bn)  # a stacked W± would be 4× its size)
         xp = trace.cached(("x+", i), lambda: x.clamp(min=0))
         xn = trace.cached(("x-", i), lambda: x.clamp(max=0))
-        zpp = trace.cached(("z++", i), lambda: _forward(layer, xp, wp))
-        znn = trace.cached(("z--", i), lambda: _forward(layer, xn, wn))
+        zpp = trace.cached(("z++", i), lambda: linear_forward(layer, xp, wp))
+        znn = trace.cached(("z--", i), lambda: linear_forward(layer, xn, wn))
         s_p = safe_divide(R, zpp + znn + bp)
-        out = self.alpha * (xp * _transpose(layer, x.shape, wp, s_p) + xn * _transpose(layer, x.shape, wn, s_p))
+        T = lambda w_, s_: linear_transpose(layer, x.shape, w_, s_)  # noqa: E731
+        out = self.alpha * (xp * T(wp, s_p) + xn * T(wn, s_p))
         if self.beta == 0:
             return out
-        zpn = trace.cached(("z+-", i), lambda: _forward(layer, xp, wn))
-        znp = trace.cached(("z-+", i), lambda: _forward(layer, xn, wp))
+        zpn = trace.cached(("z+-", i), lambda: linear_forward(layer, xp, wn))
+        znp = trace.cached(("z-+", i), lambda: linear_forward(layer, xn, wp))
         s_n = safe_divide(R, zpn + znp + bn)
-        return out - self.beta * (xp * _transpose(layer, x.shape, wn, s_n) + xn * _transpose(layer, x.shape, wp, s_n))
+        return out - self.beta * (xp * T(wn, s_n) + xn * T(wp, s_n))
 
     def _signed_stacked(self, layer, trace, R, x, wp, wn, bp, bn):
         """Signed input (the image layer), groups = 1: the four sign combinations in stacked convolutions.
@@ -286,14 +289,14 @@ class AlphaBeta(Rule):
         i, c_out, c_in = layer.index, wp.shape[0], wp.shape[1]
         xs = trace.cached(("x+-", i), lambda: torch.cat([x.clamp(min=0), x.clamp(max=0)], 1))
         ws = trace.cached(("W+-", i), lambda: torch.cat([torch.cat([wp, wn], 1), torch.cat([wn, wp], 1)], 0))
-        zp = trace.cached(("z+stacked", i), lambda: _forward(layer, xs, ws[:c_out]))
+        zp = trace.cached(("z+stacked", i), lambda: linear_forward(layer, xs, ws[:c_out]))
         s_p = _ratio(R, zp + bp, self.alpha)
         if self.beta == 0:
-            g = _transpose(layer, xs.shape, ws[:c_out], s_p)
+            g = linear_transpose(layer, xs.shape, ws[:c_out], s_p)
         else:
-            zn = trace.cached(("z-stacked", i), lambda: _forward(layer, xs, ws[c_out:]))
+            zn = trace.cached(("z-stacked", i), lambda: linear_forward(layer, xs, ws[c_out:]))
             s_n = _ratio(R, zn + bn, -self.beta)
-            g = _transpose(layer, xs.shape, ws, torch.cat([s_p, s_n], 1))
+            g = linear_transpose(layer, xs.shape, ws, torch.cat([s_p, s_n], 1))
         g.mul_(xs)
         return g[:, :c_in] + g[:, c_in:]
 
@@ -312,7 +315,7 @@ def _ratio(R: torch.Tensor, d: torch.Tensor, scale: float) -> torch.Tensor:
 def _z_minus(layer: Layer, z: torch.Tensor, zp: torch.Tensor) -> torch.Tensor:
     """Σ_i (a_i w_ij)⁻ for a non-negative input, from the recorded output z = z⁺ + z⁻ + b."""
     b = layer.module.bias
-    zn = z - zp if b is None else (z - _expand_bias(layer, b)).sub_(zp)
+    zn = z - zp if b is None else (z - expand_bias(layer, b)).sub_(zp)
     return zn.clamp_(max=0)  # ≤ 0 by definition; removes round-off of the wrong sign
 
 
@@ -342,4 +345,4 @@ class Flat(Rule):
             return r.expand_as(x).contiguous()
         ones = torch.ones_like(m.weight)
         n = F.conv2d(torch.ones_like(x[:1]), ones, None, m.stride, m.padding, m.dilation, m.groups)
-        return _transpose(layer, x.shape, ones, safe_divide(R, n))
+        return linear_transpose(layer, x.shape, ones, safe_divide(R, n))

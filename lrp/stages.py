@@ -307,12 +307,14 @@ def patterns(model_spec: dict, image_shards: list, out_h5, batch_size: int, devi
 
 def analyzer_options(model_spec: dict, analyzers: dict, patterns_h5, device) -> dict:
     """Per-analyzer options for `attribute_many`: the model's α-β bias convention (`models.<m>.bias`:
-    iNNvestigate for the Keras VGG-16, the LRP Toolbox for the PVOC net) unless an analyzer sets its own,
-    and the learned patterns for PatternAttribution."""
+    iNNvestigate for the Keras VGG-16, the LRP Toolbox for the PVOC net) for every analyzer that takes a
+    bias, unless it sets its own, and the learned patterns for PatternAttribution."""
     from . import patterns as pat
+    from .composites import get, option_names
 
     model_bias = {"bias": model_spec["bias"]} if model_spec.get("bias") else {}
-    opts = {name: {**model_bias, **dict(o or {})} for name, o in analyzers.items()}
+    opts = {name: {**{k: v for k, v in model_bias.items() if k in option_names(get(name))}, **dict(o or {})}
+            for name, o in analyzers.items()}
     if "pattern_attribution" in opts:
         if not patterns_h5:
             raise ValueError("pattern_attribution is configured but no pattern file was given")
@@ -385,6 +387,7 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
 
     from .attribution import attribute_many
     from .loader import BackgroundWriter, prefetch
+    from .plugins import source_attrs
     from .preprocess import iter_shard_batches, shard_size
     from .shards import ShardWriter
 
@@ -403,7 +406,7 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
         for name in opts:
             writers[name] = ShardWriter(out_paths[name], n, (size, size), ids, precision=precision, pool=pool,
                                         analyzer=name, options={k: v for k, v in opts[name].items()
-                                                                if k != "patterns"}, **attrs)
+                                                                if k != "patterns"}, **source_attrs(name), **attrs)
         bg = BackgroundWriter()
         batches = prefetch(iter_shard_batches(image_shard_h5, batch_size), pin=cuda)
         while True:

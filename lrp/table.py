@@ -33,8 +33,14 @@ def _read_csv(name: str) -> pd.DataFrame:
 
 
 def analyzer_names() -> pd.DataFrame:
-    """analyzer -> paper_name ('' if the paper has no such row) and display label, from package data."""
-    return _read_csv("analyzer_names.csv")
+    """analyzer -> paper_name ('' if the paper has no such row) and display label: the built-ins from package
+    data, then every other registered analyzer (your plugins), labelled as it registered itself."""
+    from .composites import REGISTRY
+
+    names = _read_csv("analyzer_names.csv")
+    known = set(names["analyzer"])
+    extra = [{"analyzer": n, "paper_name": "", "label": a.label or n} for n, a in REGISTRY.items() if n not in known]
+    return pd.concat([names, pd.DataFrame(extra, columns=names.columns)], ignore_index=True) if extra else names
 
 
 def paper_table(dataset: str) -> pd.DataFrame:

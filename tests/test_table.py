@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lrp import composites
 from lrp.table import (analyzer_names, build_table1, paper_table, rank_agreement, tex_escape, to_latex,
                        write_table1)
 
@@ -28,7 +29,8 @@ def _summaries():
 def test_package_data_is_consistent():
     names = analyzer_names()
     assert list(names.columns) == ["analyzer", "paper_name", "label"]
-    assert names["analyzer"].is_unique and len(names) == 13
+    assert names["analyzer"].is_unique
+    assert names["analyzer"].tolist()[:13] == composites.TABLE1  # the built-ins; then any registered by tests
     for ds, n_rows in (("imagenet", 10), ("voc2007", 8)):
         paper = paper_table(ds)
         assert len(paper) == n_rows
@@ -134,3 +136,19 @@ def test_write_table1_outputs(tmp_path):
     assert "0.532 [0.521, 0.544] & 0.632" in tex and r"N = 100 samples" in tex
     with pytest.raises(ValueError, match="empty"):
         write_table1(t.iloc[:0], *paths, title="x")
+
+
+def test_a_registered_analyzer_gets_its_label_and_no_paper_values():
+    """Your own analyzers (lrp.plugins) appear with their label; the paper has no row for them, so they stay
+    out of the ranks' Kendall τ."""
+    composites.register_function("my_method", lambda model, x, t: x, label="Mine")
+    try:
+        summaries = {**_summaries(), "my_method": _summary(2.5)}
+        t = build_table1(summaries, "voc2007", N).set_index("analyzer")
+        assert t.at["my_method", "label"] == "Mine" and pd.isna(t.at["my_method", "paper_mu_w"])
+        assert rank_agreement(t.reset_index())["n_common"] == rank_agreement(
+            build_table1(_summaries(), "voc2007", N))["n_common"]
+    finally:
+        composites.REGISTRY.pop("my_method")
+    with pytest.raises(ValueError, match="unknown analyzer"):
+        build_table1({**_summaries(), "my_method": _summary(2.5)}, None, N)

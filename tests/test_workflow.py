@@ -43,7 +43,7 @@ def write_config(tmp_path, base: str, edit) -> Path:
     cfg = yaml.safe_load((ROOT / "config" / base).read_text())
     edit(cfg)
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))  # key order is part of Snakemake's params check
     return path
 
 
@@ -74,6 +74,8 @@ def test_missing_imagenet_data_is_a_clear_error(tmp_path):
     (lambda c: c["datasets"]["demo"].update({"model": "nope"}), "datasets.demo.model"),
     (lambda c: c["datasets"]["demo"].update({"format": "imagenet", "source": "local"}), "datasets.demo.images"),
     (lambda c: c["analyzers"].update({"lrp_z": {"epsilon": -1}}), "analyzers.lrp_z.epsilon"),
+    (lambda c: c["analyzers"]["integrated_gradients"].update({"step": 4}), "analyzers.integrated_gradients.step"),
+    (lambda c: c.update({"plugins": ["my_methods.py"]}), "plugins[0]: plugin file 'my_methods.py' does not exist"),
 ])
 def test_broken_config_fails_before_any_job(tmp_path, edit, key):
     cfg = write_config(tmp_path, "ci.yaml", edit)
@@ -121,6 +123,25 @@ def test_smoke_run_ci_config(ci_run):
         assert json.loads(h.attrs["config"])["attribution"]["batch_size"] == cfg["attribution"]["batch_size"]
         assert json.loads(h.attrs["versions"])["torch"]
         assert json.loads(h.attrs["options"])["bias"] == cfg["models"]["demo_vgg"]["bias"]
+    # The plugin's analyzers (examples/my_analyzers.py) ran like the built-ins, and their maps name the file.
+    plugin = ROOT / "examples" / "my_analyzers.py"
+    digest = hashlib.sha256(plugin.read_bytes()).hexdigest()
+    assert manifest["plugins"]["examples.my_analyzers"] == {"path": str(plugin), "sha256": digest}
+    labels = dict(zip(table["analyzer"], table["label"]))
+    assert labels["lrp_cmp_gamma_flat"] == "LRP_CMP:γ+♭" and labels["integrated_gradients"] == "IG"
+    with h5py.File(res / "attributions" / "integrated_gradients" / "1.h5") as h:
+        assert h.attrs["analyzer_source_sha256"] == digest and json.loads(h.attrs["options"]) == {"steps": 8}
+        assert np.isfinite(h["relevance"][:]).all() and np.abs(h["relevance"][:]).max() > 0
+    # Editing the plugin re-runs what uses its analyzers, not the data, training or patterns.
+    copy = tmp_path / "plugin_copy" / "my_analyzers.py"
+    copy.parent.mkdir(exist_ok=True)
+    copy.write_bytes(plugin.read_bytes())
+    moved = write_config(tmp_path / "plugin_copy", "ci.yaml", lambda c: c.update({"plugins": [str(copy)]}))
+    assert set(dry_run_jobs(tmp_path, "--configfile", moved)) <= {"summary", "provenance", "all"}  # they record the config
+    copy.write_text(copy.read_text() + "\n# an edit\n")
+    rerun = dry_run_jobs(tmp_path, "--configfile", moved)
+    assert rerun["attribute_demo"] == 2 and {"table1", "fig3", "panel"} <= set(rerun)
+    assert not {"train_model", "patterns", "image_shard", "occlusion", "data"} & set(rerun), rerun
     # Every job is its own process and keeps freed memory for reuse (lrp.allocator), which it logs first.
     log = (tmp_path / "results" / "logs" / "attribute" / "demo_0.log").read_text()
     assert log.startswith("[lrp] "), log[:300]

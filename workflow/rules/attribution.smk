@@ -86,7 +86,7 @@ for _ds in config["datasets"]:
             model=model_spec(_ds),
             analyzers=analyzer_options(_ds),
             settings=config.get("attribution", {}),
-            code=lrp_sources("stages:attribute"),
+            code=lrp_sources("stages:attribute", plugins=plugins_of(_ds)),
         threads: config.get("attribution", {}).get("threads", 2)
         resources:
             gpu=1,

@@ -148,12 +148,22 @@ def train_card(wildcards):
     return f"{R}/models/{m}/training.json" if "train" in config["models"][m] else []
 
 
-def lrp_sources(*specs):
+def lrp_sources(*specs, plugins=None):
     """Content hash of the lrp code a stage runs ("module:function" plus every lrp module it imports,
-    lrp.provenance.source_hash): editing that code re-runs the stage, editing other stages does not."""
+    lrp.provenance.source_hash): editing that code re-runs the stage, editing other stages does not. For
+    stages that use analyzers, the plugin files count too (`plugins`; default: all of the config's)."""
     from lrp.provenance import source_hash
 
-    return source_hash(*specs)
+    return source_hash(*specs, plugins=config.get("plugins") or [] if plugins is None else plugins)
+
+
+def plugins_of(name):
+    """The config's plugins that define an analyzer the dataset computes: editing one re-runs the dataset's
+    attributions, editing another does not."""
+    from lrp import composites, plugins
+
+    used = {composites.get(a).source for a in computed_analyzers(name)}
+    return [p for p in config.get("plugins") or [] if str(plugins.origin(p)) in used]
 
 
 def outputs_of(name):
