@@ -73,16 +73,18 @@ def _function_map(analyzer, model, x, t, opts: dict, tf32: bool) -> torch.Tensor
     """A function analyzer's map, checked: shaped like the inputs, finite, on their device and dtype; and the
     model and inputs, which the next analyzers and batches use, left as they were."""
     where = f" ({analyzer.source})" if analyzer.source else ""
-    version, training = x._version, model.training
+    version, state = x._version, _model_state(model)
     try:
         with _precision(tf32), torch.enable_grad():
             R = analyzer.function(model, x, t, **opts)
     except Exception as e:
         raise AnalyzerError(f"analyzer {analyzer.name!r}{where} failed: {type(e).__name__}: {e}") from e
-    if x._version != version or model.training != training:
-        raise ValueError(f"analyzer {analyzer.name!r}{where} modified the "
-                         f"{'inputs in place' if x._version != version else 'model (train/eval mode)'}; the other "
-                         f"analyzers use them too: work on a copy")
+    changed = [what for what, before, after in zip(("train/eval modes", "parameters or buffers", "hooks"), state,
+                                                   _model_state(model)) if before != after]
+    if x._version != version or changed:
+        what = "the inputs in place" if x._version != version else f"the model's {' and '.join(changed)}"
+        raise ValueError(f"analyzer {analyzer.name!r}{where} modified {what}; the other analyzers and batches "
+                         f"use them too: work on a copy, and remove what you add")
     if not isinstance(R, torch.Tensor) or tuple(R.shape) != tuple(x.shape):
         got = tuple(R.shape) if isinstance(R, torch.Tensor) else type(R).__name__
         raise ValueError(f"analyzer {analyzer.name!r}{where} returned {got}; expected a tensor of the inputs' "
@@ -116,6 +118,16 @@ def _backward_shared(trace: Trace, members: list, i: int, R: torch.Tensor, resul
         i -= 1
     for name, _, _ in members:
         results[name] = R
+
+
+def _model_state(model) -> tuple:
+    """What a function analyzer must leave as it found it: every module's train/eval mode, the in-place
+    versions of parameters and buffers, and the registered hooks."""
+    modules = list(model.modules())
+    hooks = tuple(len(getattr(m, k, ())) for m in modules for k in (
+        "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
+    return (tuple(m.training for m in modules),
+            tuple(p._version for p in (*model.parameters(), *model.buffers())), hooks)
 
 
 def _unflatten(trace: Trace, i: int, R: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,7 +38,7 @@ class Analyzer:
     "function". A "function" analyzer computes its map with `function(model, inputs, targets, **options)`
     and takes exactly the options named in `defaults`; the others share the engine's forward pass and take
     epsilon, bias, flat_layers (and their own `defaults`). `label` is the name in tables and figures;
-    `source` is the plugin file that registered it (set by lrp.plugins)."""
+    `source` is the file whose code registered it ('' for the built-ins; set by `register`)."""
 
     name: str
     start: str
@@ -59,18 +60,21 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def register(analyzer: Analyzer, replace: bool = False) -> Analyzer:
-    """Add an analyzer to the registry; a different analyzer of the same name is an error unless `replace`
-    (or it comes from the file that registered the old one: a re-import or `importlib.reload`).
+    """Add an analyzer to the registry, recording the file whose code calls this as its `source`.
 
-    Why refuse: a plugin that silently redefined `lrp_cmp_alpha1` would change the paper's rows."""
+    A different analyzer of the same name is an error unless `replace`, or unless the same file registered
+    the old one (a re-import or `importlib.reload` of a plugin). Why refuse: a plugin that silently
+    redefined `lrp_cmp_alpha1` would change the paper's rows."""
+    return _add(dataclasses.replace(analyzer, source=_caller_file()), replace)
+
+
+def _add(analyzer: Analyzer, replace: bool = False) -> Analyzer:
     old = REGISTRY.get(analyzer.name)
-    if old is not None and old != analyzer and not replace:
-        if old.source and _defined_in(analyzer) == old.source:
-            analyzer = dataclasses.replace(analyzer, source=old.source)
-        else:
-            origin = (f"registered by {old.source}" if old.source else
-                      "built in" if analyzer.name in BUILTIN else "registered earlier")
-            raise ValueError(f"analyzer {analyzer.name!r} exists already ({origin}); pick another name")
+    if old is not None and old != analyzer and not replace and not (old.source and old.source == analyzer.source):
+        origin = (f"registered by {old.source}" if old.source else
+                  "built in" if analyzer.name in BUILTIN else "registered earlier")
+        raise ValueError(f"analyzer {analyzer.name!r} exists already ({origin}); pick another name (or pass "
+                         f"replace=True to redefine it in your own process)")
     if analyzer.function is not None:
         if (analyzer.start, analyzer.family) != ("function", "function"):
             raise ValueError(f"analyzer {analyzer.name!r}: a function analyzer has start = family = 'function'")
@@ -86,12 +90,16 @@ def register(analyzer: Analyzer, replace: bool = False) -> Analyzer:
     return analyzer
 
 
-def _defined_in(analyzer: Analyzer) -> str:
-    """The file that defines an analyzer's function or kernel rule ('' if unknown)."""
-    try:
-        return str(Path(inspect.getsourcefile(analyzer.function or analyzer.kernel_rule)).resolve())
-    except (TypeError, OSError):
+def _caller_file() -> str:
+    """The resolved path of the first file on the call stack outside this module ('' if none, e.g. a
+    notebook cell): the plugin that registers an analyzer."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    name = frame.f_code.co_filename if frame is not None else ""
+    if not name or name.startswith("<") or not Path(name).is_file():
         return ""
+    return str(Path(name).resolve())
 
 
 def register_function(name: str, function: Callable, defaults: dict | None = None, label: str = "",
@@ -112,7 +120,8 @@ def register_function(name: str, function: Callable, defaults: dict | None = Non
     except ValueError:  # no signature available (a builtin): checked when it runs
         pass
     doc = doc or (function.__doc__ or "").strip()
-    return register(Analyzer(name, "function", "function", None, defaults, doc, label=label, function=function))
+    analyzer = Analyzer(name, "function", "function", None, defaults, doc, label=label, function=function)
+    return _add(dataclasses.replace(analyzer, source=_caller_file()))
 
 
 def get(name: str) -> Analyzer:
@@ -234,7 +243,7 @@ for _name, _start, _family, _rule, _defaults, _doc in [
     ("gradient", "one", "gradient", _uniform(lambda o: Gradient()), {}, "plain gradient of the target logit"),
     ("baseline", "uniform", "none", None, {}, "uniform attribution (every pixel equally relevant)"),
 ]:
-    register(Analyzer(_name, _start, _family, _rule, _defaults, _doc))
+    _add(Analyzer(_name, _start, _family, _rule, _defaults, _doc))  # built in: no source
 
 TABLE1 = [n for n in REGISTRY]
 """Every built-in analyzer, in the order of the paper's method list."""

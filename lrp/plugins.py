@@ -12,7 +12,6 @@ the file's sha256, and editing the file re-runs the stages that use analyzers (`
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -28,6 +27,7 @@ class PluginError(ValueError):
 
 
 _LOADED: dict[Path, list[str]] = {}  # plugin file -> the analyzers it registered (a process imports it once)
+_LRP = Path(__file__).resolve().parent
 
 
 def load(plugins, key: str = "plugins") -> list[str]:
@@ -36,7 +36,7 @@ def load(plugins, key: str = "plugins") -> list[str]:
         raise PluginError(f"{key}: expected a list of plugins, got the string {plugins!r}")
     names: list[str] = []
     for i, spec in enumerate(plugins or []):
-        names += _load_one(spec, f"{key}[{i}]")
+        names += [n for n in _load_one(spec, f"{key}[{i}]") if n not in names]
     return names
 
 
@@ -52,8 +52,8 @@ def origin(spec: str, key: str = "plugins") -> Path:
         return path.resolve()
     try:
         found = importlib.util.find_spec(spec)
-    except (ImportError, ValueError) as e:
-        raise PluginError(f"{key}: cannot locate plugin module {spec!r}: {e}") from e
+    except Exception as e:  # e.g. a parent package that fails to import
+        raise PluginError(f"{key}: cannot locate plugin module {spec!r}: {type(e).__name__}: {e}") from e
     if found is None or not found.origin or not Path(found.origin).is_file():
         raise PluginError(f"{key}: no module named {spec!r} (give a path ending in .py, or a module importable "
                           f"from the Snakefile's folder or PYTHONPATH)")
@@ -95,44 +95,47 @@ def _load_one(spec: str, key: str) -> list[str]:
     path = origin(spec, key)
     if path in _LOADED:
         return _LOADED[path]
-    imported = _module_of(path)
-    if imported is not None:  # imported by the caller already (by another name): do not register twice
-        names = _registered_by(imported)
+    if path.is_relative_to(_LRP):
+        raise PluginError(f"{key}: {path} is part of lrp itself, not a plugin")
+    if _module_of(path) is not None:  # imported by the caller already: its analyzers are registered
+        names = _registered_by(path)
         if not names:
-            raise PluginError(f"{key}: plugin {path} was imported before lrp.plugins.load, and none of the "
-                              f"registered analyzers is defined in it; load it with lrp.plugins.load first")
-        _LOADED[path] = _stamp(names, path)
+            raise PluginError(f"{key}: plugin {path} was imported before lrp.plugins.load and registered no "
+                              f"analyzer (call lrp.composites.register or register_function in the file itself)")
+        _LOADED[path] = names
         return names
     before = dict(composites.REGISTRY)
-    module_name = _module_name(path) if _is_path(spec) else spec
+    module_name = None
     try:
-        if module_name is None:  # a file outside the import path: a private module name, its folder importable
+        if _is_path(spec) and str(path.parent) not in sys.path:
+            sys.path.append(str(path.parent))  # so that it can import the modules beside it
+        module_name = _module_name(path) if _is_path(spec) else spec
+        if module_name is None:  # not importable by name: a private module name
             module_name = f"lrp_plugin_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
-            if str(path.parent) not in sys.path:
-                sys.path.append(str(path.parent))  # so that it can import the modules beside it
             module_spec = importlib.util.spec_from_file_location(module_name, path)
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[module_name] = module  # dataclasses and pickling look a module up by name
             module_spec.loader.exec_module(module)
-        else:  # importable by name: import it so, so that `import <name>` later finds the same module
+        else:  # by name, so that a later `import <name>` finds this module instead of running the file again
             importlib.import_module(module_name)
     except Exception as e:
         _undo(before, module_name)  # a half-imported plugin leaves nothing behind
         raise PluginError(f"{key}: importing plugin {path} failed: {type(e).__name__}: {e}") from e
-    new = [n for n, a in composites.REGISTRY.items() if before.get(n) is not a]
-    problem = _problem(new, before)
+    new = [n for n, a in composites.REGISTRY.items() if before.get(n) is not a and a.source == str(path)]
+    problem = _problem(new, before, path)
     if problem:
         _undo(before, module_name)
         raise PluginError(f"{key}: plugin {path} {problem}")
-    _LOADED[path] = _stamp(new, path)
+    _LOADED[path] = new
     return new
 
 
-def _problem(new: list[str], before: dict) -> str:
+def _problem(new: list[str], before: dict, path: Path) -> str:
     """Why the analyzers a plugin registered cannot be used ('' if they can)."""
     if not new:
-        return "registers no analyzer (call lrp.composites.register or register_function at import)"
-    replaced = [n for n in new if n in before]
+        return ("registers no analyzer (call lrp.composites.register or register_function in the file "
+                "itself, at import)")
+    replaced = [n for n in new if n in before and before[n].source != str(path)]
     if replaced:
         return f"replaces existing analyzer(s) {replaced}; give yours another name"
     bad = [n for n in new if not composites.NAME_PATTERN.match(n)]
@@ -159,31 +162,22 @@ def _undo(before: dict, module_name: str | None) -> None:
 
 
 def _module_name(path: Path) -> str | None:
-    """The dotted name under which `path` is importable from sys.path, if it is (None otherwise)."""
+    """The dotted name under which `path` is importable from sys.path, if it is (None otherwise). Of several
+    (the file lies under two sys.path entries), the longest: the package a user imports it from."""
+    names = []
     for entry in sys.path:
         try:
             root = Path(entry or os.getcwd()).resolve()
-            rel = path.relative_to(root)
+            parts = path.relative_to(root).with_suffix("").parts
         except (ValueError, OSError):
             continue
-        parts = rel.with_suffix("").parts
         if all(p.isidentifier() for p in parts) and all(
                 (root.joinpath(*parts[:k]) / "__init__.py").is_file() for k in range(1, len(parts))):
             name = ".".join(parts)
-            try:
-                found = importlib.util.find_spec(name)
-            except (ImportError, ValueError):
-                continue
+            found = importlib.util.find_spec(name)
             if found is not None and found.origin and Path(found.origin).resolve() == path:
-                return name
-    return None
-
-
-def _stamp(names: list[str], path: Path) -> list[str]:
-    """Record the plugin file in its analyzers (shard attributes and errors name it)."""
-    for n in names:
-        composites.register(dataclasses.replace(composites.REGISTRY[n], source=str(path)), replace=True)
-    return names
+                names.append(name)
+    return max(names, key=lambda n: n.count("."), default=None)
 
 
 def _module_of(path: Path):
@@ -195,7 +189,6 @@ def _module_of(path: Path):
     return None
 
 
-def _registered_by(module) -> list[str]:
-    """Analyzers whose rule or function was defined in `module`."""
-    return [n for n, a in composites.REGISTRY.items()
-            if getattr(a.function or a.kernel_rule, "__module__", None) == module.__name__]
+def _registered_by(path: Path) -> list[str]:
+    """Analyzers whose registration the file at `path` called."""
+    return [n for n, a in composites.REGISTRY.items() if a.source == str(path)]

@@ -57,19 +57,20 @@ def stamp(config: dict) -> dict:
             "config": json.dumps(config, sort_keys=True, default=str)}
 
 
-def write_manifest(files: list, config: dict, out_json, root=None) -> dict:
+def write_manifest(files: list, config: dict, out_json, root=None, plugins=None) -> dict:
     """provenance.json: versions, the full configuration, {path: {sha256, bytes}} of `files`, and the
-    plugin files that defined analyzers ({spec: {path, sha256}})."""
+    plugin files that defined the analyzers ({spec: {path, sha256}}; `plugins`, default the config's)."""
     root = Path(root) if root else None
     listing = {}
     for f in sorted(map(str, files)):
         key = os.path.relpath(f, root) if root else f
         listing[key] = {"sha256": sha256_file(f), "bytes": os.path.getsize(f)}
     doc = {"versions": versions(), "config": config, "files": listing}
-    if config.get("plugins"):
+    plugins = config.get("plugins") if plugins is None else plugins
+    if plugins:
         from .plugins import manifest
 
-        doc["plugins"] = manifest(config["plugins"])
+        doc["plugins"] = manifest(plugins)
     with atomic_path(out_json) as tmp:
         Path(tmp).write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
     return doc

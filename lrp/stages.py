@@ -574,8 +574,8 @@ def summary(dataset: str, table_csv, baseline_csv, model_card_json, paper_datase
                   {"versions": versions(), "config": config}, out_html)
 
 
-def provenance(files: list, config: dict, out_json, root):
+def provenance(files: list, config: dict, out_json, root, plugins=None):
     from .provenance import write_manifest
 
-    doc = write_manifest(files, config, out_json, root=root)
+    doc = write_manifest(files, config, out_json, root=root, plugins=plugins)
     log(f"provenance: {len(doc['files'])} files")

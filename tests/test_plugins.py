@@ -124,6 +124,37 @@ def test_a_plugin_imports_modules_beside_it_and_survives_a_reimport(tmp_path, re
     assert composites.get("integrated_gradients").source == str(EXAMPLE)
 
 
+@pytest.mark.parametrize("order", [("aplug.py", "bplug.py"), ("bplug.py", "aplug.py")])
+def test_plugins_may_import_each_other(tmp_path, registry, order):
+    """b imports a (a helper it shares), both are listed: each registers its own analyzers, once."""
+    folder = tmp_path / "p"
+    folder.mkdir()
+    _plugin(folder, """
+        import functools
+        from lrp.composites import register_function
+        def scale(model, x, t, by=1.0):
+            return by * x
+        register_function("a_scaled", functools.partial(scale), defaults={"by": 2.0})
+    """, name="aplug.py")
+    _plugin(folder, """
+        import aplug
+        from lrp.composites import register_function
+        register_function("b_scaled", lambda model, x, t: aplug.scale(model, x, t, by=3.0))
+    """, name="bplug.py")
+    names = plugins.load([str(folder / f) for f in order])
+    assert sorted(names) == ["a_scaled", "b_scaled"] and len(names) == 2
+    assert composites.get("a_scaled").source == str(folder / "aplug.py")
+    assert composites.get("b_scaled").source == str(folder / "bplug.py")
+
+
+def test_another_file_cannot_take_over_a_plugins_analyzer(registry, example):
+    mine = composites.get("integrated_gradients")
+    with pytest.raises(ValueError, match=f"exists already \\(registered by {EXAMPLE}\\)"):
+        composites.register_function("integrated_gradients", mine.function, defaults={"steps": 1}, label="X")
+    with pytest.raises(plugins.PluginError, match="is part of lrp itself"):
+        plugins.load([str(ROOT / "lrp" / "composites.py")])
+
+
 def test_registration_is_checked(registry):
     from dataclasses import dataclass
 
@@ -158,13 +189,24 @@ def test_rules_and_functions_must_not_modify_what_others_share(registry):
         lrp.attribute_many(model, x, t, ["halving", "lrp_z"])
     composites.register_function("edits_inputs", lambda model, x, t: x.mul_(1.0))
     composites.register_function("trains", lambda model, x, t: model.train() and x.clone())
-    with pytest.raises(ValueError, match="'edits_inputs' modified the inputs in place"):
+    with pytest.raises(ValueError, match="'edits_inputs' .*modified the inputs in place"):
         lrp.attribute(model, x, t, "edits_inputs")
-    with pytest.raises(ValueError, match=r"'trains' modified the model \(train/eval mode\)"):
+    with pytest.raises(ValueError, match="'trains' .*modified the model's train/eval modes"):
         lrp.attribute(model, x, t, "trains")
     model.eval()
+    composites.register_function("trains_dropout", lambda model, x, t: model[1].train() and x.clone())
+    with pytest.raises(ValueError, match="'trains_dropout' .*modified the model's train/eval modes"):
+        lrp.attribute(model, x, t, "trains_dropout")
+    model.eval()
+    composites.register_function("hooks", lambda model, x, t: model[0].register_forward_hook(print) and x.clone())
+    with pytest.raises(ValueError, match="'hooks' .*modified the model's hooks"):
+        lrp.attribute(model, x, t, "hooks")
+    model[0]._forward_hooks.clear()
+    composites.register_function("edits_weights", lambda model, x, t: (model[0].weight.mul_(1.0), x.clone())[1])
+    with pytest.raises(ValueError, match="'edits_weights' .*modified the model's parameters or buffers"):
+        lrp.attribute(model, x, t, "edits_weights")
     composites.register_function("raises", lambda model, x, t: 1 / 0)
-    with pytest.raises(lrp.attribution.AnalyzerError, match="'raises' failed: ZeroDivisionError"):
+    with pytest.raises(lrp.attribution.AnalyzerError, match="'raises' .*failed: ZeroDivisionError"):
         lrp.attribute(model, x, t, "raises")
 
 

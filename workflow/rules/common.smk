@@ -157,6 +157,21 @@ def lrp_sources(*specs, plugins=None):
     return source_hash(*specs, plugins=config.get("plugins") or [] if plugins is None else plugins)
 
 
+def dataset_code(spec):
+    """`params.code` of a per-dataset stage that uses analyzers: its lrp code plus the plugins of that
+    dataset's analyzers, so that editing a plugin re-runs only the datasets that use it."""
+
+    def code(wildcards):
+        return lrp_sources(spec, plugins=plugins_of(wildcards.dataset))
+
+    return code
+
+
+def dataset_plugins(wildcards):
+    """The plugins a dataset's analyzers come from (its provenance manifest lists them with their sha256)."""
+    return plugins_of(wildcards.dataset)
+
+
 def plugins_of(name):
     """The config's plugins that define an analyzer the dataset computes: editing one re-runs the dataset's
     attributions, editing another does not."""

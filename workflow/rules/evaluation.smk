@@ -31,7 +31,7 @@ rule table1:
     params:
         cfg=dataset_cfg,
         evaluation=config.get("evaluation", {}),
-        code=lrp_sources("stages:table1"),
+        code=dataset_code("stages:table1"),
     conda:
         ENV
     script:
@@ -49,7 +49,7 @@ rule fig3:
         f"{R}/logs/fig3/{{dataset}}.log",
     params:
         min_count=config.get("evaluation", {}).get("min_bin_count", 20),
-        code=lrp_sources("stages:fig3"),
+        code=dataset_code("stages:fig3"),
     conda:
         ENV
     script:

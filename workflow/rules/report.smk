@@ -23,7 +23,7 @@ rule panel:
         analyzers=dataset_analyzer_options,
         panel=panel_settings,
         device=config.get("attribution", {}).get("device", "auto"),
-        code=lrp_sources("stages:panel"),
+        code=dataset_code("stages:panel"),
     threads: config.get("attribution", {}).get("threads", 2)
     resources:
         gpu=1,
@@ -47,7 +47,7 @@ rule summary:
     params:
         paper=paper_of,
         config=config,
-        code=lrp_sources("stages:summary"),
+        code=dataset_code("stages:summary"),
     conda:
         ENV
     script:
@@ -65,7 +65,8 @@ rule provenance:
         f"{R}/logs/provenance/{{dataset}}.log",
     params:
         config=config,
-        code=lrp_sources("stages:provenance"),
+        plugins=dataset_plugins,
+        code=dataset_code("stages:provenance"),
     conda:
         ENV
     script:

@@ -8,4 +8,5 @@ from lrp.runner import run
 from lrp.stages import provenance
 
 run(snakemake, provenance, files=list(snakemake.input), config=snakemake.params.config,
-    out_json=snakemake.output[0], root=Path(snakemake.output[0]).parent.parent)  # paths relative to results/
+    out_json=snakemake.output[0], root=Path(snakemake.output[0]).parent.parent,  # paths relative to results/
+    plugins=snakemake.params.plugins)
