@@ -12,7 +12,6 @@ from importlib import resources
 
 import numpy as np
 import pandas as pd
-from scipy.stats import kendalltau
 
 from lrp.io import atomic_path
 
@@ -103,6 +102,8 @@ def rank_agreement(table: pd.DataFrame) -> dict:
         raise ValueError("table has no paper columns: build it with paper_dataset='voc2007' or 'imagenet'")
     both = table.dropna(subset=["mu_w", "paper_mu_w"])
     n = len(both)
+    from scipy.stats import kendalltau  # here, not at the top: every Snakemake start imports this module
+
     tau = float(kendalltau(both["mu_w"], both["paper_mu_w"]).statistic) if n >= 2 else math.nan
     return {"kendall_tau": tau, "n_common": n}
 

@@ -28,7 +28,7 @@ rule pattern_images:
     log:
         f"{R}/logs/pattern_images/{{dataset}}.log",
     params:
-        cfg=dataset_cfg,
+        cfg=pattern_dataset_cfg,
         code=lrp_sources("stages:image_shard"),
     threads: config.get("preprocess", {}).get("workers", 4)
     conda:
@@ -42,7 +42,7 @@ rule patterns:
     input:
         images=f"{R}/{{dataset}}/pattern_images.h5",
         weights=model_weights,
-        card=f"{R}/{{dataset}}/model_card.json",
+        card=ancient(f"{R}/{{dataset}}/model_card.json"),  # a gate: a passed check, not an input
     output:
         f"{R}/{{dataset}}/patterns.h5",
     log:
@@ -51,8 +51,6 @@ rule patterns:
         f"{R}/benchmarks/patterns/{{dataset}}.tsv"
     params:
         model=model_cfg,
-        batch_size=config.get("attribution", {}).get("batch_size", 16),
-        device=config.get("attribution", {}).get("device", "auto"),
         max_images=pattern_max_images,
         code=lrp_sources("stages:patterns"),
     threads: config.get("attribution", {}).get("threads", 2)
@@ -74,7 +72,7 @@ for _ds in config["datasets"]:
         input:
             images=f"{R}/{_ds}/images/{{shard}}.h5",
             weights=model_weights_of(_ds),
-            card=f"{R}/{_ds}/model_card.json",
+            card=ancient(f"{R}/{_ds}/model_card.json"),  # a gate: a passed check, not an input to the maps
             patterns=patterns_of(_ds),
         output:
             [f"{R}/{_ds}/attributions/{a}/{{shard}}.h5" for a in computed_analyzers(_ds)],
@@ -84,8 +82,8 @@ for _ds in config["datasets"]:
             f"{R}/benchmarks/attribute/{_ds}_{{shard}}.tsv"
         params:
             model=model_spec(_ds),
-            analyzers=analyzer_options(_ds),
-            settings=config.get("attribution", {}),
+            analyzers=canonical(analyzer_options(_ds)),  # one file each: their order changes nothing
+            settings=attribution_settings(),
             code=lrp_sources("stages:attribute", plugins=plugins_of(_ds)),
         threads: config.get("attribution", {}).get("threads", 2)
         resources:

@@ -27,16 +27,46 @@ wildcard_constraints:
 ENV = "../../envs/lrp.yaml"
 
 
+# Params. Snakemake re-runs a job whose params changed (repr() compared), so each rule gets what its
+# output is computed from and no more: a study of 800,000 maps must not start over because a report
+# setting, a thread count or the order of keys in the config file changed.
+
+
+def canonical(value):
+    """`value` with every dict's keys sorted (lists keep their order): the repr Snakemake compares then
+    does not change when only the order of keys in the config file does."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+EVALUATION_KEYS = ("model", "paper", "analyzers", "panel_samples")
+"""Dataset keys that say how a dataset is evaluated and reported, not what its images and labels are:
+kept out of the params of the data rules (data, index, image shards), whose outputs everything else
+depends on."""
+
+RUN_SETTINGS = ("batch_size", "device", "threads")
+"""Attribution/occlusion settings that say where and in what slices a job runs, not what it computes (a
+batch size or a device changes maps at float round-off only): kept out of params, so that a run resumed on
+another machine, with a batch size that fits its GPU, computes only what is missing. The scripts read them
+from the config, and every output records them (shard attributes `config` and `device`)."""
+
+
 def dataset(name):
     return config["datasets"][name]
 
 
 def model_spec(name):
-    """The model entry of a dataset, with `weights` pointing at the trained file for trained models."""
-    spec = dict(config["models"][dataset(name)["model"]])
-    if "train" in spec:
-        spec["weights"] = f"{R}/models/{dataset(name)['model']}/model.pt"
-    return spec
+    """The model entry of a dataset as the stages load it: `weights` points at the trained file for trained
+    models; `train` (how it was made: its file says) and `min_accuracy` (the model card's check) are left
+    out, so that editing them does not re-run the occlusion check, the patterns and every attribution."""
+    m = dataset(name)["model"]
+    spec = {k: v for k, v in config["models"][m].items() if k not in ("train", "min_accuracy")}
+    if "train" in config["models"][m]:
+        spec["weights"] = f"{R}/models/{m}/model.pt"
+    return canonical(spec)
 
 
 def analyzers(name):
@@ -51,7 +81,8 @@ def computed_analyzers(name):
 
 
 def analyzer_options(name):
-    return {a: dict(config["analyzers"][a] or {}) for a in computed_analyzers(name)}
+    """{analyzer: options} in config order (the order of the report's panel columns)."""
+    return {a: canonical(dict(config["analyzers"][a] or {})) for a in computed_analyzers(name)}
 
 
 def shards(name):
@@ -89,14 +120,17 @@ def patterns_of(name):
 
 
 def pattern_dataset_cfg(wildcards):
-    """The dataset config restricted to the images the patterns are learned from."""
-    cfg = dict(dataset(wildcards.dataset))
-    pat = cfg.get("patterns") or {}
+    """The dataset config restricted to the images the patterns are learned from (rules pattern_index and
+    pattern_images): VOC format, the `patterns.split` image set; ImageNet format, the `patterns.images`
+    folder of training JPEGs (`pattern_images`), not the evaluated val images."""
+    d = dataset(wildcards.dataset)
+    pat = d.get("patterns") or {}
+    cfg = {k: v for k, v in d.items() if k not in EVALUATION_KEYS + ("n_shards", "patterns", "on_error")}
     if cfg["format"] == "voc":
         cfg["splits"] = [pat.get("split", "train")]
     cfg["max_samples"] = pat.get("max_images", 1000)
     cfg["pattern_images"] = pat.get("images")
-    return cfg
+    return canonical(cfg)
 
 
 def pattern_max_images(wildcards):
@@ -140,7 +174,7 @@ def train_gpus(wildcards):
 
 
 def training_data_cfg(wildcards):
-    return config["training_data"][wildcards.name]
+    return canonical(config["training_data"][wildcards.name])
 
 
 def train_card(wildcards):
@@ -237,12 +271,41 @@ def paper_of(wildcards):
     return None if paper == "none" else paper
 
 
-def dataset_cfg(wildcards):
-    return dataset(wildcards.dataset)
+def data_cfg(wildcards):
+    """What data.json records: the dataset's source and location, the demo's
+    generation settings, the patterns' training-image folder. Which units, classes and shards are
+    evaluated is the index's and the image shards' business."""
+    d = dataset(wildcards.dataset)
+    cfg = {k: v for k, v in d.items()
+           if k not in EVALUATION_KEYS + ("n_shards", "max_samples", "on_error", "splits", "classes", "task",
+                                          "patterns")}
+    if (d.get("patterns") or {}).get("images"):
+        cfg["patterns"] = {"images": d["patterns"]["images"]}
+    return canonical(cfg)
+
+
+def index_cfg(wildcards):
+    """What the index (samples.csv) and the image shards are computed from: the dataset less how it is
+    evaluated and reported, and less the patterns (their own index and shard, pattern_dataset_cfg)."""
+    d = dataset(wildcards.dataset)
+    return canonical({k: v for k, v in d.items() if k not in EVALUATION_KEYS + ("patterns",)})
 
 
 def model_cfg(wildcards):
     return model_spec(wildcards.dataset)
+
+
+def dataset_task(wildcards):
+    return dataset(wildcards.dataset).get("task", "multi_label")
+
+
+def attribution_settings(wildcards=None):
+    """The attribution section less RUN_SETTINGS: precision, TF32 and determinism change the maps."""
+    return canonical({k: v for k, v in config.get("attribution", {}).items() if k not in RUN_SETTINGS})
+
+
+def evaluation_cfg(wildcards=None):
+    return canonical(config.get("evaluation", {}))
 
 
 
@@ -261,8 +324,8 @@ def model_train_spec(wildcards):
     out = {**spec, "name": wildcards.model, "classes": ds.get("classes", "voc"), "input_size": ds["input_size"]}
     if spec.get("data"):
         out["train_data_json"] = f"{R}/training_data/{spec['data']}/data.json"
-    return out
+    return canonical(out)
 
 
 def model_thresholds(wildcards):
-    return config["models"][dataset(wildcards.dataset)["model"]].get("min_accuracy", {})
+    return canonical(config["models"][dataset(wildcards.dataset)["model"]].get("min_accuracy", {}))

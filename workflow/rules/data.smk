@@ -9,7 +9,7 @@ rule data:
     log:
         f"{R}/logs/data/{{dataset}}.log",
     params:
-        cfg=dataset_cfg,
+        cfg=data_cfg,
         code=lrp_sources("stages:data"),
     conda:
         ENV
@@ -28,7 +28,7 @@ rule index:
     log:
         f"{R}/logs/index/{{dataset}}.log",
     params:
-        cfg=dataset_cfg,
+        cfg=index_cfg,
         code=lrp_sources("stages:index"),
     conda:
         ENV
@@ -62,7 +62,7 @@ rule image_shard:
     log:
         f"{R}/logs/image_shard/{{dataset}}_{{shard}}.log",
     params:
-        cfg=dataset_cfg,
+        cfg=index_cfg,
         code=lrp_sources("stages:image_shard"),
     threads: config.get("preprocess", {}).get("workers", 4)
     conda:

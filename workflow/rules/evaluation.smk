@@ -29,8 +29,8 @@ rule table1:
     log:
         f"{R}/logs/table1/{{dataset}}.log",
     params:
-        cfg=dataset_cfg,
-        evaluation=config.get("evaluation", {}),
+        paper=paper_of,
+        evaluation=evaluation_cfg(),
         code=dataset_code("stages:table1"),
     conda:
         ENV

@@ -59,8 +59,6 @@ rule occlusion:
         f"{R}/benchmarks/occlusion/{{dataset}}.tsv"
     params:
         model=model_cfg,
-        batch_size=config.get("occlusion", {}).get("batch_size", 32),
-        device=config.get("attribution", {}).get("device", "auto"),
         code=lrp_sources("stages:occlusion"),
     threads: config.get("attribution", {}).get("threads", 2)
     resources:
@@ -84,7 +82,7 @@ rule model_card:
         f"{R}/logs/model_card/{{dataset}}.log",
     params:
         model=model_cfg,
-        cfg=dataset_cfg,
+        task=dataset_task,
         thresholds=model_thresholds,
         code=lrp_sources("stages:model_card"),
     conda:

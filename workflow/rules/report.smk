@@ -7,7 +7,7 @@ rule panel:
     input:
         shards=image_shards,
         weights=model_weights,
-        card=f"{R}/{{dataset}}/model_card.json",
+        card=ancient(f"{R}/{{dataset}}/model_card.json"),  # a gate: a passed check
         patterns=dataset_patterns,
     output:
         analyzers_png=report(f"{R}/{{dataset}}/fig1_analyzers.png", caption="../report/fig1_analyzers.rst",
@@ -22,7 +22,6 @@ rule panel:
         model=model_cfg,
         analyzers=dataset_analyzer_options,
         panel=panel_settings,
-        device=config.get("attribution", {}).get("device", "auto"),
         code=dataset_code("stages:panel"),
     threads: config.get("attribution", {}).get("threads", 2)
     resources:

@@ -7,7 +7,9 @@ from pathlib import Path
 from lrp.runner import run
 from lrp.stages import attribute
 
-settings = snakemake.params.settings
+# precision, tf32, deterministic: params; batch size, device, threads: where and in what slices it runs, read
+# here (RUN_SETTINGS in workflow/rules/common.smk). The maps record both.
+settings = {**snakemake.config.get("attribution", {}), **snakemake.params.settings}
 outputs = {Path(p).parent.name: p for p in snakemake.output}
 run(snakemake, attribute, model_spec=snakemake.params.model, image_shard_h5=snakemake.input.images,
     analyzers=snakemake.params.analyzers, out_paths=outputs, batch_size=settings.get("batch_size", 16),

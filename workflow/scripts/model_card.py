@@ -7,5 +7,5 @@ from lrp.stages import model_card
 
 run(snakemake, model_card, model_spec=snakemake.params.model, index_csv=snakemake.input.samples,
     occlusion_csv=snakemake.input.occlusion, logits_h5=snakemake.input.logits,
-    task=snakemake.params.cfg.get("task", "multi_label"), thresholds=snakemake.params.thresholds,
+    task=snakemake.params.task, thresholds=snakemake.params.thresholds,
     out_json=snakemake.output[0], train_card=snakemake.input.training or None)

@@ -5,6 +5,8 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the
 from lrp.runner import run
 from lrp.stages import patterns
 
+# where and in what slices it runs: read here, not params (RUN_SETTINGS in workflow/rules/common.smk)
+att = snakemake.config.get("attribution", {})
 run(snakemake, patterns, model_spec=snakemake.params.model, image_shards=[snakemake.input.images],
-    out_h5=snakemake.output[0], batch_size=snakemake.params.batch_size, device=snakemake.params.device,
+    out_h5=snakemake.output[0], batch_size=att.get("batch_size", 16), device=att.get("device", "auto"),
     max_images=snakemake.params.max_images)

@@ -6,7 +6,6 @@ from lrp.runner import run
 from lrp.stages import table1
 
 ev = snakemake.params.evaluation
-paper = snakemake.params.cfg.get("paper", "none")
-run(snakemake, table1, metric_csvs=dict(snakemake.input.items()), paper_dataset=None if paper == "none" else paper,
+run(snakemake, table1, metric_csvs=dict(snakemake.input.items()), paper_dataset=snakemake.params.paper,
     out_csv=snakemake.output.csv, out_md=snakemake.output.md, out_tex=snakemake.output.tex,
     n_boot=ev.get("n_boot", 1000), seed=ev.get("seed", 0), title=f"Table 1 — {snakemake.wildcards.dataset}")
