@@ -75,12 +75,6 @@ def data(name: str, cfg: dict, out_json):
         images, boxes = prepare_imagenet(cfg.get("images"), cfg.get("boxes"), key=f"datasets.{name}",
                                          work_dir=Path(out_json).parent / "raw")
         info = {"images": str(images), "annotations": str(boxes)}
-    pattern_images = (cfg.get("patterns") or {}).get("images")
-    if pattern_images:
-        if not Path(pattern_images).is_dir():
-            raise FileNotFoundError(f"datasets.{name}.patterns.images: {pattern_images!r} is not a folder of "
-                                    f"training JPEGs")
-        info["pattern_images"] = str(pattern_images)
     _write_json(info, out_json)
     log(f"data {name}: {info}")
 
@@ -101,15 +95,20 @@ def class_list(name_or_list) -> list[str]:
     raise ValueError(f"unknown class list {name_or_list!r}")
 
 
-def index(data_json, cfg: dict, out_csv, report_json):
-    """The evaluation units of a dataset, from annotation files alone."""
+def index(data_json, cfg: dict, out_csv, report_json, key: str = "datasets.<name>"):
+    """The evaluation units of a dataset, from annotation files alone. With `cfg["pattern_images"]` (the
+    patterns' index, ImageNet format): the training JPEGs of that folder; `key` names it in errors."""
     from .datasets.index import write_index
 
     info = json.loads(Path(data_json).read_text())
     size, on_error = cfg["input_size"], cfg.get("on_error", "raise")
     if cfg.get("pattern_images"):  # ImageNet patterns: a plain folder of training JPEGs, no annotations
         from .datasets.index import index_image_folder
-        df, report = index_image_folder(info["pattern_images"], size=size, limit=cfg.get("max_samples"))
+
+        if not Path(cfg["pattern_images"]).is_dir():
+            raise FileNotFoundError(f"{key}.patterns.images: {cfg['pattern_images']!r} is not a folder of "
+                                    f"training JPEGs")
+        df, report = index_image_folder(cfg["pattern_images"], size=size, limit=cfg.get("max_samples"))
     elif cfg["format"] == "voc":
         from .datasets.voc import index_voc
         df, report = index_voc(info["annotations"], cfg["splits"], classes=class_list(cfg.get("classes", "voc")),
@@ -136,7 +135,7 @@ def image_shard(data_json, index_csv, cfg: dict, shard: int, n_shards: int, out_
     from .preprocess import write_image_shard
 
     info = json.loads(Path(data_json).read_text())
-    image_dir = info["pattern_images"] if cfg.get("pattern_images") else info["images"]
+    image_dir = cfg.get("pattern_images") or info["images"]  # the patterns' training JPEGs, or the data's images
     write_image_shard(read_index(index_csv), shard, n_shards, image_dir, transform=RESIZE[cfg["format"]],
                       size=cfg["input_size"], out_path=out_h5, workers=workers)
 

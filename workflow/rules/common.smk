@@ -42,7 +42,7 @@ def canonical(value):
     return value
 
 
-EVALUATION_KEYS = ("model", "paper", "analyzers", "panel_samples")
+EVALUATION_KEYS = ("model", "paper", "analyzers", "panel_samples", "task")
 """Dataset keys that say how a dataset is evaluated and reported, not what its images and labels are:
 kept out of the params of the data rules (data, index, image shards), whose outputs everything else
 depends on."""
@@ -51,7 +51,7 @@ RUN_SETTINGS = ("batch_size", "device", "threads")
 """Attribution/occlusion settings that say where and in what slices a job runs, not what it computes (a
 batch size or a device changes maps at float round-off only): kept out of params, so that a run resumed on
 another machine, with a batch size that fits its GPU, computes only what is missing. The scripts read them
-from the config, and every output records them (shard attributes `config` and `device`)."""
+from the config; attribution shards record them (attributes `config` and `device`)."""
 
 
 def dataset(name):
@@ -125,7 +125,7 @@ def pattern_dataset_cfg(wildcards):
     folder of training JPEGs (`pattern_images`), not the evaluated val images."""
     d = dataset(wildcards.dataset)
     pat = d.get("patterns") or {}
-    cfg = {k: v for k, v in d.items() if k not in EVALUATION_KEYS + ("n_shards", "patterns", "on_error")}
+    cfg = {k: v for k, v in d.items() if k not in EVALUATION_KEYS + ("n_shards", "patterns")}
     if cfg["format"] == "voc":
         cfg["splits"] = [pat.get("split", "train")]
     cfg["max_samples"] = pat.get("max_images", 1000)
@@ -272,16 +272,13 @@ def paper_of(wildcards):
 
 
 def data_cfg(wildcards):
-    """What data.json records: the dataset's source and location, the demo's
-    generation settings, the patterns' training-image folder. Which units, classes and shards are
-    evaluated is the index's and the image shards' business."""
+    """What data.json records: the dataset's source and location, and the demo's generation settings.
+    Which units, classes and shards are evaluated is the index's and the image shards' business, and the
+    patterns' training images are their own index's (pattern_dataset_cfg)."""
     d = dataset(wildcards.dataset)
-    cfg = {k: v for k, v in d.items()
-           if k not in EVALUATION_KEYS + ("n_shards", "max_samples", "on_error", "splits", "classes", "task",
-                                          "patterns")}
-    if (d.get("patterns") or {}).get("images"):
-        cfg["patterns"] = {"images": d["patterns"]["images"]}
-    return canonical(cfg)
+    return canonical({k: v for k, v in d.items()
+                      if k not in EVALUATION_KEYS + ("n_shards", "max_samples", "on_error", "splits", "classes",
+                                                     "patterns")})
 
 
 def index_cfg(wildcards):
@@ -305,7 +302,8 @@ def attribution_settings(wildcards=None):
 
 
 def evaluation_cfg(wildcards=None):
-    return canonical(config.get("evaluation", {}))
+    """What Table 1's bootstrap uses (Fig. 3's min_bin_count is its own param)."""
+    return canonical({k: v for k, v in config.get("evaluation", {}).items() if k != "min_bin_count"})
 
 
 

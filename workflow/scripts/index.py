@@ -6,4 +6,4 @@ from lrp.runner import run
 from lrp.stages import index
 
 run(snakemake, index, data_json=snakemake.input[0], cfg=snakemake.params.cfg, out_csv=snakemake.output.samples,
-    report_json=snakemake.output.report)
+    report_json=snakemake.output.report, key=f"datasets.{snakemake.wildcards.dataset}")
