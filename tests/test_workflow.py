@@ -350,10 +350,12 @@ REPORT_ONLY = {"summary", "provenance", "all"}  # they record the whole config
      {"patterns", "attribute_demo"}),
     (lambda c: c["analyzers"].update(lrp_cmp_alpha2_flat={"flat_layers": 2}),
      {"attribute_demo", "metrics", "table1", "fig3", "panel"}, {"attribute_demo"}),
+    (lambda c: c["models"]["demo_vgg"].update(bias="toolbox"),  # the analyzers' convention, not the network
+     {"attribute_demo", "metrics", "table1", "fig3", "panel"}, {"attribute_demo", "panel"}),
     # what changes the data re-runs the data rules, the patterns' own index included
     (lambda c: c["datasets"]["demo"].update(on_error="skip"), None, {"index", "pattern_index"}),
 ], ids=["key-order", "run-settings", "report-settings", "model-card", "precision", "patterns", "analyzer-option",
-        "on-error"])
+        "bias", "on-error"])
 def test_config_edits_rerun_only_what_they_change(ci_run, edit, allowed, required):
     """Snakemake re-runs a job whose params changed: each rule's params hold only what its outputs are computed
     from, with sorted keys, so that a report setting or a batch size does not recompute a study."""

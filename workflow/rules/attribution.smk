@@ -50,7 +50,7 @@ rule patterns:
     benchmark:
         f"{R}/benchmarks/patterns/{{dataset}}.tsv"
     params:
-        model=model_cfg,
+        model=network_cfg,
         max_images=pattern_max_images,
         code=lrp_sources("stages:patterns"),
     threads: config.get("attribution", {}).get("threads", 2)

@@ -292,6 +292,12 @@ def model_cfg(wildcards):
     return model_spec(wildcards.dataset)
 
 
+def network_cfg(wildcards):
+    """The model spec less its α-β `bias` convention, which only the analyzers read: for the rules that run
+    the network without explaining it (occlusion, model card, patterns)."""
+    return {k: v for k, v in model_spec(wildcards.dataset).items() if k != "bias"}
+
+
 def dataset_task(wildcards):
     return dataset(wildcards.dataset).get("task", "multi_label")
 

@@ -58,7 +58,7 @@ rule occlusion:
     benchmark:
         f"{R}/benchmarks/occlusion/{{dataset}}.tsv"
     params:
-        model=model_cfg,
+        model=network_cfg,
         code=lrp_sources("stages:occlusion"),
     threads: config.get("attribution", {}).get("threads", 2)
     resources:
@@ -81,7 +81,7 @@ rule model_card:
     log:
         f"{R}/logs/model_card/{{dataset}}.log",
     params:
-        model=model_cfg,
+        model=network_cfg,
         task=dataset_task,
         thresholds=model_thresholds,
         code=lrp_sources("stages:model_card"),
