@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # One device session: CUDA tests, the attribution benchmark (ours vs zennit vs a plain gradient; again with
 # cudnn.benchmark on for the lrp_cmp analyzers), TF32 error,
-# the end-to-end shard benchmark, deterministic mode and a one-epoch PVOC fine-tune on the GPU. Writes JSON/logs to ${OUT:-benchmarks/out}.
-# Needs zennit: pass its wheel in .whl/ (see benchmarks/README.md).
+# a profile of lrp_cmp_alpha1, the end-to-end shard benchmark and deterministic mode. Writes JSON/logs to ${OUT:-benchmarks/out}.
+# Needs zennit and isal (the device image lacks both): pass their wheels in .whl/ (see benchmarks/README.md).
 set -uo pipefail
-OUT=${OUT:-benchmarks/out}; mkdir -p "$OUT"
+# The device tool returns at most 8 files: every log and JSON goes to a scratch folder, packed into one tarball at the end.
+FINAL=${OUT:-benchmarks/out}; mkdir -p "$FINAL"; OUT=$(mktemp -d)
+trap 'tar czf "$FINAL/gpu_session.tgz" -C "$OUT" .' EXIT
 export PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
@@ -12,9 +14,10 @@ fi
 export PYTHONPATH=${PYTHONPATH:-$PWD}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
-timeout 80 python3 -m pytest -q -p no:cacheprovider tests/test_engine_oracles.py tests/test_engine_properties.py -k "cuda or oracle" 2>&1 | tail -5 | tee "$OUT/cuda_tests.txt"
-timeout 180 python3 benchmarks/attribution.py --device cuda --batch 64 --repeats 5 --check --json "$OUT/attribution_cuda.json" 2>&1 | tee "$OUT/attribution_cuda.txt"
+timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_engine_oracles.py tests/test_engine_properties.py tests/test_shards.py tests/test_attribution_job.py -k "cuda or oracle" 2>&1 | tail -5 | tee "$OUT/cuda_tests.txt"
+timeout 150 python3 benchmarks/attribution.py --device cuda --batch 64 --repeats 5 --check --json "$OUT/attribution_cuda.json" 2>&1 | tee "$OUT/attribution_cuda.txt"
 timeout 60 python3 benchmarks/attribution.py --device cuda --batch 64 --repeats 5 --no-zennit --cudnn-benchmark --only lrp_cmp_alpha1 lrp_cmp_alpha1_flat lrp_cmp_alpha2 lrp_cmp_alpha2_flat --json "$OUT/attribution_cuda_cudnn_benchmark.json" 2>&1 | tee "$OUT/attribution_cuda_cudnn_benchmark.txt"
+timeout 30 python3 benchmarks/attribution.py --device cuda --batch 64 --profile lrp_cmp_alpha1 --no-zennit 2>&1 | tee "$OUT/profile_cmp_alpha1.txt"
 timeout 40 python3 - <<'PY' 2>&1 | tee "$OUT/tf32.txt"
 import torch, torchvision, lrp
 torch.manual_seed(0)
@@ -41,16 +44,4 @@ with warnings.catch_warnings(record=True) as w:
     b = lrp.attribute_many(m, x, t, [n for n in names if n != "pattern_attribution"])
 print("bit-identical on re-run:", {n: bool(torch.equal(a[n], b[n])) for n in a})
 print("nondeterministic-op warnings:", sorted({str(x.message)[:100] for x in w}))
-PY
-timeout 70 python3 - <<'PY' 2>&1 | tee "$OUT/finetune_cuda.txt"
-import tempfile, time
-from pathlib import Path
-from lrp.datasets.demo import DEMO_CLASSES, generate_demo
-from lrp.models.finetune import finetune_alexnet
-root = Path(tempfile.mkdtemp()) / "DEMO"
-generate_demo(root, n_train=512, n_test=64, image_size=224, seed=0, progress=False)
-t0 = time.time()
-bundle, hist = finetune_alexnet(root, DEMO_CLASSES, state_path=root.parent / "state.pt", epochs=1, batch_size=64,
-                                input_size=224, threads=8, device="cuda", log=print)
-print(f"one epoch, 512 images at 224 px on CUDA: {time.time() - t0:.1f} s", hist)
 PY

@@ -2,9 +2,10 @@
 
 Builds an image shard of N random 224² images with random box masks, explains them with a random-weight
 torchvision VGG-16 (all Table 1 analyzers of the ImageNet study, one forward pass per batch) with the
-pipeline's own job code (`lrp.stages.attribute_shard`), writes the attribution shards, then computes the
-metrics as the pipeline does: `lrp.stages.metrics`, one single-threaded process per analyzer, `--metric-jobs`
-at once (Snakemake's `--cores`). Times each phase. Goal (issue: full scale): the I/O and metrics around the
+pipeline's own job code (`lrp.stages.attribute_shard`: it also computes μ's sums of every map on the device),
+writes the attribution shards, then runs the metrics as the pipeline does: `lrp.stages.metrics`, one
+single-threaded process per analyzer, `--metric-jobs` at once (Snakemake's `--cores`). Times each phase; the
+overhead counts everything but the attribution itself and the writer's own (overlapping) time. Goal (issue: full scale): the I/O and metrics around the
 attributions cost ≤ 20 % of the attribution time on one H100.
 
     python benchmarks/pipeline.py --device cuda --n 512 --batch 64 --json out.json
@@ -122,7 +123,7 @@ def main(argv=None):
             for f in done:
                 f.result()
             timings["metrics"] = time.perf_counter() - tic
-    overhead = sum(timings[k] for k in ("load_wait", "h2d", "d2h", "write_wait", "metrics"))
+    overhead = sum(timings[k] for k in ("load_wait", "h2d", "sums", "d2h", "write_wait", "metrics"))
     device_name = cpu_or_gpu_name(dev)
     io_threads = a.io_threads or torch.get_num_threads()
     res = {"device": device_name, "n": a.n, "io_threads": io_threads, "metric_jobs": jobs, "batch": a.batch, "size": a.size, "analyzers": len(ANALYZERS),

@@ -1,14 +1,16 @@
 """How many relevance maps per second can an attribution job store? (HDF5 filters vs parallel chunk encoding)
 
 A GPU attribution job hands every batch's maps (one per analyzer and image) to a background writer that
-byte-shuffles, gzip-compresses and stores them (`lrp.shards.ShardWriter`). If the writer is slower than the
+byte-shuffles, deflate-compresses and stores them (`lrp.shards.ShardWriter`). If the writer is slower than the
 GPU, it, not the GPU, sets the job's speed. This times, in one process on the same maps, interleaved, each
 up to and including `close()`:
 - `hdf5-filters`: the maps assigned to an h5py dataset with gzip + shuffle, float16 by a plain cast (how
   shards were written before `ShardWriter` scaled float16 maps and encoded chunks itself);
-- `ShardWriter, T threads`: chunks encoded in T threads (zlib releases the GIL) and stored with
-  `write_direct_chunk`; float16 maps divided by a power-of-two scale first (`power_of_two_scale`).
+- `ShardWriter, T threads`: `write()` of float32 maps: scaled, cast and byte-shuffled (`encode_maps`, torch on
+  the CPU), then deflated by ISA-L in T threads (it releases the GIL) and stored with `write_direct_chunk`.
   T = 0: no pool, one chunk after the other on the calling thread.
+- `write_encoded, T threads`: the maps encoded beforehand, untimed, as an attribution job does on its GPU:
+  the writer thread's share of a GPU job (compress and store).
 The maps: every ImageNet-study analyzer on a seeded random-weight VGG-16 at 224², channel-summed. Their
 values are far smaller than a trained model's, which flatters a plain float16 cast (mostly subnormals,
 which compress well); the JSON records the fraction and the stored bytes per map.
@@ -38,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lrp  # noqa: E402
 from benchmarks.attribution import device_name  # noqa: E402
 from benchmarks.pipeline import ANALYZERS  # noqa: E402
-from lrp.shards import GZIP_LEVEL, ShardWriter, power_of_two_scale, to_precision  # noqa: E402
+from lrp.shards import (GZIP_LEVEL, ISAL_LEVEL, ShardWriter, encode_maps, power_of_two_scale,  # noqa: E402
+                        to_precision)
 
 
 def real_maps(n_images: int, size: int) -> dict[str, np.ndarray]:
@@ -72,16 +75,20 @@ def time_hdf5_filters(path: Path, batches: dict, n_batches: int, precision: str)
     return time.perf_counter() - tic
 
 
-def time_shard_writer(directory: Path, batches: dict, n_batches: int, precision: str, threads: int) -> float:
+def time_shard_writer(directory: Path, batches: dict, n_batches: int, precision: str, threads: int,
+                      encoded: bool = False) -> float:
+    """`encoded`: the maps are encoded beforehand (`encode_maps`, untimed), as an attribution job does on its
+    GPU; what is timed is the writer thread's share, compressing and storing."""
     pool = ThreadPoolExecutor(threads) if threads else None
     try:
         writers = {a: ShardWriter(directory / f"{a}.h5", n_batches * len(b), b.shape[1:],
                                   [str(i) for i in range(n_batches * len(b))], precision=precision, pool=pool)
                    for a, b in batches.items()}
+        pre = {a: encode_maps(b, precision) for a, b in batches.items()} if encoded else {}
         tic = time.perf_counter()
         for _ in range(n_batches):
             for a, b in batches.items():
-                writers[a].write(b)
+                writers[a].write_encoded(pre[a]) if encoded else writers[a].write(b)
         for w in writers.values():
             w.close()
         return time.perf_counter() - tic
@@ -135,22 +142,25 @@ def main(argv=None):
     subnormal = float(np.mean(nonzero < np.finfo(np.float16).tiny)) if nonzero.size else 0.0
     rows, sizes = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        contenders = [("hdf5-filters", None)] + [(f"ShardWriter, {t} threads", t) for t in a.threads]
+        contenders = ([("hdf5-filters", None, False)] + [(f"ShardWriter, {t} threads", t, False) for t in a.threads]
+                      + [(f"write_encoded, {t} threads", t, True) for t in a.threads])
         for r in range(a.repeats):  # interleaved, so drift on a shared machine hits every contender alike
-            for label, threads in contenders:
-                d = Path(tmp) / f"{r}-{threads}"
+            for label, threads, encoded in contenders:
+                d = Path(tmp) / f"{r}-{threads}-{encoded}"
                 d.mkdir()
                 sec = (time_hdf5_filters(d / "ref.h5", batches, a.batches, a.precision) if threads is None
-                       else time_shard_writer(d, batches, a.batches, a.precision, threads))
+                       else time_shard_writer(d, batches, a.batches, a.precision, threads, encoded))
                 rows.setdefault(label, []).append(sec)
                 sizes[label] = sum(f.stat().st_size for f in d.iterdir()) / n_maps
     res = {"cpu": device_name(torch.device("cpu")), "cpus": os.cpu_count(), "size": a.size, "batch": a.batch,
            "analyzers": len(batches), "precision": a.precision, "maps_per_run": n_maps, "gzip_level": GZIP_LEVEL,
+           "isal_level": ISAL_LEVEL,
            "seconds": rows, "maps_per_s": {k: n_maps / float(np.median(v)) for k, v in rows.items()},
            "bytes_per_map": sizes, "fraction_nonzero_below_float16_normal": subnormal,
            "float16_conversion_ms_per_map": conversion_ms_per_map(every)}
     print(f"{res['cpu']} ({res['cpus']} CPUs); {n_maps} maps of {a.size}² per run ({a.batches} batches × "
-          f"{a.batch} images × {len(batches)} analyzers), {a.precision}, gzip {GZIP_LEVEL} + shuffle, "
+          f"{a.batch} images × {len(batches)} analyzers), {a.precision}, shuffle + deflate (hdf5-filters: zlib "
+          f"level {GZIP_LEVEL}; ShardWriter: ISA-L level {ISAL_LEVEL}), "
           f"median of {a.repeats}")
     base = res["maps_per_s"]["hdf5-filters"]
     print(f"maps' nonzero values below float16's smallest normal (6.1e-5): {subnormal:.0%}")

@@ -379,21 +379,23 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
     The writes run on a background thread, with `io_threads` threads (default: torch's thread count, i.e.
     the job's `threads`) compressing the chunks: a GPU produces maps faster than one thread compresses them.
     `timings` (optional) collects seconds per phase for benchmarks/pipeline.py: waiting for data, host-to-
-    device + preprocessing, attribution, device-to-host copies, and waiting for the writer (when its queue
-    is full, and at the end); `writer_busy` is the writer thread's own time, which overlaps the rest.
+    device + preprocessing, attribution, the metric sums (`sums`, on the device), encoding the maps on the
+    device + device-to-host copies (`d2h`), and waiting for the writer (when its queue is full, and at the end); `writer_busy` is the writer
+    thread's own time, which overlaps the rest.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from .attribution import attribute_many
     from .loader import BackgroundWriter, prefetch
+    from .metrics import relevance_sums
     from .plugins import source_attrs
     from .preprocess import iter_shard_batches, shard_size
-    from .shards import ShardWriter
+    from .shards import ShardWriter, encode_batch
 
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     t = timings if timings is not None else {}
-    for k in ("load_wait", "h2d", "attribute", "d2h", "write_wait", "writer_busy"):
+    for k in ("load_wait", "h2d", "attribute", "sums", "d2h", "write_wait", "writer_busy"):
         t.setdefault(k, 0.0)
     n, ids, size = shard_size(image_shard_h5)
     pool = ThreadPoolExecutor(max_workers=max(1, io_threads or torch.get_num_threads()),
@@ -404,9 +406,9 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
     try:
         for name in opts:
             writers[name] = ShardWriter(out_paths[name], n, (size, size), ids, precision=precision, pool=pool,
-                                        analyzer=name, options={k: v for k, v in opts[name].items()
+                                        sums=True, analyzer=name, options={k: v for k, v in opts[name].items()
                                                                 if k != "patterns"}, **source_attrs(name), **attrs)
-        bg = BackgroundWriter()
+        bg = BackgroundWriter(depth=2)  # whole batches: one analyzer's maps at a time would stall the loop
         batches = prefetch(iter_shard_batches(image_shard_h5, batch_size), pin=cuda)
         while True:
             tic = time.perf_counter()
@@ -417,6 +419,7 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
             tic = time.perf_counter()
             x = bundle.preprocessing(torch.as_tensor(b.images), device=dev)
             targets = torch.from_numpy(b.class_index).to(dev, non_blocking=True)
+            masks = torch.from_numpy(b.masks).to(dev, non_blocking=True)
             sync()
             t["h2d"] += time.perf_counter() - tic
             tic = time.perf_counter()
@@ -425,11 +428,15 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
             sync()
             t["attribute"] += time.perf_counter() - tic
             tic = time.perf_counter()
-            host = {name: R.float().cpu().numpy() for name, R in maps.items()}
+            # μ's sums from the float32 maps, where they are: the metrics jobs only read them
+            sums = {name: relevance_sums(R, masks) for name, R in maps.items()}
+            t["sums"] += time.perf_counter() - tic
+            tic = time.perf_counter()
+            # scaled, cast and byte-shuffled on the device, one host copy; the writer only compresses and stores
+            host = encode_batch(maps, precision)
             t["d2h"] += time.perf_counter() - tic
             tic = time.perf_counter()
-            for name, arr in host.items():
-                bg.submit(writers[name].write, arr)  # blocks while the writer's queue is full
+            bg.submit(_write_batch, writers, host, sums)  # blocks while the writer is two batches behind
             t["write_wait"] += time.perf_counter() - tic
             done += len(b.class_index)
             n_batches += 1
@@ -465,44 +472,52 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
         pool.shutdown(wait=True)
 
 
+def _write_batch(writers: dict, encoded: dict, sums: dict) -> None:
+    for name, enc in encoded.items():
+        writers[name].write_encoded(enc, sums[name])
+
+
 # ---------------------------------------------------------------------------------------------------
 # Evaluation
 
 
 def metrics(analyzer: str, image_shards: list, attribution_shards: list, out_csv):
-    """μ, μ_w and the relevance sums per sample of one analyzer (baseline: analytic, from the masks)."""
-    from .io import atomic_path
-    from .metrics import relevance_sums
-    from .preprocess import iter_shard_batches
-    from .shards import iter_shard
+    """μ, μ_w and the relevance sums per sample of one analyzer (baseline: analytic, from the masks).
 
-    parts = []
+    The sums come from the attribution shards: their jobs computed them from the float32 maps (so μ does not
+    depend on `attribution.precision`), and reading them here costs milliseconds, where scoring the stored
+    maps took ~18 % of the attribution time on an H100 (benchmarks/README.md).
+    """
+    from .io import atomic_path
+    from .metrics import mu_from_sums, relevance_sums
+    from .preprocess import iter_shard_batches, shard_size
+    from .shards import read_sums
+
+    ids, sums = [], []
     if analyzer == "baseline":
         for img in image_shards:
-            for _, masks, _, ids in iter_shard_batches(img, 256, load_images=False):
-                parts.append(_metric_rows(ids, np.ones(masks.shape, np.float32), masks, relevance_sums))
+            for _, masks, _, mids in iter_shard_batches(img, 256, load_images=False):
+                ids.append(mids)
+                sums.append(relevance_sums(np.ones(masks.shape, np.float32), masks))
     else:
         if len(image_shards) != len(attribution_shards):
             raise ValueError("image and attribution shards do not pair up")
         for img, att in zip(image_shards, attribution_shards):
-            mask_batches = iter_shard_batches(img, 256, load_images=False)
-            for (ids, rel), (_, masks, _, mids) in zip(iter_shard(att, 256), mask_batches):
-                if list(ids) != list(mids):
-                    raise ValueError(f"{att} and {img} disagree on sample order")
-                parts.append(_metric_rows(ids, rel, masks, relevance_sums))
-    df = pd.concat(parts, ignore_index=True)
+            rids, s, size = read_sums(att)
+            _, mids, img_size = shard_size(img)
+            if list(rids) != list(mids) or size != (img_size, img_size):
+                raise ValueError(f"{att} and {img} disagree on sample order or map size")
+            ids.append(mids)
+            sums.append(s)
+    s = {k: np.concatenate([b[k] for b in sums]) if sums else np.zeros(0) for k in ("r_in", "r_tot", "s_in", "s_tot")}
+    mu, mu_w = mu_from_sums(**s)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df = pd.DataFrame({"sample_id": np.concatenate(ids) if ids else np.zeros(0, str),
+                           "box_fraction": s["s_in"] / s["s_tot"], "mu": mu, "mu_w": mu_w,
+                           "r_in": s["r_in"], "r_tot": s["r_tot"]})
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
     log(f"metrics {analyzer}: {len(df)} samples, mean μ {df['mu'].mean():.4f}, NaN {int(df['mu'].isna().sum())}")
-
-
-def _metric_rows(ids, rel, masks, relevance_sums):
-    from .metrics import mu_from_sums
-
-    s = relevance_sums(rel, masks)
-    mu, mu_w = mu_from_sums(**s)
-    return pd.DataFrame({"sample_id": ids, "box_fraction": s["s_in"] / s["s_tot"], "mu": mu, "mu_w": mu_w,
-                         "r_in": s["r_in"], "r_tot": s["r_tot"]})
 
 
 def table1(metric_csvs: dict, paper_dataset, out_csv, out_md, out_tex, n_boot: int, seed: int, title: str):

@@ -56,7 +56,8 @@ def test_shard_writer_benchmark_smoke(tmp_path):
     js = tmp_path / "w.json"
     stdout = run("benchmarks/shard_writer.py", "--quick", "--threads", "0", "2", "--json", js)
     res = json.loads(js.read_text())
-    assert set(res["maps_per_s"]) == {"hdf5-filters", "ShardWriter, 0 threads", "ShardWriter, 2 threads"}
+    assert set(res["maps_per_s"]) == {"hdf5-filters", "ShardWriter, 0 threads", "ShardWriter, 2 threads",
+                                      "write_encoded, 0 threads", "write_encoded, 2 threads"}
     assert all(v > 0 for v in res["maps_per_s"].values())
     assert res["analyzers"] == 11 and res["maps_per_run"] == 1 * 4 * 11
     assert "images/s" in stdout

@@ -83,22 +83,37 @@ def test_bad_mask_rejected():
         inside_total_ratio(np.ones((4, 4)), np.ones((4, 4), bool))
 
 
-def test_torch_input_matches_numpy():
+@pytest.mark.parametrize("shape", [(4, 3, 8, 8), (4, 8, 8)])
+def test_torch_input_matches_numpy(shape):
+    """The torch path (summed on the tensor's device: GPU attribution jobs score maps this way) gives the
+    numpy path's float64 sums, up to summation order."""
     rng = np.random.default_rng(2)
-    r = rng.normal(size=(4, 3, 8, 8)).astype(np.float32)
+    r = rng.normal(size=shape).astype(np.float32)
     m = rng.random((4, 8, 8)) < 0.4
-    expect = inside_total_ratio(r, m)
-    got = inside_total_ratio(torch.from_numpy(r), torch.from_numpy(m))
-    for e, g in zip(expect, got):
+    expect, got = relevance_sums(r, m), relevance_sums(torch.from_numpy(r), torch.from_numpy(m))
+    for k in expect:
+        assert got[k].dtype == np.float64
+        np.testing.assert_allclose(got[k], expect[k], rtol=1e-12)
+    for e, g in zip(inside_total_ratio(r, m), inside_total_ratio(torch.from_numpy(r), m)):
         np.testing.assert_allclose(g, e, rtol=1e-12)
-    with pytest.raises(ValueError, match="non-finite"):
-        inside_total_ratio(torch.full((1, 3, 2, 2), float("nan")), torch.ones(1, 2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"non-finite relevance in samples \[1\]"):
+        relevance_sums(torch.tensor([[[1.0]], [[float("-inf")]]]), torch.ones(2, 1, 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask must be bool"):
+        relevance_sums(torch.from_numpy(r), torch.ones(m.shape))
+    with pytest.raises(ValueError, match="mask shape"):
+        relevance_sums(torch.from_numpy(r), torch.ones(4, 8, 9, dtype=torch.bool))
 
 
-def test_sums_accumulate_in_float64():
+@pytest.mark.parametrize("form", ["numpy NCHW", "numpy NHW", "torch NCHW", "torch NHW"])
+def test_sums_accumulate_in_float64(form):
     r = np.ones((1, 1, 100, 100), np.float32)
     r[0, 0, 0, 0] = 1e8  # float32 accumulation would lose the 9,999 ones (ulp of 1e8 is 8)
-    s = relevance_sums(r, _mask((1, 100, 100), (0, 0, 0)))
+    if "NHW" in form:
+        r = r[:, 0]  # a channel-summed float32 map, as the shards store and attribution jobs score
+    m = _mask((1, 100, 100), (0, 0, 0))
+    if "torch" in form:
+        r, m = torch.from_numpy(r), torch.from_numpy(m)
+    s = relevance_sums(r, m)
     assert s["r_tot"][0] == 1e8 + 9999 and s["r_in"][0] == 1e8
     assert s["r_tot"].dtype == np.float64
     assert s["s_in"][0] == 1 and s["s_tot"][0] == 10000

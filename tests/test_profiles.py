@@ -56,3 +56,18 @@ def test_profile_dry_runs_the_paper_dag(profile, tmp_path):
     out = _snakemake("--profile", ROOT / "profiles" / profile, "-n", "--configfile", ROOT / "config" / "config.yaml",
                      cwd=tmp_path)
     assert re.search(r"attribute_imagenet\s+100", out)
+
+
+def test_conda_env_pins_what_the_pip_venv_pins():
+    """`--use-conda` users get envs/lrp.yaml, CI and `make` get envs/requirements.txt: the same versions, so
+    what CI tests is what the rules run (the conda env leaves out Snakemake and its executor plugins)."""
+    pins = {}
+    for line in (ROOT / "envs" / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name.lower()] = version
+    env = yaml.safe_load((ROOT / "envs" / "lrp.yaml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    conda_pins = dict(p.lower().split("==") for p in pip_section)
+    assert conda_pins == {k: v for k, v in pins.items() if not k.startswith("snakemake")}

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from lrp.metrics import mu_from_sums, relevance_sums
-from lrp.shards import (ShardWriter, encode_chunk, iter_shard, power_of_two_scale, read_attrs, read_shard,
-                        to_precision)
+from lrp.shards import (ShardWriter, encode_batch, encode_chunk, encode_maps, iter_shard, power_of_two_scale, read_attrs,
+                        read_shard, to_precision)
 
 
 def _maps(n, h=37, w=53, seed=0, magnitude=1.0):
@@ -190,3 +190,117 @@ def test_float16_conversion_matches_numpy_bit_for_bit():
     back = to_precision(ref, np.float32)
     np.testing.assert_array_equal(back.view(np.uint32), ref.astype(np.float32).view(np.uint32))
     assert back.dtype == np.float32
+
+
+def _hard_maps():
+    """Maps whose scaling and float16 cast are easy to get wrong: ties between subnormals, ±0, exact powers
+    of two, peaks at float32's extremes, all-zero and single-value maps."""
+    rng = np.random.default_rng(2)
+    maps = (rng.standard_normal((12, 9, 11)) * 10.0 ** rng.integers(-30, 30, (12, 1, 1))).astype(np.float32)
+    maps[0] = 0.0
+    maps[1, :2] = -0.0
+    maps[2, 0, 0] = 2.0 ** 5  # a power of two as the peak: the scale is the peak itself
+    maps[2, 1:] = np.float32(3 * 2.0 ** -20)
+    maps[3] = (np.arange(99, dtype=np.float32).reshape(9, 11) + 0.5) * np.float32(2.0 ** -24)  # halfway points
+    maps[4] = np.float32(2.0 ** -149)  # the smallest subnormal float32 everywhere
+    maps[5, 3, 3] = 1.5e38  # near the top of float32
+    maps[6] = -maps[6]
+    return maps
+
+
+@pytest.mark.parametrize("precision", ["float16", "float32"])
+def test_encode_maps_gives_the_numpy_reference_bytes(precision):
+    """The torch encoder (which runs on the GPU in attribution jobs) against an independent numpy path:
+    `power_of_two_scale`, numpy's round-to-nearest-even cast, and HDF5's byte shuffle written out."""
+    maps = _hard_maps()
+    enc = encode_maps(maps, precision)
+    if precision == "float16":
+        scale = power_of_two_scale(maps)
+        np.testing.assert_array_equal(enc.scale, scale)
+        stored = (maps / scale[:, None, None]).astype(np.float16)
+    else:
+        assert enc.scale is None
+        stored = maps
+    raw = stored.reshape(len(maps), -1).view(np.uint8).reshape(len(maps), -1, stored.itemsize)
+    np.testing.assert_array_equal(enc.chunks, raw.transpose(0, 2, 1).reshape(len(maps), -1))
+    assert enc.shape == (9, 11) and enc.finite and enc.peak == np.abs(maps).max()
+    for row, ref in zip(enc.chunks, stored):  # what encode_chunk (the per-chunk numpy encoder) stores
+        assert zlib.decompress(zlib.compress(row, 4)) == zlib.decompress(encode_chunk(ref))
+
+
+def test_encode_maps_flags_what_the_writer_refuses(tmp_path):
+    assert not encode_maps(np.float32([[[0.0, np.nan]]])).finite
+    assert not encode_maps(np.float32([[[0.0, -np.inf]]]), "float32").finite
+    assert np.isinf(encode_maps(np.full((1, 2, 2), 3e38, np.float32)).scale).all()  # beyond 2^127
+    assert encode_maps(np.zeros((0, 4, 4), np.float32)).chunks.shape == (0, 32)
+    with pytest.raises(ValueError, match="precision"):
+        encode_maps(np.zeros((1, 4, 4), np.float32), "bfloat16")
+    w = ShardWriter(tmp_path / "s.h5", 2, (4, 4), ["a", "b"], precision="float16")
+    try:
+        with pytest.raises(ValueError, match=r"maps of shape \(2, 8\), the shard holds \(4, 4\)"):
+            w.write(np.zeros((1, 2, 8), np.float32))  # the same bytes per map, another shape
+        with pytest.raises(ValueError, match="another precision than the shard's float16"):
+            w.write_encoded(encode_maps(np.zeros((1, 4, 4), np.float32), "float32"))
+    finally:
+        w.abort()
+
+
+def test_encode_batch_equals_one_analyzer_at_a_time():
+    """The attribution job encodes every analyzer's maps of a batch together (one host copy): each must come
+    out as if encoded alone."""
+    import torch
+
+    maps = _hard_maps()
+    batch = {"a": maps[:5], "b": torch.from_numpy(maps[5:]), "empty": maps[:0]}
+    for precision in ("float16", "float32"):
+        together = encode_batch(batch, precision)
+        assert list(together) == ["a", "b", "empty"]
+        for name, m in batch.items():
+            alone = encode_maps(m, precision)
+            np.testing.assert_array_equal(together[name].chunks, alone.chunks)
+            np.testing.assert_array_equal(together[name].scale, alone.scale)
+            assert (together[name].shape, together[name].finite, together[name].peak) == (alone.shape, alone.finite, alone.peak)
+    assert encode_batch({}) == {}
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_encode_batch_on_cuda_is_bit_identical_to_cpu():
+    """What a GPU job stores (encoded on the device, one pinned copy) equals the CPU encoding, bit for bit."""
+    import torch
+
+    maps = _hard_maps()
+    for precision in ("float16", "float32"):
+        gpu = encode_batch({"a": torch.from_numpy(maps[:7]).cuda(), "b": torch.from_numpy(maps[7:]).cuda()},
+                           precision)
+        for name, m in (("a", maps[:7]), ("b", maps[7:])):
+            cpu = encode_maps(m, precision)
+            np.testing.assert_array_equal(gpu[name].chunks, cpu.chunks)
+            np.testing.assert_array_equal(gpu[name].scale, cpu.scale)
+            assert (gpu[name].finite, gpu[name].peak, gpu[name].shape) == (cpu.finite, cpu.peak, cpu.shape)
+
+
+def test_writer_stores_metric_sums_when_made_for_them(tmp_path):
+    from lrp.shards import read_sums
+
+    maps = _maps(4, h=6, w=5)
+    sums = {"r_in": np.arange(4.0), "r_tot": np.arange(4.0) + 1, "s_in": np.full(4, 3.0)}
+    w = ShardWriter(tmp_path / "s.h5", 4, (6, 5), list("abcd"), sums=True)
+    with pytest.raises(ValueError, match="stores metric sums: pass them"):
+        w.write(maps[:2])
+    with pytest.raises(ValueError, match=r"metric sums \['s_in'\] missing or not one per map"):
+        w.write(maps[:2], {**{k: v[:2] for k, v in sums.items()}, "s_in": np.ones(3)})
+    w.write(maps[:2], {k: v[:2] for k, v in sums.items()})
+    w.write(maps[2:], {k: v[2:] for k, v in sums.items()})
+    w.close()
+    ids, got, size = read_sums(tmp_path / "s.h5")
+    assert list(ids) == list("abcd") and size == (6, 5)
+    for k, v in sums.items():
+        np.testing.assert_array_equal(got[k], v)
+    np.testing.assert_array_equal(got["s_tot"], np.full(4, 30.0))
+    plain = ShardWriter(tmp_path / "p.h5", 1, (6, 5), ["a"])
+    with pytest.raises(ValueError, match="made without sums=True"):
+        plain.write(maps[:1], {k: v[:1] for k, v in sums.items()})
+    plain.write(maps[:1])
+    plain.close()
+    with pytest.raises(ValueError, match=r"p\.h5: no metric sums"):
+        read_sums(tmp_path / "p.h5")
