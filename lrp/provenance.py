@@ -19,7 +19,7 @@ from lrp import __version__
 from lrp.io import atomic_path
 from lrp.models.base import sha256_file
 
-PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pandas", "h5py", "matplotlib", "pillow", "lxml",
+PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pandas", "h5py", "isal", "matplotlib", "pillow", "lxml",
             "snakemake", "protobuf")
 
 

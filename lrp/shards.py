@@ -25,8 +25,8 @@ from isal import isal_zlib
 from .io import atomic_path
 
 STR = h5py.string_dtype("utf-8")
-SUMS = ("r_in", "r_tot", "s_in")  # per-map metric sums an attribution job stores (lrp.metrics.relevance_sums)
-SUMS_OF = ("lrp.metrics.relevance_sums of the float32 maps before storage (positive part after the channel "
+SUMS = ("r_in", "r_tot", "s_in")  # per-map metric sums an attribution job stores (lrp.sums.relevance_sums)
+SUMS_OF = ("lrp.sums.relevance_sums of the float32 maps before storage (positive part after the channel "
            "sum, float64), with the sample's mask")
 GZIP_LEVEL = 4  # the gzip filter's level recorded in the dataset (used if HDF5 itself compresses a chunk)
 ISAL_LEVEL = 2  # ISA-L's deflate level for the chunks the writer stores (its default)
@@ -172,6 +172,8 @@ def _encode_on_device(maps, precision: str):
     hw, size = maps.shape[1] * maps.shape[2], maps.element_size()
     raw = maps.reshape(k, hw).view(torch.uint8)  # little-endian bytes of each value
     shuffled = raw.reshape(k, hw, size).transpose(1, 2).reshape(k, hw * size)  # HDF5's shuffle filter
+    if shuffled.data_ptr() == maps.data_ptr() and shuffled.numel():  # 1-pixel maps: a view of the input
+        shuffled = shuffled.clone()
     return shuffled, scale, peak, tuple(maps.shape[1:])
 
 
@@ -180,7 +182,7 @@ class ShardWriter:
 
     Why batch-wise: a shard of VGG-16 maps does not need to sit in memory, and an interrupted job leaves
     only the temporary name behind (never a file that looks complete). `pool` (threads) compresses a
-    batch's chunks in parallel (`encode_chunk`); without it they are compressed one after the other.
+    batch's chunks in parallel (ISA-L deflate); without it they are compressed one after the other.
     """
 
     def __init__(self, path, n: int, size: tuple[int, int], sample_ids, precision="float16",
@@ -221,7 +223,7 @@ class ShardWriter:
 
     def write(self, maps, sums: dict | None = None) -> None:
         """Append a batch of maps (k, H, W) float32 (numpy, or torch on any device), checked first: right
-        shape and count, all finite. `sums`: their `lrp.metrics.relevance_sums` (a writer made with
+        shape and count, all finite. `sums`: their `lrp.sums.relevance_sums` (a writer made with
         `sums=True` needs them)."""
         self.write_encoded(encode_maps(maps, self.precision), sums)
 

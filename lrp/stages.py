@@ -387,10 +387,10 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
 
     from .attribution import attribute_many
     from .loader import BackgroundWriter, prefetch
-    from .metrics import relevance_sums
     from .plugins import source_attrs
     from .preprocess import iter_shard_batches, shard_size
     from .shards import ShardWriter, encode_batch
+    from .sums import relevance_sums
 
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -429,7 +429,7 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
             t["attribute"] += time.perf_counter() - tic
             tic = time.perf_counter()
             # μ's sums from the float32 maps, where they are: the metrics jobs only read them
-            sums = {name: relevance_sums(R, masks) for name, R in maps.items()}
+            sums = {name: _scored(relevance_sums, R, masks, name, out_paths[name], done) for name, R in maps.items()}
             t["sums"] += time.perf_counter() - tic
             tic = time.perf_counter()
             # scaled, cast and byte-shuffled on the device, one host copy; the writer only compresses and stores
@@ -472,6 +472,14 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
         pool.shutdown(wait=True)
 
 
+def _scored(relevance_sums, R, masks, name: str, path, first: int) -> dict:
+    """μ's sums of one analyzer's batch; a non-finite map is an error naming the analyzer and the shard."""
+    try:
+        return relevance_sums(R, masks)
+    except ValueError as e:
+        raise ValueError(f"{name} -> {path} (samples from {first}): {e}") from None
+
+
 def _write_batch(writers: dict, encoded: dict, sums: dict) -> None:
     for name, enc in encoded.items():
         writers[name].write_encoded(enc, sums[name])
@@ -488,6 +496,8 @@ def metrics(analyzer: str, image_shards: list, attribution_shards: list, out_csv
     depend on `attribution.precision`), and reading them here costs milliseconds, where scoring the stored
     maps took ~18 % of the attribution time on an H100 (benchmarks/README.md).
     """
+    import h5py
+
     from .io import atomic_path
     from .metrics import mu_from_sums, relevance_sums
     from .preprocess import iter_shard_batches, shard_size
@@ -507,6 +517,11 @@ def metrics(analyzer: str, image_shards: list, attribution_shards: list, out_csv
             _, mids, img_size = shard_size(img)
             if list(rids) != list(mids) or size != (img_size, img_size):
                 raise ValueError(f"{att} and {img} disagree on sample order or map size")
+            with h5py.File(img, "r") as f:  # the masks the sums were taken with are this shard's
+                wrong = np.flatnonzero(np.abs(s["s_in"] / s["s_tot"] - f["box_fraction"][:]) > 1e-9)
+            if wrong.size:
+                raise ValueError(f"{att}: the sums' mask sizes differ from {img}'s box_fraction for samples "
+                                 f"{list(mids[wrong[:5]])}: the image shard changed after the attribution")
             ids.append(mids)
             sums.append(s)
     s = {k: np.concatenate([b[k] for b in sums]) if sums else np.zeros(0) for k in ("r_in", "r_tot", "s_in", "s_tot")}

@@ -83,7 +83,7 @@ def test_the_job_stores_the_sums_of_its_float32_maps(tmp_path):
         expect = relevance_sums(ref[a], masks)  # numpy, independent of the job's torch path
         for k in ("r_in", "r_tot", "s_in", "s_tot"):
             np.testing.assert_allclose(sums[k], expect[k], rtol=1e-6, atol=1e-30, err_msg=f"{a} {k}")
-        assert read_attrs(path)["sums_of"].startswith("lrp.metrics.relevance_sums")
+        assert read_attrs(path)["sums_of"].startswith("lrp.sums.relevance_sums")
         stored = read_shard(path)[1]  # the float16 maps: the same maps, to float16's precision
         scale = np.abs(ref[a]).max(axis=(1, 2), keepdims=True)
         assert np.abs(stored - ref[a]).max() <= 1e-3 * scale.max()
@@ -113,10 +113,33 @@ def test_metrics_refuse_shards_without_sums_or_out_of_order(tmp_path):
         del f["r_in"]
     with pytest.raises(ValueError, match=r"0\.h5: no metric sums \(r_in\).*re-run its attribution"):
         metrics("lrp_z", [img], [path], tmp_path / "m.csv")
-    _image_shard(tmp_path / "other.h5", 6)
+    _image_shard(tmp_path / "shorter.h5", 6)
     with pytest.raises(ValueError, match="disagree on sample order"):
-        metrics("gradient", [tmp_path / "other.h5"], [outs["gradient"]], tmp_path / "m.csv")
+        metrics("gradient", [tmp_path / "shorter.h5"], [outs["gradient"]], tmp_path / "m.csv")
+    _image_shard(tmp_path / "permuted.h5", 7)
+    with h5py.File(tmp_path / "permuted.h5", "a") as f:
+        f["sample_id"][:] = np.array([f"s{i}" for i in (1, 0, 2, 3, 4, 5, 6)], dtype=object)
+    with pytest.raises(ValueError, match="disagree on sample order"):
+        metrics("gradient", [tmp_path / "permuted.h5"], [outs["gradient"]], tmp_path / "m.csv")
+    _image_shard(tmp_path / "other_masks.h5", 7, seed=1)  # same ids, other boxes: sums of other masks
+    with pytest.raises(ValueError, match=r"mask sizes differ from .*other_masks\.h5's box_fraction"):
+        metrics("gradient", [tmp_path / "other_masks.h5"], [outs["gradient"]], tmp_path / "m.csv")
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_a_non_finite_map_fails_the_job_naming_analyzer_and_shard(tmp_path, monkeypatch):
+    real = lrp.attribution.attribute_many
+
+    def broken(*args, **kwargs):
+        maps = real(*args, **kwargs)
+        maps["gradient"][1, 0, 2, 2] = float("nan")
+        return maps
+
+    monkeypatch.setattr(lrp.attribution, "attribute_many", broken)
+    with pytest.raises(ValueError, match=r"gradient -> .*gradient/0\.h5 \(samples from 0\): non-finite relevance in "
+                                         r"samples \[1\]"):
+        _run(tmp_path, "float16")
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".h5" and p.name != "images.h5"] == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

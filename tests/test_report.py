@@ -213,4 +213,6 @@ def test_source_hash_follows_the_functions_a_stage_uses(tmp_path):
     assert len(source_hash("stages:attribute")) == 16  # the real stage module
     real = source_specs("stages:train_model")
     assert {"models.demo", "models.finetune", "models.checkpoint"} <= real and "panel" not in real
-    assert {"attribution", "rules", "composites", "graph", "shards", "loader"} <= source_specs("stages:attribute")
+    attribute = source_specs("stages:attribute")
+    assert {"attribution", "rules", "composites", "graph", "shards", "loader", "sums"} <= attribute
+    assert "metrics" not in attribute  # the jobs store μ's sums (lrp.sums); Table 1's statistics are not theirs
