@@ -380,8 +380,8 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
     the job's `threads`) compressing the chunks: a GPU produces maps faster than one thread compresses them.
     `timings` (optional) collects seconds per phase for benchmarks/pipeline.py: waiting for data, host-to-
     device + preprocessing, attribution, the metric sums (`sums`, on the device), encoding the maps on the
-    device + device-to-host copies (`d2h`), and waiting for the writer (when its queue is full, and at the end); `writer_busy` is the writer
-    thread's own time, which overlaps the rest.
+    device + device-to-host copies (`d2h`), and waiting for the writer (when its queue is full, and at the
+    end); `writer_busy` is the writer thread's own time, which overlaps the rest.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -390,7 +390,6 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
     from .plugins import source_attrs
     from .preprocess import iter_shard_batches, shard_size
     from .shards import ShardWriter, encode_batch
-    from .sums import relevance_sums
 
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -429,7 +428,7 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
             t["attribute"] += time.perf_counter() - tic
             tic = time.perf_counter()
             # μ's sums from the float32 maps, where they are: the metrics jobs only read them
-            sums = {name: _scored(relevance_sums, R, masks, name, out_paths[name], done) for name, R in maps.items()}
+            sums = {name: _scored(R, masks, name, out_paths[name], done) for name, R in maps.items()}
             t["sums"] += time.perf_counter() - tic
             tic = time.perf_counter()
             # scaled, cast and byte-shuffled on the device, one host copy; the writer only compresses and stores
@@ -472,8 +471,10 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
         pool.shutdown(wait=True)
 
 
-def _scored(relevance_sums, R, masks, name: str, path, first: int) -> dict:
+def _scored(R, masks, name: str, path, first: int) -> dict:
     """μ's sums of one analyzer's batch; a non-finite map is an error naming the analyzer and the shard."""
+    from .sums import relevance_sums
+
     try:
         return relevance_sums(R, masks)
     except ValueError as e:
