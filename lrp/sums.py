@@ -19,8 +19,6 @@ def _pixel_relevance(relevance, positive_part: str) -> np.ndarray:
     """(N,C,H,W) or (N,H,W) numpy -> positive pixel relevance (N,H,W): float64 from a channel sum
     or float64 input, else float32 (the sums accumulate in float64 either way; an (N,H,W) float32 map
     needs no float64 copy, which made a metrics job twice as slow)."""
-    if positive_part not in POSITIVE_PART:
-        raise ValueError(f"positive_part must be one of {POSITIVE_PART}, got {positive_part!r}")
     r = np.asarray(relevance)
     if r.ndim == 4:
         if positive_part == "before_channel_sum":
@@ -31,18 +29,26 @@ def _pixel_relevance(relevance, positive_part: str) -> np.ndarray:
     if r.ndim != 3:
         raise ValueError(f"relevance must be (N,C,H,W) or (N,H,W), got shape {tuple(np.shape(relevance))}")
     if not np.isfinite(r).all():
-        bad = np.flatnonzero(~np.isfinite(r).all(axis=(1, 2)))
-        raise ValueError(f"non-finite relevance in samples {bad[:10].tolist()} (of {len(bad)}): "
-                         "an upstream bug (e.g. LRP denominator ~0), refusing to score it")
+        _refuse_non_finite(np.isfinite(r).all(axis=(1, 2)))
     return np.maximum(r, 0)
+
+
+def _refuse_non_finite(finite_per_sample: np.ndarray):
+    bad = np.flatnonzero(~finite_per_sample)
+    raise ValueError(f"non-finite relevance in samples {bad[:10].tolist()} (of {len(bad)}): "
+                     "an upstream bug (e.g. LRP denominator ~0), refusing to score it")
+
+
+def _check_mask(dtype, is_bool: bool, shape: tuple, pixel_shape: tuple) -> None:
+    if not is_bool:
+        raise ValueError(f"mask must be bool, got dtype {dtype}")
+    if shape != pixel_shape:
+        raise ValueError(f"mask shape {shape} does not match relevance pixel shape {pixel_shape} (N,H,W)")
 
 
 def _as_mask(mask, shape: tuple[int, ...]) -> np.ndarray:
     m = mask.detach().cpu().numpy() if hasattr(mask, "detach") else np.asarray(mask)  # a torch mask, numpy maps
-    if m.dtype != np.bool_:
-        raise ValueError(f"mask must be bool, got dtype {m.dtype}")
-    if m.shape != shape:
-        raise ValueError(f"mask shape {m.shape} does not match relevance pixel shape {shape} (N,H,W)")
+    _check_mask(m.dtype, m.dtype == np.bool_, m.shape, shape)
     return m
 
 
@@ -51,6 +57,8 @@ def relevance_sums(relevance, mask, positive_part: str = "after_channel_sum") ->
 
     r_tot is computed as r_in + r_out, so μ ≤ 1 holds exactly and a full-image box gives μ = 1 exactly.
     """
+    if positive_part not in POSITIVE_PART:
+        raise ValueError(f"positive_part must be one of {POSITIVE_PART}, got {positive_part!r}")
     if hasattr(relevance, "detach"):
         return _relevance_sums_torch(relevance, mask, positive_part)
     r = _pixel_relevance(relevance, positive_part)
@@ -68,8 +76,6 @@ def _relevance_sums_torch(relevance, mask, positive_part: str) -> dict[str, np.n
     before storing them); the same float64 sums as the numpy path, only summed in another order."""
     import torch
 
-    if positive_part not in POSITIVE_PART:
-        raise ValueError(f"positive_part must be one of {POSITIVE_PART}, got {positive_part!r}")
     r = relevance.detach()
     if r.ndim == 4:
         r = r.to(torch.float64)
@@ -80,14 +86,9 @@ def _relevance_sums_torch(relevance, mask, positive_part: str) -> dict[str, np.n
         raise ValueError(f"relevance must be (N,C,H,W) or (N,H,W), got shape {tuple(relevance.shape)}")
     finite = torch.isfinite(r).flatten(1).all(1).cpu().numpy()
     if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise ValueError(f"non-finite relevance in samples {bad[:10].tolist()} (of {len(bad)}): "
-                         "an upstream bug (e.g. LRP denominator ~0), refusing to score it")
+        _refuse_non_finite(finite)
     m = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.asarray(mask))
-    if m.dtype != torch.bool:
-        raise ValueError(f"mask must be bool, got dtype {m.dtype}")
-    if tuple(m.shape) != tuple(r.shape):
-        raise ValueError(f"mask shape {tuple(m.shape)} does not match relevance pixel shape {tuple(r.shape)} (N,H,W)")
+    _check_mask(m.dtype, m.dtype == torch.bool, tuple(m.shape), tuple(r.shape))
     m = m.to(r.device, non_blocking=True)
     pos = r.clamp(min=0)
     zero = pos.new_zeros(())
