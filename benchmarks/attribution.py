@@ -194,6 +194,9 @@ def main(argv=None):
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="let cuDNN time its algorithms per shape (torch.backends.cudnn.benchmark) for every contender; "
                         "the warm-up run absorbs the tuning")
+    p.add_argument("--fused", action="store_true",
+                   help="our analyzers with fused elementwise kernels (attribute_many(..., fused=True), lrp.kernels); "
+                        "the warm-up run absorbs the compilation")
     a = p.parse_args(argv)
     malloc = lrp.allocator.retain_freed_memory() if a.malloc == "retain" else "glibc defaults"
 
@@ -224,18 +227,18 @@ def main(argv=None):
 
     def ours_one(name):
         extra = {"patterns": patterns} if name == "pattern_attribution" else {}
-        return lambda: lrp.attribute(model, x, targets, name, bias="toolbox", **extra)
+        return lambda: lrp.attribute(model, x, targets, name, bias="toolbox", fused=a.fused, **extra)
 
     def suite():
         return lrp.attribute_many(model, x, targets,
                                   {n: ({"patterns": patterns} if n == "pattern_attribution" else {}) for n in names},
-                                  bias="toolbox")
+                                  bias="toolbox", fused=a.fused)
 
     info = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "threads": threads, "batch": batch, "size": size,
             "repeats": repeats, "model": "torchvision vgg16 (random weights, random biases), float32, TF32 off",
             "python": sys.version.split()[0], "malloc": malloc,
-            "cudnn_benchmark": bool(a.cudnn_benchmark and device.type == "cuda")}
+            "cudnn_benchmark": bool(a.cudnn_benchmark and device.type == "cuda"), "fused": a.fused}
     try:
         import zennit
         info["zennit"] = getattr(zennit, "__version__", "0.5.1")

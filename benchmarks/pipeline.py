@@ -85,6 +85,7 @@ def main(argv=None):
                         "runs the metrics rule (default: min(analyzers, CPUs this process may use))")
     p.add_argument("--malloc", choices=["retain", "default"], default="retain",
                    help="retain: glibc keeps freed memory for reuse, as every pipeline job does (lrp.allocator)")
+    p.add_argument("--fused", action="store_true", help="fused elementwise kernels (attribution.fused: true)")
     a = p.parse_args(argv)
     malloc = retain_freed_memory() if a.malloc == "retain" else "glibc defaults"
     dev = torch.device(a.device)
@@ -100,11 +101,11 @@ def main(argv=None):
         # Warm-up batch (cuDNN autotuning, allocator) outside the timings.
         synthetic_shard(tmp / "warm.h5", min(a.batch, a.n), a.size)
         attribute_shard(bundle, dev, tmp / "warm.h5", opts, {k: tmp / "warm" / f"{k}.h5" for k in opts}, a.batch,
-                        a.precision, False, {}, io_threads=a.io_threads)
+                        a.precision, False, {}, io_threads=a.io_threads, fused=a.fused)
         timings: dict = {}
         t0 = time.perf_counter()
         attribute_shard(bundle, dev, tmp / "images.h5", opts, outs, a.batch, a.precision, False, {}, timings,
-                        io_threads=a.io_threads)
+                        io_threads=a.io_threads, fused=a.fused)
         timings["total_attribute_job"] = time.perf_counter() - t0
         jobs = a.metric_jobs or min(len(outs), len(os.sched_getaffinity(0)))
         spawn = multiprocessing.get_context("spawn")
@@ -126,7 +127,7 @@ def main(argv=None):
     overhead = sum(timings[k] for k in ("load_wait", "h2d", "sums", "d2h", "write_wait", "metrics"))
     device_name = cpu_or_gpu_name(dev)
     io_threads = a.io_threads or torch.get_num_threads()
-    res = {"device": device_name, "n": a.n, "io_threads": io_threads, "metric_jobs": jobs, "batch": a.batch, "size": a.size, "analyzers": len(ANALYZERS),
+    res = {"device": device_name, "n": a.n, "io_threads": io_threads, "metric_jobs": jobs, "batch": a.batch, "size": a.size, "analyzers": len(ANALYZERS), "fused": a.fused,
            "precision": a.precision, "torch": torch.__version__, "malloc": malloc, "timings_s": timings,
            "images_per_s": a.n / timings["attribute"], "overhead_fraction_of_attribution": overhead / timings["attribute"]}
     print(f"device {device_name}; {a.n} images, batch {a.batch}, {len(ANALYZERS)} analyzers, {a.precision} shards, "

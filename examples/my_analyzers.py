@@ -26,7 +26,7 @@ class Gamma(Rule):
 
     def backward(self, layer, trace, R, ctx):
         i, x = layer.index, trace.inputs[layer.index]
-        if not trace.cached(("nonneg", i), lambda: bool((x >= 0).all())):
+        if not trace.nonnegative_input(i):
             raise ValueError(f"LRP-γ needs a non-negative input, but layer {layer.name!r} gets negative values "
                              f"(the image?): give that layer another rule, e.g. flat_layers ≥ 1")
         w, b = layer.module.weight, layer.module.bias

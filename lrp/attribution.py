@@ -21,34 +21,38 @@ class AnalyzerError(RuntimeError):
     """A function analyzer (your own code) raised; names the analyzer and its plugin file, keeps the cause."""
 
 
-def attribute(model, inputs, targets, analyzer: str = "lrp_cmp_alpha2_flat", **options) -> torch.Tensor:
-    """Relevance of `inputs` (N, C, H, W) for class `targets` (N,) under one analyzer; same shape as inputs."""
-    return attribute_many(model, inputs, targets, {analyzer: options})[analyzer]
+def attribute(model, inputs, targets, analyzer: str = "lrp_cmp_alpha2_flat", tf32: bool = False,
+              fused: bool = False, **options) -> torch.Tensor:
+    """Relevance of `inputs` (N, C, H, W) for class `targets` (N,) under one analyzer; same shape as inputs.
+    `tf32` and `fused` as in `attribute_many`."""
+    return attribute_many(model, inputs, targets, {analyzer: options}, tf32=tf32, fused=fused)[analyzer]
 
 
-def attribute_many(model, inputs, targets, analyzers, tf32: bool = False, **options) -> dict[str, torch.Tensor]:
+def attribute_many(model, inputs, targets, analyzers, tf32: bool = False, fused: bool = False,
+                   **options) -> dict[str, torch.Tensor]:
     """Relevance maps of several analyzers from one forward pass: {name: Tensor shaped like inputs}.
 
     `analyzers`: a list of names, or {name: options} to set options per analyzer; keyword `options`
     (epsilon, bias, flat_layers, patterns) apply to every analyzer that takes them. `tf32=False` keeps CUDA
-    matmuls/convolutions in full fp32, as the comparison with the reference tools requires.
+    matmuls/convolutions in full fp32, as the comparison with the reference tools requires. `fused=True`
+    runs the rules' elementwise steps as compiled kernels (`lrp.kernels`; same numbers, less memory traffic).
     Function analyzers (`composites.register_function`) run after the shared pass, each on its own.
     """
     specs = _specs(analyzers, options)
     x, t = _check_inputs(model, inputs, targets)
     engine = {name: spec for name, spec in specs.items() if spec[0].function is None}
-    results = _engine_maps(model, x, t, engine, tf32) if engine else {}
+    results = _engine_maps(model, x, t, engine, tf32, fused) if engine else {}
     for name, (analyzer, opts) in specs.items():
         if analyzer.function is not None:
             results[name] = _function_map(analyzer, model, x, t, opts, tf32)
     return {name: results[name].reshape(x.shape) for name in specs}
 
 
-def _engine_maps(model, x, t, specs: dict, tf32: bool) -> dict[str, torch.Tensor]:
+def _engine_maps(model, x, t, specs: dict, tf32: bool, fused: bool) -> dict[str, torch.Tensor]:
     """The rule-based analyzers: one recorded forward pass, then the shared backward passes."""
     with _precision(tf32), torch.no_grad():
         layers = compile_model(model, x)
-        trace = forward_trace(layers, x)
+        trace = forward_trace(layers, x, fused)
         logits = trace.logits
         if logits.ndim != 2:
             raise ValueError(f"the model's output must be (N, classes) logits, got shape {tuple(logits.shape)}")

@@ -10,12 +10,15 @@ gradient family uses its true gradient (`lrp.rules`, docs/models.md).
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from . import kernels
 
 KINDS = {
     nn.Conv2d: "conv",
@@ -43,6 +46,12 @@ class Layer:
     kind: str
     kernel_index: int | None = None  # position among conv/linear layers (0 = closest to the input)
     conv_index: int | None = None  # position among conv layers
+    input_nonneg: bool = False  # the input is a ReLU's output, possibly through pools/LRN/Dropout/Flatten
+
+
+SIGN_KEEPING = ("maxpool", "avgpool", "lrn", "identity", "flatten")
+"""Layer kinds whose output is non-negative wherever their input is (pools average or pick; LRN divides by a
+positive number)."""
 
 
 def layers_of(model: nn.Module) -> list[Layer]:
@@ -74,6 +83,7 @@ def layers_of(model: nn.Module) -> list[Layer]:
             visit(child, f"{prefix}.{name}" if prefix else name)
 
     visit(model, "")
+    out = _mark_nonneg_inputs(out)
     if not any(layer.kind in ("conv", "linear") for layer in out):
         raise UnsupportedModelError("the model has no Conv2d or Linear layer to explain")
     if out[-1].kind != "linear" and out[-1].kind != "conv":
@@ -81,6 +91,15 @@ def layers_of(model: nn.Module) -> list[Layer]:
             f"the model must end in its logit layer (Linear or Conv2d, no softmax); its last module "
             f"'{out[-1].name}' is a {type(out[-1].module).__name__}"
         )
+    return out
+
+
+def _mark_nonneg_inputs(layers: list[Layer]) -> list[Layer]:
+    """Set `input_nonneg` where the graph guarantees it (see `Trace.nonnegative_input` for why)."""
+    out, nonneg = [], False  # the model's input (the image) may be signed
+    for layer in layers:
+        out.append(dataclasses.replace(layer, input_nonneg=nonneg))
+        nonneg = layer.kind == "relu" or (nonneg and layer.kind in SIGN_KEEPING)
     return out
 
 
@@ -104,10 +123,19 @@ class Trace:
     outputs: list[torch.Tensor]
     indices: dict[int, torch.Tensor] = field(default_factory=dict)  # max-pool argmax per layer
     cache: dict = field(default_factory=dict)
+    kernels: kernels.Eager | kernels.Fused = kernels.EAGER  # the rules' elementwise steps (lrp.kernels)
 
     @property
     def logits(self) -> torch.Tensor:
         return self.outputs[-1]
+
+    def nonnegative_input(self, i: int) -> bool:
+        """Whether layer i's input has no negative value: from the graph after a ReLU (`Layer.input_nonneg`),
+        else checked once on the data. Why the graph first: the data check reads the whole activation and, on
+        CUDA, makes the host wait for the device at every layer."""
+        if self.layers[i].input_nonneg:
+            return True
+        return self.cached(("nonneg", i), lambda: bool((self.inputs[i] >= 0).all()))
 
     def cached(self, key, fn):
         """Compute `fn()` once per forward pass: shared by every analyzer that needs it."""
@@ -116,7 +144,7 @@ class Trace:
         return self.cache[key]
 
 
-def forward_trace(layers: list[Layer], x: torch.Tensor) -> Trace:
+def forward_trace(layers: list[Layer], x: torch.Tensor, fused: bool = False) -> Trace:
     """Run the layer chain on `x`, recording what the backward rules need (no autograd graph)."""
     inputs, outputs, indices = [], [], {}
     for layer in layers:
@@ -143,7 +171,7 @@ def forward_trace(layers: list[Layer], x: torch.Tensor) -> Trace:
             y = x
         outputs.append(y)
         x = y
-    return Trace(layers, inputs, outputs, indices)
+    return Trace(layers, inputs, outputs, indices, kernels=kernels.select(fused))
 
 
 _verified: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from .graph import Layer, Trace
+from .kernels import SAFE_EPS
 
-SAFE_EPS = 1e-7
 BIAS_MODES = ("innvestigate", "toolbox", "ignore")
 
 
@@ -208,10 +208,7 @@ class Epsilon(Rule):
 
     def backward(self, layer, trace, R, ctx):
         x, z = trace.inputs[layer.index], trace.outputs[layer.index]
-        if self.epsilon:
-            s = R / (z + self.epsilon * (2.0 * (z >= 0).to(z.dtype) - 1.0))
-        else:
-            s = safe_divide(R, z)
+        s = trace.kernels.eps_ratio(R, z, self.epsilon)
         return x * linear_transpose(layer, x.shape, layer.module.weight, s)
 
 
@@ -236,34 +233,42 @@ class AlphaBeta(Rule):
             raise ValueError(f"alpha - beta must be 1 (got alpha={self.alpha}, beta={self.beta})")
 
     def _bias_terms(self, layer):
+        """(b for z⁻ = z − b − z⁺, the bias in D⁺, the bias in D⁻); None = no term."""
         b = layer.module.bias
-        if b is None or self.bias == "ignore":
-            return 0.0, 0.0
+        if b is None:
+            return None, None, None
         b = expand_bias(layer, b)
+        if self.bias == "ignore":
+            return b, None, None
         if self.bias == "innvestigate":
-            return b, b
-        return b.clamp(min=0), b.clamp(max=0)
+            return b, b, b
+        return b, b.clamp(min=0), b.clamp(max=0)
 
     def backward(self, layer, trace, R, ctx):
         i, w = layer.index, layer.module.weight
         x = trace.inputs[i]
         wp = trace.cached(("w+", i), lambda: w.clamp(min=0))
-        wn = trace.cached(("w-", i), lambda: w.clamp(max=0))
-        bp, bn = self._bias_terms(layer)
-        nonneg = trace.cached(("nonneg", i), lambda: bool((x >= 0).all()))
-        if nonneg:
+        b, bp, bn = self._bias_terms(layer)
+        if trace.nonnegative_input(i):
             # Post-ReLU input: (a w)⁺ = a w⁺ and (a w)⁻ = a w⁻. One convolution (z⁺); z⁻ = (z − b) − z⁺ comes
             # from the recorded output z instead of a second convolution.
             zp = trace.cached(("z+", i), lambda: linear_forward(layer, x, wp))
-            s_p = _ratio(R, zp + bp, self.alpha)
             if self.beta == 0:
+                s_p = trace.kernels.ratio(R, zp, bp, self.alpha)
                 return linear_transpose(layer, x.shape, wp, s_p).mul_(x)
-            zn = trace.cached(("z-", i), lambda: _z_minus(layer, trace.outputs[i], zp))
-            s_n = _ratio(R, zn + bn, self.beta)
-            g = linear_transpose(layer, x.shape, wp, s_p)
-            return g.sub_(linear_transpose(layer, x.shape, wn, s_n)).mul_(x)
+            s = trace.kernels.ratio_pair_from_z(R, trace.outputs[i], zp, b, bp, bn, self.alpha, self.beta)
+            if layer.kind == "linear" or layer.module.groups > 1:  # (a stacked dense weight is a large copy;
+                # stacked grouped weights would mix the groups)
+                c, wn = R.shape[1], trace.cached(("w-", i), lambda: w.clamp(max=0))
+                g = linear_transpose(layer, x.shape, wp, s[:, :c])
+                return g.add_(linear_transpose(layer, x.shape, wn, s[:, c:])).mul_(x)
+            # [α s⁺, −β s⁻] against the stacked weight [w⁺; w⁻]: T(w⁺, α s⁺) − T(w⁻, β s⁻) in one call
+            w_pn = trace.cached(("W+;W-", i), lambda: torch.cat([wp, w.clamp(max=0)], 0))
+            return linear_transpose(layer, x.shape, w_pn, s).mul_(x)
+        wn = trace.cached(("w-", i), lambda: w.clamp(max=0))
         if layer.kind == "conv" and layer.module.groups == 1:  # (a signed dense layer keeps the 4-term path:
             return self._signed_stacked(layer, trace, R, x, wp, wn, bp, bn)  # a stacked W± would be 4× its size)
+        bp, bn = (0.0 if bp is None else bp), (0.0 if bn is None else bn)
         xp = trace.cached(("x+", i), lambda: x.clamp(min=0))
         xn = trace.cached(("x-", i), lambda: x.clamp(max=0))
         zpp = trace.cached(("z++", i), lambda: linear_forward(layer, xp, wp))
@@ -290,33 +295,15 @@ class AlphaBeta(Rule):
         xs = trace.cached(("x+-", i), lambda: torch.cat([x.clamp(min=0), x.clamp(max=0)], 1))
         ws = trace.cached(("W+-", i), lambda: torch.cat([torch.cat([wp, wn], 1), torch.cat([wn, wp], 1)], 0))
         zp = trace.cached(("z+stacked", i), lambda: linear_forward(layer, xs, ws[:c_out]))
-        s_p = _ratio(R, zp + bp, self.alpha)
         if self.beta == 0:
+            s_p = trace.kernels.ratio(R, zp, bp, self.alpha)
             g = linear_transpose(layer, xs.shape, ws[:c_out], s_p)
         else:
             zn = trace.cached(("z-stacked", i), lambda: linear_forward(layer, xs, ws[c_out:]))
-            s_n = _ratio(R, zn + bn, -self.beta)
-            g = linear_transpose(layer, xs.shape, ws, torch.cat([s_p, s_n], 1))
+            s = trace.kernels.ratio_pair(R, zp, zn, bp, bn, self.alpha, self.beta)
+            g = linear_transpose(layer, xs.shape, ws, s)
         g.mul_(xs)
         return g[:, :c_in] + g[:, c_in:]
-
-
-def _ratio(R: torch.Tensor, d: torch.Tensor, scale: float) -> torch.Tensor:
-    """scale · R / d with safe_divide's treatment of exact zeros, computed in the memory of `d`.
-
-    `d` must be a temporary (e.g. `z + b`): it is overwritten. In place because fresh activation-sized
-    tensors are what dominates the rules' cost besides the convolutions (allocation, page faults on CPU).
-    """
-    d = d.masked_fill_(d == 0, SAFE_EPS)
-    s = torch.div(R, d, out=d)
-    return s if scale == 1 else s.mul_(scale)
-
-
-def _z_minus(layer: Layer, z: torch.Tensor, zp: torch.Tensor) -> torch.Tensor:
-    """Σ_i (a_i w_ij)⁻ for a non-negative input, from the recorded output z = z⁺ + z⁻ + b."""
-    b = layer.module.bias
-    zn = z - zp if b is None else (z - expand_bias(layer, b)).sub_(zp)
-    return zn.clamp_(max=0)  # ≤ 0 by definition; removes round-off of the wrong sign
 
 
 @dataclass(frozen=True)

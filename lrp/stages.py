@@ -354,7 +354,7 @@ def _kill_point(shard: int | None) -> int | None:
 
 def attribute(model_spec: dict, image_shard_h5, analyzers: dict, out_paths: dict, batch_size: int, device: str,
               precision: str, patterns_h5=None, tf32: bool = False, shard: int | None = None,
-              deterministic: bool = False, config: dict | None = None):
+              deterministic: bool = False, config: dict | None = None, fused: bool = False):
     """Every configured analyzer on one image shard from one forward pass per batch; one file per analyzer.
 
     `config` (the settings that made the maps) is stored in every file with the software versions."""
@@ -366,14 +366,14 @@ def attribute(model_spec: dict, image_shard_h5, analyzers: dict, out_paths: dict
     opts = analyzer_options(model_spec, analyzers, patterns_h5, dev)
     attrs = dict(model=model_spec.get("arch", ""), model_checksum=bundle.checksum, lrp_version=__version__,
                  device=str(dev), torch=torch.__version__, tf32=int(tf32), shard=-1 if shard is None else shard,
-                 deterministic=int(deterministic), **stamp(config or {}))
+                 deterministic=int(deterministic), fused=int(fused), **stamp(config or {}))
     attribute_shard(bundle, dev, image_shard_h5, opts, out_paths, batch_size, precision, tf32, attrs,
-                    kill_after=_kill_point(shard))
+                    kill_after=_kill_point(shard), fused=fused)
 
 
 def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, batch_size: int, precision: str,
                     tf32: bool, attrs: dict, timings: dict | None = None, kill_after: int | None = None,
-                    io_threads: int | None = None):
+                    io_threads: int | None = None, fused: bool = False):
     """The hot loop: prefetched uint8 batches -> device -> attribute_many -> background HDF5 writes.
 
     The writes run on a background thread, with `io_threads` threads (default: torch's thread count, i.e.
@@ -422,7 +422,7 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
             sync()
             t["h2d"] += time.perf_counter() - tic
             tic = time.perf_counter()
-            maps = attribute_many(bundle.module, x, targets, opts, tf32=tf32)
+            maps = attribute_many(bundle.module, x, targets, opts, tf32=tf32, fused=fused)
             maps = {name: R.sum(1) for name, R in maps.items()}
             sync()
             t["attribute"] += time.perf_counter() - tic

@@ -55,14 +55,14 @@ def _bundle() -> ModelBundle:
     return ModelBundle(net, TORCHVISION_PREPROCESSING, SIZE, [str(i) for i in range(5)], "tiny")
 
 
-def _run(tmp_path: Path, precision: str, n: int = 7, batch: int = 3):
+def _run(tmp_path: Path, precision: str, n: int = 7, batch: int = 3, fused: bool = False):
     img = tmp_path / "images.h5"
     if not img.exists():
         _image_shard(img, n)
     bundle = _bundle()
-    outs = {a: tmp_path / precision / a / "0.h5" for a in ANALYZERS}
+    outs = {a: tmp_path / (precision + "-fused" * fused) / a / "0.h5" for a in ANALYZERS}
     attribute_shard(bundle, torch.device("cpu"), img, {a: {} for a in ANALYZERS}, outs, batch, precision, False,
-                    {"model_checksum": "x"})
+                    {"model_checksum": "x"}, fused=fused)
     return bundle, img, outs
 
 
@@ -140,6 +140,18 @@ def test_a_non_finite_map_fails_the_job_naming_analyzer_and_shard(tmp_path, monk
                                          r"samples \[1\]"):
         _run(tmp_path, "float16")
     assert [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".h5" and p.name != "images.h5"] == []
+
+
+def test_a_fused_job_stores_what_an_eager_job_stores(tmp_path):
+    """attribution.fused: true changes how the rules' elementwise steps run, not the maps or the sums."""
+    _, _, eager = _run(tmp_path, "float32")
+    _, _, fused = _run(tmp_path, "float32", fused=True)
+    for a in ANALYZERS:
+        (_, s_e, _), (_, s_f, _) = read_sums(eager[a]), read_sums(fused[a])
+        for k in s_e:
+            np.testing.assert_allclose(s_f[k], s_e[k], rtol=1e-6, err_msg=f"{a} {k}")
+        m_e, m_f = read_shard(eager[a])[1], read_shard(fused[a])[1]
+        assert np.abs(m_f - m_e).max() <= 1e-6 * np.abs(m_e).max(), a
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -24,9 +24,10 @@ def run(*args):
 
 def test_attribution_benchmark_smoke(tmp_path):
     js = tmp_path / "a.json"
-    stdout = run("benchmarks/attribution.py", "--quick", "--check", "--threads", "1",
+    stdout = run("benchmarks/attribution.py", "--quick", "--check", "--threads", "1", "--fused",
                  "--only", "lrp_cmp_alpha1", "lrp_cmp_alpha2_flat", "gradient", "--json", js)
     res = json.loads(js.read_text())
+    assert res["info"]["fused"] is True  # the fused kernels' maps, checked against zennit's below
     assert set(res["analyzers"]) == {"lrp_cmp_alpha1", "lrp_cmp_alpha2_flat", "gradient"}
     assert res["check_failures"] == {}
     for row in res["analyzers"].values():

@@ -560,3 +560,18 @@ def test_cuda_equals_cpu(model_fn, shape):
     for name in ALL:
         assert gpu[name].device.type == "cuda"
         assert_close_per_sample(gpu[name].cpu(), cpu[name], tol=1e-5, what=f"cuda {name}")
+
+
+def test_nonnegative_inputs_are_known_from_the_graph_after_a_relu():
+    """αβ takes its one-convolution path where a layer's input cannot be negative: after a ReLU (through pools,
+    LRN, Dropout, Flatten) the graph says so without reading the data; elsewhere the data decides."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.LocalResponseNorm(2), nn.Conv2d(4, 4, 3),
+                          nn.Conv2d(4, 4, 1), nn.ReLU(), nn.Flatten(), nn.Dropout(), nn.Linear(4, 2)).eval()
+    layers = layers_of(model)
+    assert [layer.input_nonneg for layer in layers if layer.kind in ("conv", "linear")] == [False, True, False, True]
+    x = torch.rand(2, 3, 8, 8)  # a non-negative image: known only from the data
+    trace = forward_trace(layers, x)
+    assert trace.nonnegative_input(0) and ("nonneg", 0) in trace.cache  # checked on the data
+    assert trace.nonnegative_input(4) and ("nonneg", 4) not in trace.cache  # from the graph: no data check
+    assert trace.nonnegative_input(5) == bool((trace.inputs[5] >= 0).all()) and ("nonneg", 5) in trace.cache
+    assert not forward_trace(layers, x - 0.5).nonnegative_input(0)

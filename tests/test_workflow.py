@@ -336,7 +336,7 @@ REPORT_ONLY = {"summary", "provenance", "all"}  # they record the whole config
     # key order and where-it-runs settings: nothing is recomputed
     (lambda c: (c.update(analyzers=_reverse(c["analyzers"]), attribution=_reverse(c["attribution"])),
                 c["datasets"].update(demo=_reverse(c["datasets"]["demo"]))), {"panel"}, set()),
-    (lambda c: (c["attribution"].update(batch_size=7, threads=2, device="auto"), c["occlusion"].update(batch_size=5),
+    (lambda c: (c["attribution"].update(batch_size=7, threads=2, device="auto", fused=True), c["occlusion"].update(batch_size=5),
                 c["preprocess"].update(workers=2), c["models"]["demo_vgg"]["train"].update(threads=1)), set(), set()),
     # report settings re-run their own outputs
     (lambda c: c["datasets"]["demo"].update(panel_samples=["000301_disc"], paper="voc2007"),

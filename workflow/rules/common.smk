@@ -47,9 +47,9 @@ EVALUATION_KEYS = ("model", "paper", "analyzers", "panel_samples", "task")
 kept out of the params of the data rules (data, index, image shards), whose outputs everything else
 depends on."""
 
-RUN_SETTINGS = ("batch_size", "device", "threads")
+RUN_SETTINGS = ("batch_size", "device", "threads", "fused")
 """Attribution/occlusion settings that say where and in what slices a job runs, not what it computes (a
-batch size or a device changes maps at float round-off only): kept out of params, so that a run resumed on
+batch size, a device or fused kernels change maps at float round-off only): kept out of params, so that a run resumed on
 another machine, with a batch size that fits its GPU, computes only what is missing. The scripts read them
 from the config; attribution shards record them (attributes `config` and `device`)."""
 

@@ -1,0 +1,154 @@
+"""The rules' elementwise steps (stabilised ratios R / z), in two implementations that agree numerically.
+
+Why two: besides the convolutions, an LRP backward pass spends its time on activation-sized elementwise work
+(bias add, zero test, divide, scale), and each PyTorch op reads and writes a whole activation. On an H100
+that is about 10 % of an LRP_CMP:α1 call (benchmarks/README.md). `EAGER` runs PyTorch ops, in place where it
+can. `FUSED` compiles each step with `torch.compile` (Triton on CUDA, C++ on CPU) into one kernel that reads
+its inputs once and writes its output once; `attribute_many(..., fused=True)` selects it. The first call of
+each step on a device compiles it (seconds to a minute; cached on disk by PyTorch). tests/test_kernels.py
+checks that both give the same numbers.
+
+Conventions (lrp.rules): exact zeros in denominators become SAFE_EPS (iNNvestigate's safe_divide);
+ε-stabilisation adds ε·sign(z) with sign(0) = +1. A bias `b` of None means "no bias term".
+"""
+
+from __future__ import annotations
+
+import torch
+
+SAFE_EPS = 1e-7
+
+
+class Eager:
+    """PyTorch ops. The reference implementation, and the default."""
+
+    name = "eager"
+
+    def ratio(self, R, z, b, scale: float) -> torch.Tensor:
+        """scale · R / safe(z + b), in a new tensor (z is not modified: it is often a cached forward quantity)."""
+        d = z.clone() if b is None else z + b
+        return _ratio_into(R, d, scale)
+
+    def ratio_pair(self, R, zp, zn, bp, bn, alpha: float, beta: float) -> torch.Tensor:
+        """[α·R / safe(zp + bp), −β·R / safe(zn + bn)] stacked on the channel axis: (N, 2C, ...).
+
+        Why stacked: the transposed convolution with the stacked weight [w⁺; w⁻] then gives
+        T(w⁺, s⁺) − T(w⁻, s⁻) in one call (one larger GEMM, no separate subtraction)."""
+        s, sp, sn = _halves(R)
+        _ratio_into(R, _add(zp, bp, sp), alpha)
+        _ratio_into(R, _add(zn, bn, sn), -beta)
+        return s
+
+    def ratio_pair_from_z(self, R, z, zp, b, bp, bn, alpha: float, beta: float) -> torch.Tensor:
+        """`ratio_pair` for a non-negative input, with z⁻ = min(z − b − z⁺, 0) from the recorded output z."""
+        s, sp, sn = _halves(R)
+        _ratio_into(R, _add(zp, bp, sp), alpha)
+        zn = (sn.copy_(z) if b is None else torch.sub(z, b, out=sn)).sub_(zp).clamp_(max=0)
+        _ratio_into(R, zn if bn is None else zn.add_(bn), -beta)
+        return s
+
+    def eps_ratio(self, R, z, epsilon: float) -> torch.Tensor:
+        """R / (z + ε·sign(z)); for ε = 0, R / safe(z) (LRP-z)."""
+        if not epsilon:
+            return R / torch.where(z == 0, SAFE_EPS, z)
+        return R / (z + epsilon * (2.0 * (z >= 0).to(z.dtype) - 1.0))
+
+
+def _ratio_into(R, d, scale: float) -> torch.Tensor:
+    """scale · R / d with exact zeros of d replaced, computed in the memory of the temporary `d`.
+
+    In place because fresh activation-sized tensors are what dominates the rules' cost besides the
+    convolutions (allocation, page faults on CPU)."""
+    d = d.masked_fill_(d == 0, SAFE_EPS)
+    s = torch.div(R, d, out=d)
+    return s if scale == 1 else s.mul_(scale)
+
+
+def _halves(R):
+    c = R.shape[1]
+    s = R.new_empty((R.shape[0], 2 * c) + tuple(R.shape[2:]))
+    return s, s[:, :c], s[:, c:]
+
+
+def _add(a, b, out):
+    return out.copy_(a) if b is None else torch.add(a, b, out=out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The same steps as pure functions, for torch.compile (one kernel each; same operation order as Eager)
+
+
+def _f_ratio(R, z, b, scale: float):
+    d = z if b is None else z + b
+    s = R / torch.where(d == 0, SAFE_EPS, d)
+    return s if scale == 1 else s * scale
+
+
+def _f_ratio_pair(R, zp, zn, bp, bn, alpha: float, beta: float):
+    return torch.cat([_f_ratio(R, zp, bp, alpha), _f_ratio(R, zn, bn, -beta)], 1)
+
+
+def _f_ratio_pair_from_z(R, z, zp, b, bp, bn, alpha: float, beta: float):
+    zn = (z if b is None else z - b) - zp
+    return _f_ratio_pair(R, zp, zn.clamp(max=0), bp, bn, alpha, beta)
+
+
+def _f_eps_ratio(R, z, epsilon: float):
+    if not epsilon:
+        return R / torch.where(z == 0, SAFE_EPS, z)
+    return R / (z + epsilon * (2.0 * (z >= 0).to(z.dtype) - 1.0))
+
+
+class FusedKernelError(RuntimeError):
+    """torch.compile could not build or run a fused step on this machine (e.g. no C++ compiler, no Triton)."""
+
+
+class Fused:
+    """Each step compiled once per process into one kernel (shapes dynamic: a new image size or batch does
+    not recompile; a new device, dtype or rank does)."""
+
+    name = "fused"
+    RECOMPILE_LIMIT = 64
+    """Variants per step that torch.compile may build before it would run the step eagerly (its default, 8,
+    is reached by a test session that mixes devices, dtypes, ranks, batch sizes of 1 and bias modes)."""
+
+    def __init__(self):
+        self._compiled: dict = {}
+
+    def ratio(self, R, z, b, scale: float) -> torch.Tensor:
+        return self._run(_f_ratio, R, z, b, scale)
+
+    def ratio_pair(self, R, zp, zn, bp, bn, alpha: float, beta: float) -> torch.Tensor:
+        return self._run(_f_ratio_pair, R, zp, zn, bp, bn, alpha, beta)
+
+    def ratio_pair_from_z(self, R, z, zp, b, bp, bn, alpha: float, beta: float) -> torch.Tensor:
+        return self._run(_f_ratio_pair_from_z, R, z, zp, b, bp, bn, alpha, beta)
+
+    def eps_ratio(self, R, z, epsilon: float) -> torch.Tensor:
+        return self._run(_f_eps_ratio, R, z, epsilon)
+
+    def _run(self, fn, *args):
+        compiled = self._compiled.get(fn)
+        if compiled is None:
+            compiled = self._compiled[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
+        try:
+            with torch._dynamo.config.patch(recompile_limit=self.RECOMPILE_LIMIT):
+                return compiled(*args)
+        except torch.OutOfMemoryError:
+            raise  # the batch is too large, not the kernel broken: the caller's message applies
+        except Exception as e:
+            device = args[0].device
+            raise FusedKernelError(
+                f"the fused LRP kernels could not compile or run {fn.__name__[3:]} on {device} "
+                f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
+                f"use the eager kernels: attribute_many(..., fused=False), or attribution.fused: false in the "
+                f"config") from e
+
+
+EAGER = Eager()
+FUSED = Fused()
+
+
+def select(fused: bool):
+    """The implementation for `attribute_many(..., fused=...)`."""
+    return FUSED if fused else EAGER
