@@ -1,9 +1,9 @@
 """`attribute` and `attribute_many`: every analyzer from ONE recorded forward pass.
 
-Speed comes from sharing, not from kernels: the forward pass runs once; quantities several rules need
-(w⁺, z⁺, receptive-field counts) are computed once per layer; and analyzers whose rules agree from the
-output down to a layer share that part of the backward pass (LRP_CMP:α1 and LRP_CMP:α1+♭ differ only at
-the first conv, so the second one costs a single layer).
+Speed comes mostly from sharing: the forward pass runs once; quantities several rules need (w⁺, z⁺,
+receptive-field counts) are computed once per layer; and analyzers whose rules agree from the output down to
+a layer share that part of the backward pass (LRP_CMP:α1 and LRP_CMP:α1+♭ differ only at the first conv, so
+the second one costs a single layer). `fused=True` also compiles the rules' elementwise steps (lrp.kernels).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def attribute_many(model, inputs, targets, analyzers, tf32: bool = False, fused:
     `analyzers`: a list of names, or {name: options} to set options per analyzer; keyword `options`
     (epsilon, bias, flat_layers, patterns) apply to every analyzer that takes them. `tf32=False` keeps CUDA
     matmuls/convolutions in full fp32, as the comparison with the reference tools requires. `fused=True`
-    runs the rules' elementwise steps as compiled kernels (`lrp.kernels`; same numbers, less memory traffic).
+    runs the rules' elementwise steps as compiled kernels (`lrp.kernels`; the same maps up to float round-off, less memory traffic).
     Function analyzers (`composites.register_function`) run after the shared pass, each on its own.
     """
     specs = _specs(analyzers, options)

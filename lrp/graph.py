@@ -18,7 +18,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from . import kernels
+from . import kernels as _kernels
 
 KINDS = {
     nn.Conv2d: "conv",
@@ -49,9 +49,6 @@ class Layer:
     input_nonneg: bool = False  # the input is a ReLU's output, possibly through pools/LRN/Dropout/Flatten
 
 
-SIGN_KEEPING = ("maxpool", "avgpool", "lrn", "identity", "flatten")
-"""Layer kinds whose output is non-negative wherever their input is (pools average or pick; LRN divides by a
-positive number)."""
 
 
 def layers_of(model: nn.Module) -> list[Layer]:
@@ -99,8 +96,23 @@ def _mark_nonneg_inputs(layers: list[Layer]) -> list[Layer]:
     out, nonneg = [], False  # the model's input (the image) may be signed
     for layer in layers:
         out.append(dataclasses.replace(layer, input_nonneg=nonneg))
-        nonneg = layer.kind == "relu" or (nonneg and layer.kind in SIGN_KEEPING)
+        nonneg = layer.kind == "relu" or (nonneg and _keeps_sign(layer))
     return out
+
+
+def _keeps_sign(layer: Layer) -> bool:
+    """Whether the layer's output is non-negative wherever its input is, as `forward_trace` computes it: max-pool,
+    Flatten and Dropout/Identity (computed by the trace itself); average pools without a negative divisor and
+    LRN with k > 0, α ≥ 0 (a positive divisor). Anything else (e.g. a pool subclass with its own forward,
+    which the trace calls) leaves it to the data check."""
+    m = layer.module
+    if layer.kind in ("maxpool", "flatten", "identity"):
+        return True
+    if layer.kind == "avgpool":
+        return type(m) is nn.AdaptiveAvgPool2d or (type(m) is nn.AvgPool2d and (m.divisor_override or 1) > 0)
+    if layer.kind == "lrn":
+        return m.k > 0 and m.alpha >= 0
+    return False
 
 
 def _check_module(module: nn.Module, name: str) -> None:
@@ -123,7 +135,7 @@ class Trace:
     outputs: list[torch.Tensor]
     indices: dict[int, torch.Tensor] = field(default_factory=dict)  # max-pool argmax per layer
     cache: dict = field(default_factory=dict)
-    kernels: kernels.Eager | kernels.Fused = kernels.EAGER  # the rules' elementwise steps (lrp.kernels)
+    kernels: _kernels.Eager | _kernels.Fused = _kernels.EAGER  # the rules' elementwise steps (lrp.kernels)
 
     @property
     def logits(self) -> torch.Tensor:
@@ -171,7 +183,7 @@ def forward_trace(layers: list[Layer], x: torch.Tensor, fused: bool = False) -> 
             y = x
         outputs.append(y)
         x = y
-    return Trace(layers, inputs, outputs, indices, kernels=kernels.select(fused))
+    return Trace(layers, inputs, outputs, indices, kernels=_kernels.select(fused))
 
 
 _verified: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()

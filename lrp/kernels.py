@@ -1,4 +1,4 @@
-"""The rules' elementwise steps (stabilised ratios R / z), in two implementations that agree numerically.
+"""The rules' elementwise steps (stabilised ratios R / z), in two implementations that agree to round-off.
 
 Why two: besides the convolutions, an LRP backward pass spends its time on activation-sized elementwise work
 (bias add, zero test, divide, scale), and each PyTorch op reads and writes a whole activation. On an H100
@@ -6,13 +6,16 @@ that is about 10 % of an LRP_CMP:α1 call (benchmarks/README.md). `EAGER` runs P
 can. `FUSED` compiles each step with `torch.compile` (Triton on CUDA, C++ on CPU) into one kernel that reads
 its inputs once and writes its output once; `attribute_many(..., fused=True)` selects it. The first call of
 each step on a device compiles it (seconds to a minute; cached on disk by PyTorch). tests/test_kernels.py
-checks that both give the same numbers.
+checks that both give the same numbers: bit for bit on CPU; on CUDA, Triton divides to within 2 ulp and
+flushes subnormal denominators to zero (which then count as zero).
 
 Conventions (lrp.rules): exact zeros in denominators become SAFE_EPS (iNNvestigate's safe_divide);
 ε-stabilisation adds ε·sign(z) with sign(0) = +1. A bias `b` of None means "no bias term".
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -49,9 +52,12 @@ class Eager:
 
     def eps_ratio(self, R, z, epsilon: float) -> torch.Tensor:
         """R / (z + ε·sign(z)); for ε = 0, R / safe(z) (LRP-z)."""
-        if not epsilon:
-            return R / torch.where(z == 0, SAFE_EPS, z)
-        return R / (z + epsilon * (2.0 * (z >= 0).to(z.dtype) - 1.0))
+        return _f_eps_ratio(R, z, epsilon)  # already one new tensor per op, nothing to do in place
+
+
+def safe(d: torch.Tensor) -> torch.Tensor:
+    """d with exact zeros replaced by SAFE_EPS: the denominator every rule without ε uses."""
+    return torch.where(d == 0, SAFE_EPS, d)
 
 
 def _ratio_into(R, d, scale: float) -> torch.Tensor:
@@ -79,8 +85,7 @@ def _add(a, b, out):
 
 
 def _f_ratio(R, z, b, scale: float):
-    d = z if b is None else z + b
-    s = R / torch.where(d == 0, SAFE_EPS, d)
+    s = R / safe(z if b is None else z + b)
     return s if scale == 1 else s * scale
 
 
@@ -95,7 +100,7 @@ def _f_ratio_pair_from_z(R, z, zp, b, bp, bn, alpha: float, beta: float):
 
 def _f_eps_ratio(R, z, epsilon: float):
     if not epsilon:
-        return R / torch.where(z == 0, SAFE_EPS, z)
+        return R / safe(z)
     return R / (z + epsilon * (2.0 * (z >= 0).to(z.dtype) - 1.0))
 
 
@@ -104,45 +109,57 @@ class FusedKernelError(RuntimeError):
 
 
 class Fused:
-    """Each step compiled once per process into one kernel (shapes dynamic: a new image size or batch does
-    not recompile; a new device, dtype or rank does)."""
+    """Each step compiled once per process into one kernel, with symbolic shapes. A new device, dtype, rank,
+    ε, bias mode, a batch of 1, or sizes that coincided at the first compile (PyTorch's duck sizing) compile
+    a variant (seconds); other new image sizes and batch sizes reuse one."""
 
     name = "fused"
     RECOMPILE_LIMIT = 64
-    """Variants per step that torch.compile may build before it would run the step eagerly (its default, 8,
-    is reached by a test session that mixes devices, dtypes, ranks, batch sizes of 1 and bias modes)."""
+    """Variants per step that torch.compile may build (its default, 8, is reached by a test session that mixes
+    devices, dtypes, ranks, batches of 1 and bias modes). Beyond it, a step runs eagerly, with a warning."""
 
     def __init__(self):
         self._compiled: dict = {}
+        self._warned = False
 
     def ratio(self, R, z, b, scale: float) -> torch.Tensor:
-        return self._run(_f_ratio, R, z, b, scale)
+        return self._run(_f_ratio, EAGER.ratio, R, z, b, scale)
 
     def ratio_pair(self, R, zp, zn, bp, bn, alpha: float, beta: float) -> torch.Tensor:
-        return self._run(_f_ratio_pair, R, zp, zn, bp, bn, alpha, beta)
+        return self._run(_f_ratio_pair, EAGER.ratio_pair, R, zp, zn, bp, bn, alpha, beta)
 
     def ratio_pair_from_z(self, R, z, zp, b, bp, bn, alpha: float, beta: float) -> torch.Tensor:
-        return self._run(_f_ratio_pair_from_z, R, z, zp, b, bp, bn, alpha, beta)
+        return self._run(_f_ratio_pair_from_z, EAGER.ratio_pair_from_z, R, z, zp, b, bp, bn, alpha, beta)
 
     def eps_ratio(self, R, z, epsilon: float) -> torch.Tensor:
-        return self._run(_f_eps_ratio, R, z, epsilon)
+        return self._run(_f_eps_ratio, EAGER.eps_ratio, R, z, epsilon)
 
-    def _run(self, fn, *args):
+    def _run(self, fn, eager, *args):
+        from torch._dynamo.exc import FailOnRecompileLimitHit
+
         compiled = self._compiled.get(fn)
         if compiled is None:
             compiled = self._compiled[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
         try:
             with torch._dynamo.config.patch(recompile_limit=self.RECOMPILE_LIMIT):
                 return compiled(*args)
-        except torch.OutOfMemoryError:
-            raise  # the batch is too large, not the kernel broken: the caller's message applies
+        except FailOnRecompileLimitHit:
+            if not self._warned:
+                self._warned = True
+                warnings.warn(f"lrp.kernels: {fn.__name__[3:]} reached {self.RECOMPILE_LIMIT} compiled variants in "
+                              f"this process; it and any other step past the limit run eagerly (same maps)")
+            return eager(*args)
         except Exception as e:
-            device = args[0].device
+            eager(*args)  # the inputs' own problem (shapes, memory) raises here, with PyTorch's message
             raise FusedKernelError(
-                f"the fused LRP kernels could not compile or run {fn.__name__[3:]} on {device} "
-                f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
-                f"use the eager kernels: attribute_many(..., fused=False), or attribution.fused: false in the "
-                f"config") from e
+                f"the fused LRP kernels could not compile or run {fn.__name__[3:]} on {args[0].device} "
+                f"({type(e).__name__}: {_first_line(e)}); use the eager kernels: attribute_many(..., fused=False), "
+                f"or attribution.fused: false in the config") from e
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
 
 
 EAGER = Eager()

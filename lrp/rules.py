@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from .graph import Layer, Trace
-from .kernels import SAFE_EPS
+from .kernels import SAFE_EPS, safe  # noqa: F401 (SAFE_EPS: the convention's constant, for your own rules)
 
 BIAS_MODES = ("innvestigate", "toolbox", "ignore")
 
 
 def safe_divide(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return a / torch.where(b == 0, SAFE_EPS, b)
+    return a / safe(b)
 
 
 def linear_forward(layer: Layer, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -237,7 +237,7 @@ class AlphaBeta(Rule):
         b = layer.module.bias
         if b is None:
             return None, None, None
-        b = expand_bias(layer, b)
+        b = expand_bias(layer, b.detach())  # (a Parameter's requires_grad would be one more compile variant)
         if self.bias == "ignore":
             return b, None, None
         if self.bias == "innvestigate":

@@ -22,6 +22,8 @@ from lrp.models.zoo import TORCHVISION_PREPROCESSING
 from lrp.shards import read_attrs, read_shard, read_sums
 from lrp.stages import attribute_shard, metrics
 
+from test_kernels import skip_unless_compiles
+
 ANALYZERS = ["lrp_z", "lrp_cmp_alpha1_flat", "gradient"]
 SIZE = 24
 
@@ -144,6 +146,7 @@ def test_a_non_finite_map_fails_the_job_naming_analyzer_and_shard(tmp_path, monk
 
 def test_a_fused_job_stores_what_an_eager_job_stores(tmp_path):
     """attribution.fused: true changes how the rules' elementwise steps run, not the maps or the sums."""
+    skip_unless_compiles()
     _, _, eager = _run(tmp_path, "float32")
     _, _, fused = _run(tmp_path, "float32", fused=True)
     for a in ANALYZERS:

@@ -575,3 +575,15 @@ def test_nonnegative_inputs_are_known_from_the_graph_after_a_relu():
     assert trace.nonnegative_input(4) and ("nonneg", 4) not in trace.cache  # from the graph: no data check
     assert trace.nonnegative_input(5) == bool((trace.inputs[5] >= 0).all()) and ("nonneg", 5) in trace.cache
     assert not forward_trace(layers, x - 0.5).nonnegative_input(0)
+
+
+@pytest.mark.parametrize("module", [nn.LocalResponseNorm(2, k=-1.0, beta=1.0), nn.AvgPool2d(1, divisor_override=-1)],
+                         ids=["lrn_negative_k", "avgpool_negative_divisor"])
+def test_modules_that_can_flip_signs_leave_it_to_the_data(module):
+    """After a ReLU, an LRN with k < 0 or an average pool with a negative divisor outputs negative values: the
+    graph must not vouch for the next layer's input (αβ's one-convolution path would then be wrong)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), module, nn.Conv2d(4, 4, 3, padding=1)).eval()
+    layers = layers_of(model)
+    assert [layer.input_nonneg for layer in layers] == [False, False, True, False]
+    trace = forward_trace(layers, _data((2, 3, 8, 8), dtype=torch.float32))
+    assert (trace.inputs[3] < 0).any() and not trace.nonnegative_input(3)

@@ -7,6 +7,8 @@ the same numbers, so every analyzer inherits those tests. Hand-computed cases pi
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -18,6 +20,22 @@ from test_engine_properties import ALL, _all, _data, _materialise, _targets, ale
 
 IMPLS = [EAGER, kernels.FUSED]
 IDS = ["eager", "fused"]
+
+
+@functools.lru_cache(maxsize=None)
+def compile_problem() -> str:
+    """'' if torch.compile works here, else why not. Why ask: on a machine without a C++ compiler the fused
+    tests skip, naming the reason, and everything else still runs."""
+    try:
+        kernels.Fused().ratio(torch.ones(2, 2), torch.ones(2, 2), None, 1.0)
+        return ""
+    except FusedKernelError as e:
+        return str(e)
+
+
+def skip_unless_compiles(k=kernels.FUSED):
+    if k is kernels.FUSED and compile_problem():
+        pytest.skip(f"torch.compile does not work here: {compile_problem()}")
 TOL = {torch.float32: 1e-6, torch.float64: 1e-15}
 
 
@@ -27,6 +45,7 @@ def _close(a, b, dtype):
 
 @pytest.mark.parametrize("k", IMPLS, ids=IDS)
 def test_ratio_by_hand(k):
+    skip_unless_compiles(k)
     R = torch.tensor([[1.0, 2.0, -3.0, 4.0]])
     z = torch.tensor([[2.0, 0.0, -1.0, -0.5]])
     b = torch.tensor([[0.0, 0.0, 1.0, 0.5]])  # 3rd and 4th denominators become exact zeros with the bias
@@ -39,19 +58,23 @@ def test_ratio_by_hand(k):
 @pytest.mark.parametrize("k", IMPLS, ids=IDS)
 def test_ratio_pair_by_hand(k):
     """[α R / (z⁺ + b⁺), −β R / (z⁻ + b⁻)] on the channel axis; z⁻ = min(z − b − z⁺, 0) from z."""
-    R = torch.tensor([[2.0, 6.0]])
-    zp = torch.tensor([[1.0, 3.0]])
-    z = torch.tensor([[0.5, 5.0]])  # z − b − z⁺ = [−1, 1.5]: the second clamps to 0 (round-off of the wrong sign)
-    b = torch.tensor([[0.5, 0.5]])
+    skip_unless_compiles(k)
+    R = torch.tensor([[2.0, 6.0, 4.0]])
+    zp = torch.tensor([[1.0, 3.0, 2.0]])
+    # z − b − z⁺ = [−1, 1.5, −1.5]: the second clamps to 0 (round-off of the wrong sign)
+    z = torch.tensor([[0.5, 5.0, 0.0]])
+    b = torch.tensor([[0.5, 0.5, -0.5]])
     bp, bn = b.clamp(min=0), b.clamp(max=0)
-    expect = torch.tensor([[2.0 * 2 / 1.5, 2.0 * 6 / 3.5, -1.0 * 2 / -1.0, -1.0 * 6 / SAFE_EPS]])
+    expect = torch.tensor([[2.0 * 2 / 1.5, 2.0 * 6 / 3.5, 2.0 * 4 / 2.0,
+                            -1.0 * 2 / -1.0, -1.0 * 6 / SAFE_EPS, -1.0 * 4 / -2.0]])
     _close(k.ratio_pair_from_z(R, z, zp, b, bp, bn, 2.0, 1.0), expect, torch.float32)
-    zn = torch.tensor([[-1.0, 0.0]])
+    zn = torch.tensor([[-1.0, 0.0, -1.5]])
     _close(k.ratio_pair(R, zp, zn, bp, bn, 2.0, 1.0), expect, torch.float32)
 
 
 @pytest.mark.parametrize("k", IMPLS, ids=IDS)
 def test_eps_ratio_by_hand(k):
+    skip_unless_compiles(k)
     R = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
     z = torch.tensor([[0.0, -0.0, 0.5, -0.5]])
     # sign(±0) = +1: both zeros get +ε
@@ -75,6 +98,7 @@ def _inputs(shape, dtype, seed=0):
                                          ((4, 9), torch.float32), ((1, 4, 3, 3), torch.float32)],
                          ids=["conv", "conv-float64", "dense", "batch1"])
 def test_fused_steps_equal_eager(shape, dtype):
+    skip_unless_compiles()
     R, z, zp, b = _inputs(shape, dtype)
     F = kernels.FUSED
     for bias in (None, b):
@@ -95,6 +119,7 @@ def test_fused_steps_equal_eager(shape, dtype):
 @pytest.mark.parametrize("arch", ["vgg_like", "alexnet_like"])
 def test_fused_analyzers_equal_eager(arch, bias):
     """Every built-in analyzer, fused against eager (float32, non-square, grouped convs in alexnet_like)."""
+    skip_unless_compiles()
     if arch == "alexnet_like":
         model, x = alexnet_like(), _data((2, 3, 67, 83), dtype=torch.float32)
     else:
@@ -110,6 +135,7 @@ def test_fused_analyzers_equal_eager(arch, bias):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_fused_on_cuda_equals_cpu():
+    skip_unless_compiles()
     x = _data((3, 3, 67, 83), dtype=torch.float32)
     model = _materialise(alexnet_like(), x)
     t = _targets(model, x)
@@ -134,8 +160,29 @@ def test_a_step_that_cannot_compile_names_the_step_and_the_way_out(monkeypatch):
         k.eps_ratio(R, R, 0.1)
 
 
+def test_inputs_that_are_wrong_anyway_get_pytorchs_own_error():
+    """A shape mismatch is the caller's problem, not the compiler's: the eager step's error, unwrapped."""
+    skip_unless_compiles()
+    with pytest.raises(RuntimeError, match="size of tensor") as err:
+        kernels.Fused().ratio(torch.ones(2, 3), torch.ones(2, 4), None, 1.0)
+    assert not isinstance(err.value, FusedKernelError)
+
+
+def test_past_the_recompile_limit_a_step_runs_eagerly_with_a_warning():
+    skip_unless_compiles()
+    k = Fused()
+    k.RECOMPILE_LIMIT = 1  # (the variants compiled so far in this process count too)
+    R32, z32 = torch.randn(3, 4), torch.randn(3, 4)
+    R64, z64 = torch.randn(2, 3, 5, dtype=torch.float64), torch.randn(2, 3, 5, dtype=torch.float64)
+    with pytest.warns(UserWarning, match=r"eps_ratio reached 1 compiled variants .* run eagerly \(same maps\)"):
+        out = [k.eps_ratio(R32, z32, 0.3), k.eps_ratio(R64, z64, 0.3)]
+    _close(out[0], EAGER.eps_ratio(R32, z32, 0.3), torch.float32)
+    _close(out[1], EAGER.eps_ratio(R64, z64, 0.3), torch.float64)
+
+
 def test_attribute_passes_fused_through(monkeypatch):
     """`attribute` (one analyzer) selects the kernels as `attribute_many` does."""
+    skip_unless_compiles()
     model, x = vgg_like(dtype=torch.float32), _data((2, 3, 16, 16), dtype=torch.float32)
     model = _materialise(model, x)
     t = _targets(model, x)
@@ -150,6 +197,7 @@ def test_attribute_passes_fused_through(monkeypatch):
 
 @pytest.mark.parametrize("case", ["zero_image", "dead_relus"])
 def test_fused_maps_stay_finite_with_zero_denominators(case):
+    skip_unless_compiles()
     model, x = vgg_like(dtype=torch.float32), _data((2, 3, 16, 16), dtype=torch.float32)
     model = _materialise(model, x)
     if case == "zero_image":
