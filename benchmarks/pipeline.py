@@ -127,7 +127,8 @@ def main(argv=None):
     overhead = sum(timings[k] for k in ("load_wait", "h2d", "sums", "d2h", "write_wait", "metrics"))
     device_name = cpu_or_gpu_name(dev)
     io_threads = a.io_threads or torch.get_num_threads()
-    res = {"device": device_name, "n": a.n, "io_threads": io_threads, "metric_jobs": jobs, "batch": a.batch, "size": a.size, "analyzers": len(ANALYZERS), "fused": a.fused,
+    res = {"device": device_name, "n": a.n, "io_threads": io_threads, "metric_jobs": jobs, "batch": a.batch,
+           "size": a.size, "analyzers": len(ANALYZERS), "fused": a.fused,
            "precision": a.precision, "torch": torch.__version__, "malloc": malloc, "timings_s": timings,
            "images_per_s": a.n / timings["attribute"], "overhead_fraction_of_attribution": overhead / timings["attribute"]}
     print(f"device {device_name}; {a.n} images, batch {a.batch}, {len(ANALYZERS)} analyzers, {a.precision} shards, "

@@ -49,8 +49,6 @@ class Layer:
     input_nonneg: bool = False  # the input is a ReLU's output, possibly through pools/LRN/Dropout/Flatten
 
 
-
-
 def layers_of(model: nn.Module) -> list[Layer]:
     """Leaf modules of `model` in registration order, each with its kind; raise on anything unsupported."""
     out: list[Layer] = []
