@@ -42,6 +42,8 @@ if __package__ in (None, ""):  # run as `python benchmarks/attribution.py`: make
 
 import lrp  # noqa: E402
 import lrp.allocator  # noqa: E402
+import lrp.kernels  # noqa: E402
+import lrp.rules  # noqa: E402
 
 TARGETS = {  # the targets, as ratios to the gradient pass of the same run
     "lrp_cmp_alpha1": 1.6, "lrp_cmp_alpha1_flat": 1.6, "lrp_cmp_alpha2": 2.2, "lrp_cmp_alpha2_flat": 2.2,
@@ -194,10 +196,20 @@ def main(argv=None):
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="let cuDNN time its algorithms per shape (torch.backends.cudnn.benchmark) for every contender; "
                         "the warm-up run absorbs the tuning")
-    p.add_argument("--fused", action="store_true",
-                   help="our analyzers with fused elementwise kernels (attribute_many(..., fused=True), lrp.kernels); "
-                        "the warm-up run absorbs the compilation")
+    kinds = p.add_mutually_exclusive_group()
+    kinds.add_argument("--fused", dest="kernels", action="store_const", const=True,
+                       help="fused elementwise kernels (attribute_many(..., fused=True), lrp.kernels) on any device; "
+                            "the warm-up run absorbs the compilation")
+    kinds.add_argument("--eager", dest="kernels", action="store_const", const=False,
+                       help="eager elementwise steps on any device. Default: the library's (fused on CUDA only)")
+    p.add_argument("--alphabeta-pair", choices=["auto", "stacked", "split"], default="auto",
+                   help="αβ (β ≠ 0) after a ReLU: one stacked transposed convolution or two "
+                        "(lrp.rules.STACKED_PAIR_DEVICES; auto: the library's choice for the device)")
     a = p.parse_args(argv)
+    fused = lrp.kernels.resolve(a.kernels, a.device)
+    if a.alphabeta_pair != "auto":
+        lrp.rules.STACKED_PAIR_DEVICES = {a.device} if a.alphabeta_pair == "stacked" else set()
+    stacked_pair = a.device in lrp.rules.STACKED_PAIR_DEVICES
     malloc = lrp.allocator.retain_freed_memory() if a.malloc == "retain" else "glibc defaults"
 
     device = torch.device(a.device)
@@ -227,18 +239,19 @@ def main(argv=None):
 
     def ours_one(name):
         extra = {"patterns": patterns} if name == "pattern_attribution" else {}
-        return lambda: lrp.attribute(model, x, targets, name, bias="toolbox", fused=a.fused, **extra)
+        return lambda: lrp.attribute(model, x, targets, name, bias="toolbox", fused=fused, **extra)
 
     def suite():
         return lrp.attribute_many(model, x, targets,
                                   {n: ({"patterns": patterns} if n == "pattern_attribution" else {}) for n in names},
-                                  bias="toolbox", fused=a.fused)
+                                  bias="toolbox", fused=fused)
 
     info = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "threads": threads, "batch": batch, "size": size,
             "repeats": repeats, "model": "torchvision vgg16 (random weights, random biases), float32, TF32 off",
             "python": sys.version.split()[0], "malloc": malloc,
-            "cudnn_benchmark": bool(a.cudnn_benchmark and device.type == "cuda"), "fused": a.fused}
+            "cudnn_benchmark": bool(a.cudnn_benchmark and device.type == "cuda"), "fused": fused,
+            "alphabeta_pair": "stacked" if stacked_pair else "split"}
     try:
         import zennit
         info["zennit"] = getattr(zennit, "__version__", "0.5.1")

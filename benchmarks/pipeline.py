@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.attribution import device_name as cpu_or_gpu_name  # noqa: E402
 from lrp.allocator import retain_freed_memory  # noqa: E402
+from lrp.kernels import resolve  # noqa: E402
 from lrp.models.base import ModelBundle  # noqa: E402
 from lrp.models.zoo import TORCHVISION_PREPROCESSING  # noqa: E402
 from lrp.stages import attribute_shard, metrics  # noqa: E402
@@ -85,10 +86,15 @@ def main(argv=None):
                         "runs the metrics rule (default: min(analyzers, CPUs this process may use))")
     p.add_argument("--malloc", choices=["retain", "default"], default="retain",
                    help="retain: glibc keeps freed memory for reuse, as every pipeline job does (lrp.allocator)")
-    p.add_argument("--fused", action="store_true", help="fused elementwise kernels (attribution.fused: true)")
+    kinds = p.add_mutually_exclusive_group()
+    kinds.add_argument("--fused", dest="kernels", action="store_const", const=True,
+                       help="fused elementwise kernels on any device (attribution.fused: true)")
+    kinds.add_argument("--eager", dest="kernels", action="store_const", const=False,
+                       help="eager elementwise steps (attribution.fused: false). Default: auto, fused on CUDA only")
     a = p.parse_args(argv)
     malloc = retain_freed_memory() if a.malloc == "retain" else "glibc defaults"
     dev = torch.device(a.device)
+    fused = resolve(a.kernels, dev)
     torch.manual_seed(0)
     module = torchvision.models.vgg16(weights=None).eval().requires_grad_(False).to(dev)
     bundle = ModelBundle(module, TORCHVISION_PREPROCESSING, 224, [str(i) for i in range(1000)], "vgg16-random")
@@ -101,11 +107,11 @@ def main(argv=None):
         # Warm-up batch (cuDNN autotuning, allocator) outside the timings.
         synthetic_shard(tmp / "warm.h5", min(a.batch, a.n), a.size)
         attribute_shard(bundle, dev, tmp / "warm.h5", opts, {k: tmp / "warm" / f"{k}.h5" for k in opts}, a.batch,
-                        a.precision, False, {}, io_threads=a.io_threads, fused=a.fused)
+                        a.precision, False, {}, io_threads=a.io_threads, fused=fused)
         timings: dict = {}
         t0 = time.perf_counter()
         attribute_shard(bundle, dev, tmp / "images.h5", opts, outs, a.batch, a.precision, False, {}, timings,
-                        io_threads=a.io_threads, fused=a.fused)
+                        io_threads=a.io_threads, fused=fused)
         timings["total_attribute_job"] = time.perf_counter() - t0
         jobs = a.metric_jobs or min(len(outs), len(os.sched_getaffinity(0)))
         spawn = multiprocessing.get_context("spawn")
@@ -128,7 +134,7 @@ def main(argv=None):
     device_name = cpu_or_gpu_name(dev)
     io_threads = a.io_threads or torch.get_num_threads()
     res = {"device": device_name, "n": a.n, "io_threads": io_threads, "metric_jobs": jobs, "batch": a.batch,
-           "size": a.size, "analyzers": len(ANALYZERS), "fused": a.fused,
+           "size": a.size, "analyzers": len(ANALYZERS), "fused": fused,
            "precision": a.precision, "torch": torch.__version__, "malloc": malloc, "timings_s": timings,
            "images_per_s": a.n / timings["attribute"], "overhead_fraction_of_attribution": overhead / timings["attribute"]}
     print(f"device {device_name}; {a.n} images, batch {a.batch}, {len(ANALYZERS)} analyzers, {a.precision} shards, "

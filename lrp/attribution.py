@@ -3,7 +3,8 @@
 Speed comes mostly from sharing: the forward pass runs once; quantities several rules need (w⁺, z⁺,
 receptive-field counts) are computed once per layer; and analyzers whose rules agree from the output down to
 a layer share that part of the backward pass (LRP_CMP:α1 and LRP_CMP:α1+♭ differ only at the first conv, so
-the second one costs a single layer). `fused=True` also compiles the rules' elementwise steps (lrp.kernels).
+the second one costs a single layer). Fused kernels (lrp.kernels; the default on CUDA) also compile the
+rules' elementwise steps.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import defaultdict
 
 import torch
 
-from . import composites
+from . import composites, kernels
 from .graph import Trace, compile_model, forward_trace
 
 
@@ -22,25 +23,27 @@ class AnalyzerError(RuntimeError):
 
 
 def attribute(model, inputs, targets, analyzer: str = "lrp_cmp_alpha2_flat", tf32: bool = False,
-              fused: bool = False, **options) -> torch.Tensor:
+              fused: bool | None = None, **options) -> torch.Tensor:
     """Relevance of `inputs` (N, C, H, W) for class `targets` (N,) under one analyzer; same shape as inputs.
     `tf32` and `fused` as in `attribute_many`."""
     return attribute_many(model, inputs, targets, {analyzer: options}, tf32=tf32, fused=fused)[analyzer]
 
 
-def attribute_many(model, inputs, targets, analyzers, tf32: bool = False, fused: bool = False,
+def attribute_many(model, inputs, targets, analyzers, tf32: bool = False, fused: bool | None = None,
                    **options) -> dict[str, torch.Tensor]:
     """Relevance maps of several analyzers from one forward pass: {name: Tensor shaped like inputs}.
 
     `analyzers`: a list of names, or {name: options} to set options per analyzer; keyword `options`
     (epsilon, bias, flat_layers, patterns) apply to every analyzer that takes them. `tf32=False` keeps CUDA
     matmuls/convolutions in full fp32, as the comparison with the reference tools requires. `fused=True`
-    runs the rules' elementwise steps as compiled kernels (`lrp.kernels`; the same maps up to float round-off, less memory traffic).
+    runs the rules' elementwise steps as compiled kernels (`lrp.kernels`; the same maps up to float round-off,
+    less memory traffic); the default `None` means fused on CUDA, eager elsewhere (`lrp.kernels.resolve`).
     Function analyzers (`composites.register_function`) run after the shared pass, each on its own.
     """
     specs = _specs(analyzers, options)
     x, t = _check_inputs(model, inputs, targets)
     engine = {name: spec for name, spec in specs.items() if spec[0].function is None}
+    fused = kernels.resolve(fused, x.device)
     results = _engine_maps(model, x, t, engine, tf32, fused) if engine else {}
     for name, (analyzer, opts) in specs.items():
         if analyzer.function is not None:

@@ -25,6 +25,13 @@ from .kernels import SAFE_EPS, safe  # noqa: F401 (SAFE_EPS: the convention's co
 
 BIAS_MODES = ("innvestigate", "toolbox", "ignore")
 
+# αβ with β ≠ 0 on a post-ReLU convolution needs T(w⁺, α s⁺) − T(w⁻, β s⁻). On these device types it is one
+# transposed convolution of the stacked [α s⁺, −β s⁻] against [w⁺; w⁻] (fewer passes; a little faster on CPU),
+# elsewhere two calls: on an H100 the stacked call made `lrp_cmp_alpha2` 2.20× a gradient pass against 2.07×
+# (cuDNN's default algorithm for the doubled channel count; benchmarks/README.md, "CUDA: H100 with the fused
+# kernels"). Same sums up to float round-off.
+STACKED_PAIR_DEVICES = {"cpu"}
+
 
 def safe_divide(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a / safe(b)
@@ -257,8 +264,8 @@ class AlphaBeta(Rule):
                 s_p = trace.kernels.ratio(R, zp, bp, self.alpha)
                 return linear_transpose(layer, x.shape, wp, s_p).mul_(x)
             s = trace.kernels.ratio_pair_from_z(R, trace.outputs[i], zp, b, bp, bn, self.alpha, self.beta)
-            if layer.kind == "linear" or layer.module.groups > 1:  # (a stacked dense weight is a large copy;
-                # stacked grouped weights would mix the groups)
+            if layer.kind == "linear" or layer.module.groups > 1 or x.device.type not in STACKED_PAIR_DEVICES:
+                # (a stacked dense weight is a large copy; stacked grouped weights would mix the groups)
                 c, wn = R.shape[1], trace.cached(("w-", i), lambda: w.clamp(max=0))
                 g = linear_transpose(layer, x.shape, wp, s[:, :c])
                 return g.add_(linear_transpose(layer, x.shape, wn, s[:, c:])).mul_(x)

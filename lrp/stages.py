@@ -354,14 +354,17 @@ def _kill_point(shard: int | None) -> int | None:
 
 def attribute(model_spec: dict, image_shard_h5, analyzers: dict, out_paths: dict, batch_size: int, device: str,
               precision: str, patterns_h5=None, tf32: bool = False, shard: int | None = None,
-              deterministic: bool = False, config: dict | None = None, fused: bool = False):
+              deterministic: bool = False, config: dict | None = None, fused: bool | str | None = None):
     """Every configured analyzer on one image shard from one forward pass per batch; one file per analyzer.
 
-    `config` (the settings that made the maps) is stored in every file with the software versions."""
+    `config` (the settings that made the maps) is stored in every file with the software versions; `fused`
+    None or "auto" means fused kernels on CUDA (lrp.kernels.resolve), and the files record what ran."""
+    from .kernels import resolve
     from .provenance import stamp
 
     set_deterministic(deterministic)
     dev = pick_device(device)
+    fused = resolve(fused, dev)
     bundle = load_model(model_spec, dev)
     opts = analyzer_options(model_spec, analyzers, patterns_h5, dev)
     attrs = dict(model=model_spec.get("arch", ""), model_checksum=bundle.checksum, lrp_version=__version__,
@@ -373,7 +376,7 @@ def attribute(model_spec: dict, image_shard_h5, analyzers: dict, out_paths: dict
 
 def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, batch_size: int, precision: str,
                     tf32: bool, attrs: dict, timings: dict | None = None, kill_after: int | None = None,
-                    io_threads: int | None = None, fused: bool = False):
+                    io_threads: int | None = None, fused: bool | str | None = None):
     """The hot loop: prefetched uint8 batches -> device -> attribute_many -> background HDF5 writes.
 
     The writes run on a background thread, with `io_threads` threads (default: torch's thread count, i.e.

@@ -146,6 +146,78 @@ def test_fused_on_cuda_equals_cpu():
         torch.testing.assert_close(gpu[name].cpu(), cpu[name], rtol=1e-4, atol=1e-5 * scale, msg=name)
 
 
+@pytest.mark.parametrize("fused, device, expected", [
+    (None, "cpu", False), ("auto", "cpu", False), (None, "cuda", True), ("auto", torch.device("cuda", 1), True),
+    (True, "cpu", True), (False, "cuda", False)])
+def test_fused_default_is_per_device(fused, device, expected):
+    """The default (None / config "auto") fuses on CUDA only: measured faster there; on CPU the gain is smaller
+    than a new process's compile time."""
+    assert kernels.resolve(fused, device) is expected
+
+
+def test_fused_must_be_a_bool_or_auto():
+    with pytest.raises(TypeError, match=r"fused must be True, False, or None / 'auto'.*'yes'"):
+        kernels.resolve("yes", "cpu")
+
+
+def _selected_kernels(monkeypatch, model, x, t, **kw):
+    """Which implementation the recorded pass of attribute_many hands the rules."""
+    import lrp.attribution
+
+    seen = []
+    trace = lrp.attribution.forward_trace
+    monkeypatch.setattr(lrp.attribution, "forward_trace", lambda *a: seen.append(trace(*a)) or seen[-1])
+    lrp.attribute_many(model, x, t, ["lrp_cmp_alpha2"], **kw)
+    return [tr.kernels.name for tr in seen]
+
+
+def test_cpu_inputs_run_eager_by_default(monkeypatch):
+    x = _data((2, 3, 16, 16), dtype=torch.float32)
+    model = _materialise(vgg_like(dtype=torch.float32), x)
+    t = _targets(model, x)
+    assert _selected_kernels(monkeypatch, model, x, t) == ["eager"]
+    assert _selected_kernels(monkeypatch, model, x, t, fused=False) == ["eager"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_inputs_run_fused_by_default(monkeypatch):
+    x = _data((2, 3, 16, 16), dtype=torch.float32)
+    model = _materialise(vgg_like(dtype=torch.float32), x).cuda()
+    x = x.cuda()
+    t = _targets(model, x)
+    assert _selected_kernels(monkeypatch, model, x, t) == ["fused"]
+    assert _selected_kernels(monkeypatch, model, x, t, fused=False) == ["eager"]
+
+
+@pytest.mark.parametrize("bias", ["innvestigate", "toolbox", "ignore"])
+def test_stacked_and_split_alphabeta_pair_agree(monkeypatch, bias):
+    """αβ (β ≠ 0) after a ReLU: one transposed convolution of [α s⁺, −β s⁻] against [w⁺; w⁻] (CPU) or two
+    (other devices, lrp.rules.STACKED_PAIR_DEVICES). Both are run here on CPU; the split one makes one more
+    transposed call per post-ReLU conv, so the switch is seen to take effect."""
+    import lrp.rules
+
+    x = _data((3, 3, 16, 20))
+    model = _materialise(vgg_like(), x)
+    t = _targets(model, x)
+    calls = []
+    transpose = lrp.rules.linear_transpose
+    monkeypatch.setattr(lrp.rules, "linear_transpose", lambda *a: calls.append(1) or transpose(*a))
+    names = ["lrp_alpha2", "lrp_cmp_alpha2", "lrp_cmp_alpha2_flat"]
+    maps, n_calls = {}, {}
+    for devices in ({"cpu"}, set()):
+        monkeypatch.setattr(lrp.rules, "STACKED_PAIR_DEVICES", devices)
+        calls.clear()
+        maps[bool(devices)] = lrp.attribute_many(model, x, t, names, bias=bias)
+        n_calls[bool(devices)] = len(calls)
+    post_relu_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) - 1
+    # per analyzer whose αβ layers are not shared: lrp_alpha2 and lrp_cmp_alpha2 share nothing above the dense
+    # layers (ε vs αβ there), so each does its post-ReLU convs; lrp_cmp_alpha2_flat shares all but layer 1
+    assert n_calls[False] - n_calls[True] == 2 * post_relu_convs
+    for name in names:
+        scale = float(maps[True][name].abs().max())
+        torch.testing.assert_close(maps[False][name], maps[True][name], rtol=1e-12, atol=1e-13 * scale, msg=name)
+
+
 def test_a_step_that_cannot_compile_names_the_step_and_the_way_out(monkeypatch):
     def broken_compile(fn, **kw):
         def run(*args):

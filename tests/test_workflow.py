@@ -71,6 +71,7 @@ def test_missing_imagenet_data_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("edit, key", [
     (lambda c: c["analyzers"].update({"lrp_zz": {}}), "analyzers.lrp_zz"),
     (lambda c: c["attribution"].update({"batch_size": -4}), "attribution.batch_size"),
+    (lambda c: c["attribution"].update({"fused": "yes"}), "attribution.fused"),
     (lambda c: c["datasets"]["demo"].update({"model": "nope"}), "datasets.demo.model"),
     (lambda c: c["datasets"]["demo"].update({"format": "imagenet", "source": "local"}), "datasets.demo.images"),
     (lambda c: c["analyzers"].update({"lrp_z": {"epsilon": -1}}), "analyzers.lrp_z.epsilon"),
@@ -123,6 +124,7 @@ def test_smoke_run_ci_config(ci_run):
         assert json.loads(h.attrs["config"])["attribution"]["batch_size"] == cfg["attribution"]["batch_size"]
         assert json.loads(h.attrs["versions"])["torch"]
         assert json.loads(h.attrs["options"])["bias"] == cfg["models"]["demo_vgg"]["bias"]
+        assert h.attrs["fused"] == 0  # attribution.fused: auto (the default) on a CPU job: eager steps
     # The plugin's analyzers (examples/my_analyzers.py) ran like the built-ins, and their maps name the file.
     plugin = ROOT / "examples" / "my_analyzers.py"
     digest = hashlib.sha256(plugin.read_bytes()).hexdigest()

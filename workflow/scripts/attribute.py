@@ -15,6 +15,6 @@ run(snakemake, attribute, model_spec=snakemake.params.model, image_shard_h5=snak
     analyzers=snakemake.params.analyzers, out_paths=outputs, batch_size=settings.get("batch_size", 16),
     device=settings.get("device", "auto"), precision=settings.get("precision", "float32"),
     patterns_h5=snakemake.input.patterns or None, tf32=settings.get("tf32", False),
-    fused=settings.get("fused", False), shard=int(snakemake.wildcards.shard),
+    fused=settings.get("fused", "auto"), shard=int(snakemake.wildcards.shard),
     deterministic=settings.get("deterministic", False),
     config={"model": snakemake.params.model, "analyzers": snakemake.params.analyzers, "attribution": settings})
