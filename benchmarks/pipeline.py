@@ -5,8 +5,8 @@ torchvision VGG-16 (all Table 1 analyzers of the ImageNet study, one forward pas
 pipeline's own job code (`lrp.stages.attribute_shard`: it also computes μ's sums of every map on the device),
 writes the attribution shards, then runs the metrics as the pipeline does: `lrp.stages.metrics`, one
 single-threaded process per analyzer, `--metric-jobs` at once (Snakemake's `--cores`). Times each phase; the
-overhead counts everything but the attribution itself and the writer's own (overlapping) time. Goal (issue: full scale): the I/O and metrics around the
-attributions cost ≤ 20 % of the attribution time on one H100.
+overhead counts everything but the attribution itself and the writer's own (overlapping) time. Goal (issue:
+full scale): the I/O and metrics around the attributions cost ≤ 20 % of the attribution time on one H100.
 
     python benchmarks/pipeline.py --device cuda --n 512 --batch 64 --json out.json
     python benchmarks/pipeline.py --device cpu --n 8 --batch 4          # smoke run
