@@ -27,8 +27,12 @@ demo: venv
 	@echo "  Fig. 2:   results/demo/fig2_occlusion.png (.pdf)"
 	@echo "  Model:    results/demo/model_card.json; provenance: results/demo/provenance.json"
 
+# Two workers, one per core of the CI machine; each test file stays on one worker (--dist loadfile), so the
+# end-to-end workflow run shared by test_workflow.py's tests is made once.
+TEST_WORKERS ?= 2
+
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: venv
 	$(VENV)/bin/snakemake --lint --configfile config/demo.yaml

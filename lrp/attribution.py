@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
+from collections.abc import Mapping
 
 import torch
 
@@ -25,7 +26,11 @@ class AnalyzerError(RuntimeError):
 def attribute(model, inputs, targets, analyzer: str = "lrp_cmp_alpha2_flat", tf32: bool = False,
               fused: bool | None = None, **options) -> torch.Tensor:
     """Relevance of `inputs` (N, C, H, W) for class `targets` (N,) under one analyzer; same shape as inputs.
-    `tf32` and `fused` as in `attribute_many`."""
+    `options`: those the analyzer takes (`lrp.composites.option_names`); `tf32` and `fused` as in
+    `attribute_many`, which says what raises ValueError."""
+    if not isinstance(analyzer, str):
+        raise ValueError(f"analyzer must be the name of one analyzer, got {type(analyzer).__name__} {analyzer!r}; "
+                         f"for several, use attribute_many")
     return attribute_many(model, inputs, targets, {analyzer: options}, tf32=tf32, fused=fused)[analyzer]
 
 
@@ -39,32 +44,41 @@ def attribute_many(model, inputs, targets, analyzers, tf32: bool = False, fused:
     runs the rules' elementwise steps as compiled kernels (`lrp.kernels`; the same maps up to float round-off,
     less memory traffic); the default `None` means fused on CUDA, eager elsewhere (`lrp.kernels.resolve`).
     Function analyzers (`composites.register_function`) run after the shared pass, each on its own.
+
+    Raises ValueError for an unknown analyzer or option, an option value the analyzer or the model cannot take
+    (e.g. flat_layers above the model's number of convolutions), inputs that are not a non-empty, finite,
+    floating-point (N, C, H, W) batch, and targets that are not one class index in [0, outputs) per input.
     """
     specs = _specs(analyzers, options)
-    x, t = _check_inputs(model, inputs, targets)
+    x, t, t_max = _check_inputs(model, inputs, targets)
     engine = {name: spec for name, spec in specs.items() if spec[0].function is None}
     fused = kernels.resolve(fused, x.device)
-    results = _engine_maps(model, x, t, engine, tf32, fused) if engine else {}
-    for name, (analyzer, opts) in specs.items():
+    if engine:
+        results = _engine_maps(model, x, t, t_max, engine, tf32, fused)
+    else:
+        results = {}
+        _check_target_range(t, t_max, _n_outputs(model, x))
+    for name, (analyzer, opts, _) in specs.items():
         if analyzer.function is not None:
             results[name] = _function_map(analyzer, model, x, t, opts, tf32)
     return {name: results[name].reshape(x.shape) for name in specs}
 
 
-def _engine_maps(model, x, t, specs: dict, tf32: bool, fused: bool) -> dict[str, torch.Tensor]:
+def _engine_maps(model, x, t, t_max: int, specs: dict, tf32: bool, fused: bool) -> dict[str, torch.Tensor]:
     """The rule-based analyzers: one recorded forward pass, then the shared backward passes."""
     with _precision(tf32), torch.no_grad():
         layers = compile_model(model, x)
+        for name, (_, _, given) in specs.items():
+            composites.check_against_model(name, given, layers)
         trace = forward_trace(layers, x, fused)
         logits = trace.logits
         if logits.ndim != 2:
             raise ValueError(f"the model's output must be (N, classes) logits, got shape {tuple(logits.shape)}")
-        if int(t.max()) >= logits.shape[1]:
-            raise ValueError(f"target {int(t.max())} out of range for {logits.shape[1]} classes")
+        _check_target_range(t, t_max, logits.shape[1])
         onehot = torch.zeros_like(logits).scatter_(1, t[:, None], 1.0)
         results: dict[str, torch.Tensor] = {}
         groups: dict[str, list] = defaultdict(list)
-        for name, (analyzer, opts) in specs.items():
+        for name, (analyzer, opts, _) in specs.items():
             if analyzer.start == "uniform":
                 results[name] = torch.ones_like(x)
                 continue
@@ -150,6 +164,8 @@ def _ctx(members) -> dict:
 
 
 def _specs(analyzers, options) -> dict:
+    """{name: (analyzer, its resolved options, the options the caller set for it)}; raises ValueError for an
+    unknown analyzer or option, a bad value, or a keyword option that no analyzer of the call takes."""
     if isinstance(analyzers, str):
         analyzers = [analyzers]
     if not isinstance(analyzers, dict):
@@ -163,25 +179,117 @@ def _specs(analyzers, options) -> dict:
                          f"known: {sorted(taken) or 'none'}")
     specs = {}
     for name, opts in analyzers.items():
-        analyzer = composites.get(name)
-        specs[name] = (analyzer, composites.resolve_options(analyzer, dict(opts or {}), shared=options))
+        if opts is not None and not isinstance(opts, Mapping):
+            raise ValueError(f"the options of analyzer {name!r} must be a mapping of option names to values "
+                             f"(or None), got {type(opts).__name__} {opts!r}")
+        analyzer, own = composites.get(name), dict(opts or {})
+        given = {**{k: v for k, v in options.items() if k in composites.option_names(analyzer)}, **own}
+        specs[name] = (analyzer, composites.resolve_options(analyzer, own, shared=options), given)
     return specs
 
 
-def _check_inputs(model, inputs, targets):
+def _check_inputs(model, inputs, targets) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The inputs (detached) and targets (int64 on the inputs' device), checked, and the largest target (the
+    forward pass checks it against the model's outputs). Why one `tolist()`: on CUDA every value read back
+    makes the host wait for the device; the inputs' finiteness and the targets' range come back together,
+    and only where they fail do further reads name the culprits. Raises ValueError."""
+    _check_input_tensor(model, inputs)
+    x, t = inputs.detach(), _target_tensor(targets, inputs)
+    finite, whole, t_min, t_max = _summary(x, t)
+    bad = None if finite else (~torch.isfinite(x)).flatten(1).any(1)
+    if bad is not None and bool(bad.any()):  # else finite values whose sum overflowed
+        raise ValueError(f"inputs[{_indices(bad)}] contain NaN/Inf: check those images and their preprocessing "
+                         f"(e.g. a division by a zero standard deviation), or leave them out")
+    if not whole:
+        bad = ~torch.isfinite(t) | (t != t.trunc())
+        raise ValueError(f"targets[{_indices(bad)}] are not whole numbers ({_values(t, bad)}): give class "
+                         f"indices, e.g. targets.round().long() if they are whole numbers stored as floats")
+    if t_min < 0:
+        bad = t < 0
+        raise ValueError(f"targets[{_indices(bad)}] are negative ({_values(t, bad)}): give class indices ≥ 0")
+    return x, t.long(), t_max
+
+
+def _check_input_tensor(model, inputs) -> None:
+    """A non-empty floating-point (N, C, H, W) tensor of the model's dtype and device; raises ValueError."""
     if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4:
         raise ValueError(f"inputs must be a (N, C, H, W) tensor, got {type(inputs).__name__} "
                          f"{tuple(getattr(inputs, 'shape', ()))}")
+    if not inputs.is_floating_point():
+        raise ValueError(f"inputs are {inputs.dtype}; the models take floating-point images: convert them (e.g. "
+                         f"x.float()) and preprocess them as the model expects (raw 0–255 pixels are not its input)")
+    if inputs.numel() == 0:
+        what = "no samples (N = 0)" if inputs.shape[0] == 0 else f"no pixels (shape {tuple(inputs.shape)})"
+        raise ValueError(f"inputs hold {what}: pass at least one (C, H, W) image")
     param = next(model.parameters(), None)
     if param is not None and (param.device != inputs.device or param.dtype != inputs.dtype):
         raise ValueError(f"inputs are {inputs.dtype} on {inputs.device} but the model is {param.dtype} on "
                          f"{param.device}; move one of them")
-    t = torch.as_tensor(targets, device=inputs.device).long().reshape(-1)
-    if t.shape[0] != inputs.shape[0]:
-        raise ValueError(f"{t.shape[0]} targets for {inputs.shape[0]} inputs")
-    if t.numel() and int(t.min()) < 0:
-        raise ValueError("targets must be class indices ≥ 0")
-    return inputs.detach(), t
+
+
+def _target_tensor(targets, inputs: torch.Tensor) -> torch.Tensor:
+    """`targets` as a flat real tensor on the inputs' device, one per input (values not yet checked)."""
+    try:
+        t = torch.as_tensor(targets, device=inputs.device)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"targets must be class indices, one integer per input; got {type(targets).__name__} "
+                         f"({e})") from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"targets are {t.dtype}; give class indices, one integer per input (a boolean mask "
+                         f"or one-hot rows: use .nonzero() or .argmax(1))")
+    n = inputs.shape[0]
+    if t.numel() != n:
+        shape = f" (shape {tuple(t.shape)}: one-hot or score rows? use targets.argmax(1))" if t.ndim > 1 else ""
+        raise ValueError(f"{t.numel()} targets for {n} inputs{shape}: give one class index per input")
+    return t.reshape(-1)
+
+
+def _summary(x: torch.Tensor, t: torch.Tensor) -> tuple[bool, bool, int, int]:
+    """(inputs' sum finite, targets all whole numbers, min target, max target), read back in one transfer.
+    Why the sum: NaN and Inf reach it, and on CPU it is some 50× faster than `torch.isfinite(x).all()` (one
+    vectorised pass, no mask); only finite inputs so large that their sum overflows make it a false alarm,
+    which the caller's exact check then clears. Half precision is summed in float32, where images cannot."""
+    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    if t.is_floating_point():
+        whole = (torch.isfinite(t) & (t == t.trunc())).all()
+    else:
+        whole = torch.ones((), dtype=torch.bool, device=t.device)
+    t = t.long()  # a non-whole target makes min/max meaningless, but `whole` is checked first
+    finite, whole, t_min, t_max = torch.stack([torch.isfinite(x.sum(dtype=acc)).long(), whole.long(), t.min(),
+                                               t.max()]).tolist()
+    return bool(finite), bool(whole), t_min, t_max
+
+
+def _check_target_range(t: torch.Tensor, t_max: int, n_outputs: int | None) -> None:
+    """Every target below the model's number of outputs (None: unknown, nothing to check); raises ValueError.
+    Why before any backward pass: on CUDA an out-of-range index is a device-side assert that ends the process."""
+    if n_outputs is not None and t_max >= n_outputs:
+        bad = t >= n_outputs
+        raise ValueError(f"targets[{_indices(bad)}] out of range ({_values(t, bad)}): the model has {n_outputs} "
+                         f"outputs, so class indices are 0 to {n_outputs - 1}")
+
+
+def _n_outputs(model, x: torch.Tensor) -> int | None:
+    """The model's number of outputs, from one sample (function analyzers have no engine forward pass to tell);
+    None where the model's output is not (N, classes) or the forward fails (the analyzers then report it)."""
+    try:
+        with torch.no_grad():
+            out = model(x[:1])
+    except Exception:
+        return None
+    return out.shape[1] if isinstance(out, torch.Tensor) and out.ndim == 2 else None
+
+
+def _indices(bad: torch.Tensor, limit: int = 10) -> str:
+    """'3, 7' for a boolean (N,) tensor true at 3 and 7; the first `limit`, then how many there are in all."""
+    idx = bad.nonzero().flatten().tolist()
+    shown = ", ".join(map(str, idx[:limit]))
+    return shown if len(idx) <= limit else f"{shown}, … ({len(idx)} in all)"
+
+
+def _values(t: torch.Tensor, bad: torch.Tensor, limit: int = 10) -> str:
+    values = t[bad].tolist()
+    return ", ".join(map(repr, values[:limit])) + (", …" if len(values) > limit else "")
 
 
 @contextlib.contextmanager

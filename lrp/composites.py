@@ -15,21 +15,31 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import numbers
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .graph import Layer
-from .rules import (AlphaBeta, AvgPoolGradient, AvgPoolZ, Epsilon, Flat, Gradient, GuidedReLU, LRNGradient,
-                    Pass, ReLUGate, Reshape, Rule, WinnerTakesAll)
+from .rules import (BIAS_MODES, AlphaBeta, AvgPoolGradient, AvgPoolZ, Epsilon, Flat, Gradient, GuidedReLU,
+                    LRNGradient, Pass, ReLUGate, Reshape, Rule, WinnerTakesAll)
 
 DEFAULTS = {"epsilon": 0.1, "bias": "innvestigate", "flat_layers": 1}
-"""Options shared by all analyzers unless set per analyzer. ε = 0.1 on the dense layers of the LRP_CMP
-presets and bias = "innvestigate" follow iNNvestigate (the paper's VGG-16 tool); the PVOC study uses
-bias = "toolbox". `lrp_epsilon` alone defaults to ε = 1e-7, iNNvestigate's `lrp.epsilon` default, with
-which the paper found LRP_ε identical to LRP_z."""
+"""Defaults of the engine options, for the analyzers that take them (`option_names`). ε = 0.1 on the dense
+layers of the LRP_CMP presets and bias = "innvestigate" follow iNNvestigate (the paper's VGG-16 tool); the PVOC
+study uses bias = "toolbox". `lrp_epsilon` alone defaults to ε = 1e-7, iNNvestigate's `lrp.epsilon` default,
+with which the paper found LRP_ε identical to LRP_z."""
+
+ENGINE_OPTIONS = ("epsilon", "bias", "flat_layers", "patterns")
+"""Options a rule-based analyzer may take; each built-in names its own (`Analyzer.options`)."""
+MODEL_OPTIONS = ("bias",)
+"""Conventions of the model rather than of the method: every rule-based analyzer takes them, so that one setting
+(the config's `models.<m>.bias`, a benchmark's bias="toolbox") serves all of a model's analyzers; only the αβ
+rules read the bias."""
 
 
 @dataclass(frozen=True)
@@ -37,8 +47,9 @@ class Analyzer:
     """`start`: "logit" | "one" | "uniform" | "function"; `family`: "lrp" | "gradient" | "guided" | "none" |
     "function". A "function" analyzer computes its map with `function(model, inputs, targets, **options)`
     and takes exactly the options named in `defaults`; the others share the engine's forward pass and take
-    epsilon, bias, flat_layers (and their own `defaults`). `label` is the name in tables and figures;
-    `source` is the file whose code registered it ('' for the built-ins; set by `register`)."""
+    bias, their own `defaults` and the ENGINE_OPTIONS named in `options` (None: all of them, as a plugin's
+    kernel_rule may read any). `label` is the name in tables and figures; `source` is the file whose code
+    registered it ('' for the built-ins; set by `register`)."""
 
     name: str
     start: str
@@ -49,6 +60,7 @@ class Analyzer:
     label: str = ""
     function: Callable | None = None
     source: str = ""
+    options: tuple[str, ...] | None = None
 
 
 REGISTRY: dict[str, Analyzer] = {}
@@ -86,8 +98,21 @@ def _add(analyzer: Analyzer, replace: bool = False) -> Analyzer:
             raise ValueError(f"analyzer {analyzer.name!r} needs a kernel_rule (or use register_function)")
         if analyzer.start != "uniform" and analyzer.family == "none":
             raise ValueError(f"analyzer {analyzer.name!r}: family 'none' is for the uniform baseline only")
+    _check_declared_options(analyzer)
     REGISTRY[analyzer.name] = analyzer
     return analyzer
+
+
+def _check_declared_options(analyzer: Analyzer) -> None:
+    """`options` names engine options of a rule-based analyzer (its own go in `defaults`); raises ValueError."""
+    if analyzer.options is None:
+        return
+    if analyzer.function is not None:
+        raise ValueError(f"analyzer {analyzer.name!r}: a function analyzer takes the options its defaults name; "
+                         f"leave `options` unset")
+    if isinstance(analyzer.options, str) or not set(analyzer.options) <= set(ENGINE_OPTIONS):
+        raise ValueError(f"analyzer {analyzer.name!r}: options must be a tuple of engine options, of "
+                         f"{', '.join(ENGINE_OPTIONS)} (got {analyzer.options!r}); declare your own in defaults")
 
 
 def _caller_file() -> str:
@@ -143,29 +168,80 @@ def label(name: str) -> str:
 
 
 def option_names(analyzer: Analyzer) -> set[str]:
-    """The options an analyzer takes."""
+    """The options an analyzer takes: a function analyzer those its `defaults` name; a rule-based one the
+    model's conventions (bias), its `options` (all ENGINE_OPTIONS where None) and its `defaults`."""
     if analyzer.function is not None:
         return set(analyzer.defaults)
-    return set(DEFAULTS) | set(analyzer.defaults) | {"patterns"}
+    own = ENGINE_OPTIONS if analyzer.options is None else analyzer.options
+    return set(MODEL_OPTIONS) | set(own) | set(analyzer.defaults)
+
+
+def check_options(name: str, options: Mapping | None = None) -> None:
+    """Refuse, before any model is loaded, what analyzer `name` cannot take: an unknown analyzer or option, or
+    a value no model accepts (epsilon < 0, a bias convention that does not exist, a fractional flat_layers).
+    For the config check. flat_layers' upper bound, the model's number of convolutions, is checked when the
+    model runs (`check_against_model`). Raises ValueError naming the analyzer, the option and what it takes."""
+    if options is not None and not isinstance(options, Mapping):
+        raise ValueError(f"analyzer {name!r}: options must be a mapping of option names to values, got "
+                         f"{type(options).__name__} {options!r}")
+    resolve_options(get(name), dict(options or {}))
 
 
 def resolve_options(analyzer: Analyzer, options: dict, shared: dict | None = None) -> dict:
     """The analyzer's defaults, then `shared` options (set for every analyzer: only those it takes apply),
-    then its own `options` (an option it does not take is an error)."""
+    then its own `options`. Raises ValueError for an option it does not take, or a bad value."""
     known = option_names(analyzer)
     unknown = set(options) - known
     if unknown:
-        raise ValueError(f"analyzer {analyzer.name!r}: unknown option(s) {sorted(unknown)}; "
-                         f"known: {sorted(known) or 'none'}")
+        raise ValueError(f"analyzer {analyzer.name!r}: unknown option(s) {sorted(unknown)}; it takes: "
+                         f"{', '.join(sorted(known)) or 'none'}")
     shared = {k: v for k, v in (shared or {}).items() if k in known}
-    if analyzer.function is not None:
+    if analyzer.function is not None:  # its function checks its own values
         return {**analyzer.defaults, **shared, **options}
     opts = {**DEFAULTS, **analyzer.defaults, **shared, **options}
-    if opts["epsilon"] < 0:
-        raise ValueError(f"analyzer {analyzer.name!r}: epsilon must be ≥ 0, got {opts['epsilon']}")
-    if int(opts["flat_layers"]) != opts["flat_layers"] or opts["flat_layers"] < 0:
-        raise ValueError(f"analyzer {analyzer.name!r}: flat_layers must be an integer ≥ 0")
+    for key, check in _VALUE_CHECKS.items():
+        if key in opts:
+            check(analyzer.name, opts[key])
     return opts
+
+
+def check_against_model(name: str, given: Mapping, layers: list[Layer]) -> None:
+    """Options that only the model can judge, for those the caller set (`given`): ♭ on more convolutions than
+    the model has means nothing. The default flat_layers (1) is not checked: on a model without convolutions
+    it is simply unused. Raises ValueError."""
+    n_conv = sum(layer.kind == "conv" for layer in layers)
+    n = given.get("flat_layers")
+    if n is not None and n > n_conv:
+        raise ValueError(f"analyzer {name!r}: flat_layers = {n!r}, but the model has {n_conv} convolution(s); "
+                         f"give 0 ≤ flat_layers ≤ {n_conv} (♭ on that many of the first convolutions)")
+
+
+def _check_epsilon(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"analyzer {name!r}: epsilon must be a finite number ≥ 0, got {value!r}")
+
+
+def _check_bias(name: str, value) -> None:
+    if not isinstance(value, str) or value not in BIAS_MODES:
+        raise ValueError(f"analyzer {name!r}: bias must be one of {', '.join(BIAS_MODES)}, got {value!r}")
+
+
+def _check_flat_layers(name: str, value) -> None:
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and math.isfinite(value)
+                                                    and int(value) == value)
+    if isinstance(value, bool) or not whole or value < 0:
+        raise ValueError(f"analyzer {name!r}: flat_layers must be a whole number ≥ 0 (♭ on that many of the "
+                         f"first convolutions; 0: none), got {value!r}")
+
+
+def _check_patterns(name: str, value) -> None:
+    if value is not None and not isinstance(value, Mapping):
+        raise ValueError(f"analyzer {name!r}: patterns must be a {{layer name: tensor}} mapping "
+                         f"(lrp.patterns.load or lrp.patterns.compute), got {type(value).__name__}")
+
+
+_VALUE_CHECKS = {"epsilon": _check_epsilon, "bias": _check_bias, "flat_layers": _check_flat_layers,
+                 "patterns": _check_patterns}
 
 
 def plan(analyzer: Analyzer, layers: list[Layer], options: dict) -> list[Rule]:
@@ -225,25 +301,30 @@ def _cam(layer, n_conv, o):
     return Epsilon(0.0) if layer.kind == "linear" else Flat()
 
 
-for _name, _start, _family, _rule, _defaults, _doc in [
-    ("lrp_z", "logit", "lrp", _uniform(lambda o: Epsilon(0.0)), {}, "LRP-z on every layer (= gradient × input)"),
-    ("lrp_epsilon", "logit", "lrp", _uniform(lambda o: Epsilon(o["epsilon"])), {"epsilon": 1e-7},
+_EPS, _EPS_FLAT = ("epsilon",), ("epsilon", "flat_layers")  # the options each built-in takes, besides bias
+for _name, _start, _family, _rule, _defaults, _options, _doc in [
+    ("lrp_z", "logit", "lrp", _uniform(lambda o: Epsilon(0.0)), {}, (), "LRP-z on every layer (= gradient × input)"),
+    ("lrp_epsilon", "logit", "lrp", _uniform(lambda o: Epsilon(o["epsilon"])), {"epsilon": 1e-7}, _EPS,
      "LRP-ε on every layer"),
-    ("lrp_alpha1", "logit", "lrp", _uniform(lambda o: AlphaBeta(1.0, 0.0, o["bias"])), {}, "LRP-α1β0 on every layer"),
-    ("lrp_alpha2", "logit", "lrp", _uniform(lambda o: AlphaBeta(2.0, 1.0, o["bias"])), {}, "LRP-α2β1 on every layer"),
-    ("lrp_cmp_alpha1", "logit", "lrp", _cmp(1.0, False), {}, "LRP_CMP:α1 (ε dense, α1β0 conv)"),
-    ("lrp_cmp_alpha2", "logit", "lrp", _cmp(2.0, False), {}, "LRP_CMP:α2 (ε dense, α2β1 conv)"),
-    ("lrp_cmp_alpha1_flat", "logit", "lrp", _cmp(1.0, True), {}, "LRP_CMP:α1+♭ (♭ on the first flat_layers convs)"),
-    ("lrp_cmp_alpha2_flat", "logit", "lrp", _cmp(2.0, True), {}, "LRP_CMP:α2+♭ (♭ on the first flat_layers convs)"),
-    ("lrp_cam", "logit", "lrp", _cam, {}, "LRP_CAM (z dense, ♭ on every conv)"),
-    ("guided_backprop", "logit", "guided", _uniform(lambda o: Gradient()), {},
+    ("lrp_alpha1", "logit", "lrp", _uniform(lambda o: AlphaBeta(1.0, 0.0, o["bias"])), {}, (),
+     "LRP-α1β0 on every layer"),
+    ("lrp_alpha2", "logit", "lrp", _uniform(lambda o: AlphaBeta(2.0, 1.0, o["bias"])), {}, (),
+     "LRP-α2β1 on every layer"),
+    ("lrp_cmp_alpha1", "logit", "lrp", _cmp(1.0, False), {}, _EPS, "LRP_CMP:α1 (ε dense, α1β0 conv)"),
+    ("lrp_cmp_alpha2", "logit", "lrp", _cmp(2.0, False), {}, _EPS, "LRP_CMP:α2 (ε dense, α2β1 conv)"),
+    ("lrp_cmp_alpha1_flat", "logit", "lrp", _cmp(1.0, True), {}, _EPS_FLAT,
+     "LRP_CMP:α1+♭ (♭ on the first flat_layers convs)"),
+    ("lrp_cmp_alpha2_flat", "logit", "lrp", _cmp(2.0, True), {}, _EPS_FLAT,
+     "LRP_CMP:α2+♭ (♭ on the first flat_layers convs)"),
+    ("lrp_cam", "logit", "lrp", _cam, {}, (), "LRP_CAM (z dense, ♭ on every conv)"),
+    ("guided_backprop", "logit", "guided", _uniform(lambda o: Gradient()), {}, (),
      "Guided Backprop, started at the logit as in iNNvestigate"),
-    ("pattern_attribution", "logit", "gradient", _uniform(lambda o: Gradient(pattern=True)), {},
+    ("pattern_attribution", "logit", "gradient", _uniform(lambda o: Gradient(pattern=True)), {}, ("patterns",),
      "PatternAttribution (patterns of type 'relu', iNNvestigate 1.x)"),
-    ("gradient", "one", "gradient", _uniform(lambda o: Gradient()), {}, "plain gradient of the target logit"),
-    ("baseline", "uniform", "none", None, {}, "uniform attribution (every pixel equally relevant)"),
+    ("gradient", "one", "gradient", _uniform(lambda o: Gradient()), {}, (), "plain gradient of the target logit"),
+    ("baseline", "uniform", "none", None, {}, (), "uniform attribution (every pixel equally relevant)"),
 ]:
-    _add(Analyzer(_name, _start, _family, _rule, _defaults, _doc))  # built in: no source
+    _add(Analyzer(_name, _start, _family, _rule, _defaults, _doc, options=_options))  # built in: no source
 
 TABLE1 = [n for n in REGISTRY]
 """Every built-in analyzer, in the order of the paper's method list."""

@@ -1,27 +1,56 @@
 """Checks of a study config that a JSON schema cannot express; every message names the config key.
 
-The schema (config/schema.yaml, applied by Snakemake's `validate()` before this) covers types, ranges and
-names; this covers references between sections and what each data source needs.
+The schema (config/schema.yaml, applied by `check_schema` before this) covers types, ranges and names, and
+`check_schema` refuses NaN/±Inf anywhere; `check_config` covers references between sections and what each data
+source needs.
 """
 
 from __future__ import annotations
+
+import math
 
 
 class ConfigError(ValueError):
     pass
 
 
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def non_finite(value, path=()) -> list[tuple[tuple, float]]:
+    """(key path, value) of every NaN or ±Inf float anywhere in `value` (nested dicts and lists).
+
+    Why: JSON schema's `minimum`/`maximum` compare False with NaN, so `.nan` passes every range; YAML's
+    `.inf`/`.nan` would reach the jobs and fail them there (or poison their numbers). No key allows them.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [hit for k, v in value.items() for hit in non_finite(v, (*path, k))]
+    if isinstance(value, (list, tuple)):
+        return [hit for i, v in enumerate(value) for hit in non_finite(v, (*path, i))]
+    return []
+
+
 def check_schema(config: dict, schema_path) -> None:
-    """Validate against the JSON schema, reporting EVERY problem as `key.path: message` (no schema dump)."""
+    """Validate against the JSON schema, reporting EVERY problem as `key.path: message` (no schema dump).
+
+    Also refuses NaN/±Inf anywhere (`non_finite`). Raises ConfigError listing all problems.
+    """
     import jsonschema
     import yaml
 
     with open(schema_path) as f:
         schema = yaml.safe_load(f)
     validator = jsonschema.Draft202012Validator(schema)
-    problems = []
+    hits = non_finite(config)
+    problems = [f"{_key(path)}: {value} is not a finite number" for path, value in hits]
+    hit_paths = {path for path, _ in hits}
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
-        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        if tuple(err.absolute_path) in hit_paths:
+            continue  # already reported as not finite (a schema message about `nan` would only confuse)
+        key = _key(err.absolute_path)
         if err.validator == "propertyNames":
             bad = err.instance
             allowed = err.schema.get("enum") or err.schema.get("pattern")
@@ -37,7 +66,7 @@ def check_schema(config: dict, schema_path) -> None:
 def check_config(config: dict) -> None:
     """Also imports the config's `plugins`, whose analyzers the `analyzers` section may then name."""
     from . import plugins
-    from .composites import get, names, option_names
+    from .composites import check_options, get, names, option_names
 
     problems = []
     models, analyzers = config["models"], config["analyzers"]
@@ -51,9 +80,19 @@ def check_config(config: dict) -> None:
                             f"list the file that registers it under `plugins`")
             continue
         known = option_names(get(a)) - {"patterns"}
-        for k in sorted(set(opts or {}) - known):
+        unknown = sorted(set(opts or {}) - known)
+        for k in unknown:
             problems.append(f"analyzers.{a}.{k}: {a} takes no option {k!r} (it takes: "
                             f"{', '.join(sorted(known)) or 'none'})")
+        if not unknown:
+            try:
+                check_options(a, opts)  # the values (flat_layers' bound needs the model: checked when it runs)
+            except ValueError as e:
+                problems.append(f"analyzers.{a}: {e}")
+    flat = ((config.get("report") or {}).get("panel") or {}).get("flat_analyzer")
+    if flat is not None and flat in names() and "flat_layers" not in option_names(get(flat)):
+        problems.append(f"report.panel.flat_analyzer: {flat!r} takes no flat_layers option; name a ♭ analyzer "
+                        f"(e.g. lrp_cmp_alpha1_flat)")
     for name, ds in config["datasets"].items():
         key = f"datasets.{name}"
         if ds["model"] not in models:

@@ -6,6 +6,10 @@ transformed with `lrp.boxes.make_transform`, the same map the index used for the
 agree pixel for pixel. Images are stored once per shard (a VOC image with 3 classes is 3 samples but one
 image); `image_row` maps samples to images.
 
+Hostile files: an index row's image_file is opened only if it resolves (symlinks included) inside the image
+folder (`lrp.datasets.index.resolve_inside`); an image whose header declares more than `max_pixels` pixels
+is refused before it is decoded; 16-bit and 32-bit integer grey images are scaled to 8 bit, not clipped.
+
 Shard layout (HDF5):
   images       uint8 (n_images, size, size, 3), one chunk per image, lzf
   image_file   utf-8 (n_images,)
@@ -32,13 +36,24 @@ from PIL import Image
 from tqdm import tqdm
 
 from lrp.boxes import make_transform, union_mask
+from lrp.datasets.index import resolve_inside
 from lrp.io import atomic_path
 
-__all__ = ["ImageDecodeError", "shard_ranges", "load_rgb", "write_image_shard", "read_image_shard",
-           "read_shard_attrs", "shard_size", "iter_shard_batches", "Batch"]
+__all__ = ["ImageDecodeError", "MAX_IMAGE_PIXELS", "shard_ranges", "load_rgb", "write_image_shard",
+           "read_image_shard", "read_shard_attrs", "shard_size", "iter_shard_batches", "Batch"]
 
 _STR = h5py.string_dtype("utf-8")
 _SAMPLE_KEYS = ("image_row", "masks", "sample_id", "class_index", "box_fraction")
+
+MAX_IMAGE_PIXELS = 89_478_485
+"""Default bound on width x height of an image to decode (PIL's own default Image.MAX_IMAGE_PIXELS, about
+0.27 GB as RGB), checked from the header before decoding; VOC and ImageNet photographs are far smaller.
+PIL's global setting is left alone: PIL itself still refuses images above twice its limit at open, so a
+larger `max_pixels` cannot admit those."""
+
+_WIDE_GREY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+"""Grey modes with more than 8 bits (16-bit PNG/TIFF; "I" is PIL's 32-bit integer mode, which holds
+16-bit data from some decoders). PIL's convert("RGB") would clip them at 255."""
 
 
 class ImageDecodeError(ValueError):
@@ -61,27 +76,59 @@ def shard_ranges(n: int, n_shards: int) -> list[tuple[int, int]]:
     return [(int(b - (q + (i < r))), int(b)) for i, b in enumerate(stops)]
 
 
-def load_rgb(path) -> tuple[Image.Image, str]:
+def load_rgb(path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> tuple[Image.Image, str]:
     """Decode an image fully and return (RGB image, original mode).
 
     `.load()` forces decoding, so a truncated file fails here rather than yielding grey pixels. Content
     decides the format (a PNG named .JPEG decodes as PNG). EXIF orientation is deliberately ignored: the
-    boxes were drawn on the stored pixel grid.
+    boxes were drawn on the stored pixel grid. Raises ImageDecodeError for an image above `max_pixels`
+    (from its header, before decoding; None: no bound but PIL's own) and for one with no defined 8-bit
+    mapping (mode F); see `_to_rgb` for 16-bit images.
     """
     try:
         with Image.open(path) as im:
+            _check_pixels(path, im.size, max_pixels)
             im.load()
             mode = im.mode
-            rgb = im.convert("RGB")
+            rgb = _to_rgb(path, im)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image not found") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageDecodeError(path, f"cannot decode image: {e}") from None
+    except ImageDecodeError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageDecodeError(path, f"cannot decode image: {e}") from None  # the warning: under -W error
     return rgb, mode
 
 
-def _prepare(path: Path, width: int, height: int, transform: str, size: int) -> tuple[np.ndarray, str]:
-    img, mode = load_rgb(path)
+def _check_pixels(path, size: tuple[int, int], max_pixels: int | None) -> None:
+    """Refuse a decompression bomb from the header's size: decoding it would take size[0] * size[1] * 3 bytes."""
+    w, h = size
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageDecodeError(path, f"image is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} "
+                                     "(max_pixels); refused before decoding (a decompression bomb?). Shrink the "
+                                     "image, or raise the limit if it is genuine (config "
+                                     "datasets.<name>.limits.image_pixels; max_pixels in Python)")
+
+
+def _to_rgb(path, im: Image.Image) -> Image.Image:
+    """8-bit RGB. 16-bit grey (and "I" holding 0..65535) keeps its high byte, value >> 8 (floor(v / 256)):
+    the same mapping PIL's PNG decoder uses for 16-bit RGB(A), so grey and colour 16-bit files agree.
+    Other "I" values and float images (mode F, no defined range) raise ImageDecodeError."""
+    if im.mode == "F":
+        raise ImageDecodeError(path, "32-bit floating-point image (mode F): its value range is undefined, so it "
+                                     "has no 8-bit mapping; convert it to an 8-bit RGB or grey image first")
+    if im.mode not in _WIDE_GREY:
+        return im.convert("RGB")
+    a = np.asarray(im)
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise ImageDecodeError(path, f"{im.mode} image has values {a.min()}..{a.max()}, outside 16-bit 0..65535, "
+                                     "so it has no 8-bit mapping; convert it to an 8-bit RGB or grey image first")
+    return Image.fromarray((a >> 8).astype(np.uint8)).convert("RGB")
+
+
+def _prepare(path: Path, width: int, height: int, transform: str, size: int,
+             max_pixels: int | None) -> tuple[np.ndarray, str]:
+    img, mode = load_rgb(path, max_pixels)
     if img.size != (width, height):
         raise ImageDecodeError(path, f"image is {img.size[0]}x{img.size[1]} but the index says {width}x{height}")
     arr = np.asarray(make_transform(transform, width, height, size).apply_image(img), dtype=np.uint8)
@@ -122,21 +169,30 @@ def _bounded_map(fn, items, workers: int, window: int) -> Iterator:
                 raise
 
 
+def _image_paths(image_dir, files: list[str]) -> dict[str, Path]:
+    """{image_file: resolved path} for the shard's files, all checked before any is opened: the folder must
+    exist and every file must resolve inside it (UnsafePathError, a ValueError, otherwise)."""
+    if image_dir is None or not Path(image_dir).is_dir():
+        raise FileNotFoundError(f"{image_dir}: image folder not found; the image shards need the images (the "
+                                "index and the baseline do not)")
+    return {f: resolve_inside(image_dir, f) for f in files}
+
+
 def write_image_shard(index_df: pd.DataFrame, shard: int, n_shards: int, image_dir, transform: str,
-                      size: int, out_path, workers: int = 4) -> dict:
+                      size: int, out_path, workers: int = 4, max_pixels: int | None = MAX_IMAGE_PIXELS) -> dict:
     """Write shard `shard` of `n_shards` (contiguous index rows) to `out_path` (HDF5, atomic).
 
     Checks every decoded image against the index's width/height, so a wrong image folder or a stale index
-    fails loudly. Returns a summary {n_samples, n_images, source_modes}.
+    fails loudly, and opens no file outside `image_dir` (see `_image_paths`); `max_pixels` goes to load_rgb.
+    Returns a summary {n_samples, n_images, source_modes}.
     """
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard must be in [0, {n_shards}), got {shard}")
     make_transform(transform, 1, 1, size)  # validate the name before any work
     start, stop = shard_ranges(len(index_df), n_shards)[shard]
     rows = index_df.iloc[start:stop]
-    image_dir = Path(image_dir)
-
     files = list(dict.fromkeys(rows["image_file"]))  # unique, first-appearance order
+    paths = _image_paths(image_dir, files)
     file_row = {f: i for i, f in enumerate(files)}
     dims = {}
     for f, w, h in zip(rows["image_file"], rows["width"], rows["height"]):
@@ -161,7 +217,7 @@ def write_image_shard(index_df: pd.DataFrame, shard: int, n_shards: int, image_d
                          "row_start": start, "row_stop": stop})
 
         def job(f):
-            return _prepare(image_dir / f, *dims[f], transform, size)
+            return _prepare(paths[f], *dims[f], transform, size, max_pixels)
 
         progress = tqdm(total=len(files), desc=f"shard {shard}/{n_shards}", unit="img", file=sys.stderr,
                         mininterval=5)

@@ -51,8 +51,17 @@ def _json_default(o):
 # Data
 
 
+def _archive_limits(cfg: dict) -> dict:
+    """`datasets.<name>.limits` as keywords of lrp.acquire's extraction (unset: the module's defaults)."""
+    limits = cfg.get("limits") or {}
+    names = {"archive_bytes": "max_bytes", "archive_members": "max_members"}
+    return {kw: limits[key] for key, kw in names.items() if key in limits}
+
+
 def data(name: str, cfg: dict, out_json):
-    """Make a dataset available and record where its annotations and images are (data.json)."""
+    """Make a dataset's annotations available and record where they are (data.json). VOC and the demo keep
+    their images beside the annotations; ImageNet's images are the `images` stage's business, except for
+    Kaggle's box CSV, which has no image sizes, so that indexing it needs the images here already."""
     source = cfg.get("source", "local")
     if source == "demo":
         from .datasets.demo import generate_demo
@@ -67,16 +76,35 @@ def data(name: str, cfg: dict, out_json):
     elif cfg["format"] == "voc":
         from .acquire import prepare_voc
 
-        root = prepare_voc(cfg.get("root"), download=source == "download", key=f"datasets.{name}.root")
+        root = prepare_voc(cfg.get("root"), download=source == "download", key=f"datasets.{name}.root",
+                           **_archive_limits(cfg))
         info = {"root": str(root), "annotations": str(root), "images": str(Path(root) / "JPEGImages")}
     else:
-        from .acquire import prepare_imagenet
+        from .acquire import is_box_csv, prepare_imagenet_boxes
 
-        images, boxes = prepare_imagenet(cfg.get("images"), cfg.get("boxes"), key=f"datasets.{name}",
-                                         work_dir=Path(out_json).parent / "raw")
-        info = {"images": str(images), "annotations": str(boxes)}
+        boxes = prepare_imagenet_boxes(cfg.get("boxes"), key=f"datasets.{name}",
+                                       work_dir=Path(out_json).parent / "raw", **_archive_limits(cfg))
+        info = {"annotations": str(boxes)}
+        if is_box_csv(boxes):
+            info["images"] = str(_imagenet_images(name, cfg, out_json))
     _write_json(info, out_json)
     log(f"data {name}: {info}")
+
+
+def _imagenet_images(name: str, cfg: dict, out_json) -> Path:
+    from .acquire import prepare_imagenet_images
+
+    return prepare_imagenet_images(cfg.get("images"), key=f"datasets.{name}",
+                                   work_dir=Path(out_json).parent / "raw", **_archive_limits(cfg))
+
+
+def images(name: str, cfg: dict, data_json, out_json):
+    """Make a dataset's images available and record where they are (images.json): what the image shards
+    read. Kept apart from `data` so that the index and the Baseline row need only the annotation files."""
+    info = json.loads(Path(data_json).read_text())
+    folder = info.get("images") or _imagenet_images(name, cfg, out_json)
+    _write_json({"images": str(folder)}, out_json)
+    log(f"images {name}: {folder}")
 
 
 def class_list(name_or_list) -> list[str]:
@@ -115,7 +143,7 @@ def index(data_json, cfg: dict, out_csv, report_json, key: str = "datasets.<name
                                size=size, on_error=on_error)
     else:
         from .datasets.imagenet import index_imagenet
-        df, report = index_imagenet(info["annotations"], size=size, on_error=on_error, image_dir=info["images"])
+        df, report = index_imagenet(info["annotations"], size=size, on_error=on_error, image_dir=info.get("images"))
     if cfg.get("max_samples"):
         df = df.iloc[: cfg["max_samples"]]
         report = {**report, "truncated_to": cfg["max_samples"]}
@@ -135,9 +163,13 @@ def image_shard(data_json, index_csv, cfg: dict, shard: int, n_shards: int, out_
     from .preprocess import write_image_shard
 
     info = json.loads(Path(data_json).read_text())
-    image_dir = cfg.get("pattern_images") or info["images"]  # the patterns' training JPEGs, or the data's images
+    image_dir = cfg.get("pattern_images") or info.get("images")  # the patterns' training JPEGs, or the data's
+    if image_dir is None:
+        raise ValueError(f"{data_json}: records no image folder; the image shards need the images")
+    pixels = (cfg.get("limits") or {}).get("image_pixels")
     write_image_shard(read_index(index_csv), shard, n_shards, image_dir, transform=RESIZE[cfg["format"]],
-                      size=cfg["input_size"], out_path=out_h5, workers=workers)
+                      size=cfg["input_size"], out_path=out_h5, workers=workers,
+                      **({"max_pixels": pixels} if pixels else {}))
 
 
 # ---------------------------------------------------------------------------------------------------

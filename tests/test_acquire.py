@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lrp import acquire
-from lrp.acquire import AcquisitionError
+from lrp.acquire import AcquisitionError, TransientAcquisitionError
 
 DATA = Path(__file__).parent / "data" / "acquire"
 VOC_FILES = sorted(p.relative_to(DATA / "voc2007_trainval")
@@ -52,6 +52,8 @@ class Server:
         self.not_found: set[str] = set()
         self.ignore_range: set[str] = set()
         self.fail_once: dict[str, int] = {}    # path -> status to answer once (e.g. 503)
+        self.fail_always: dict[str, int] = {}  # path -> status to answer every time
+        self.headers: dict[str, dict[str, str]] = {}  # path -> extra headers of its 200/206 answers
         self.url = ""
 
     def put(self, path: Path) -> str:
@@ -79,6 +81,8 @@ def _handler(state: Server):
                 return self._status(404)
             if path in state.fail_once:
                 return self._status(state.fail_once.pop(path))
+            if path in state.fail_always:
+                return self._status(state.fail_always[path])
             file = state.root / path.lstrip("/")
             if not file.is_file():
                 return self._status(404)
@@ -90,9 +94,9 @@ def _handler(state: Server):
                 if start >= len(data):
                     return self._status(416, {"Content-Range": f"bytes */{len(data)}"})
                 self._status(206, {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}",
-                                   "Content-Length": str(len(data) - start)})
+                                   "Content-Length": str(len(data) - start), **state.headers.get(path, {})})
             else:
-                self._status(200, {"Content-Length": str(len(data))})
+                self._status(200, {"Content-Length": str(len(data)), **state.headers.get(path, {})})
             body = data[start:]
             if path in state.drop_after or path in state.drop_always:
                 k = state.drop_after.pop(path) if path in state.drop_after else state.drop_always[path]
@@ -228,7 +232,8 @@ def test_5xx_is_retried_then_gives_up_keeping_part(server, tmp_path):
     (server.root / "again.tgz").write_bytes(tgz.read_bytes())
     server.requests.clear()
     server.drop_always["/again.tgz"] = 10
-    with pytest.raises(AcquisitionError, match=r"failed after 4 attempts.*kept: re-run to resume"):
+    with pytest.raises(TransientAcquisitionError, match=r"failed after 4 attempts.*\(40 bytes\) is kept: re-run "
+                                                        "to resume"):
         acquire.download(server.put(server.root / "again.tgz"), dest2, md5=md5(tgz), **FAST)
     assert len(server.requests) == 4
     assert dest2.with_name("again.tgz.part").stat().st_size == 40
@@ -266,8 +271,9 @@ def test_verify_md5_message_names_file_and_both_sums(tmp_path):
 def test_404_names_the_url_without_retrying(server, tmp_path):
     server.not_found.add("/missing.tar")
     url = f"{server.url}/missing.tar"
-    with pytest.raises(AcquisitionError, match=re.escape(url) + ".*404"):
+    with pytest.raises(AcquisitionError, match=re.escape(url) + ".*404") as e:
         acquire.download(url, tmp_path / "missing.tar", **FAST)
+    assert type(e.value) is AcquisitionError  # deterministic: not worth retrying
     assert len(server.requests) == 1
     assert not (tmp_path / "missing.tar").exists()
 
@@ -277,7 +283,7 @@ def test_connection_refused_is_bounded(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(AcquisitionError, match="failed after 2 attempts"):
+    with pytest.raises(TransientAcquisitionError, match="failed after 2 attempts.*Nothing was kept"):
         acquire.download(f"http://127.0.0.1:{port}/x.tar", tmp_path / "x.tar",
                          retries=1, backoff=0.01, timeout=2, progress=False)
 
@@ -371,10 +377,14 @@ def test_malicious_zip_members_are_refused(tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "evil").exists()
 
 
-def test_inside_symlink_is_allowed(tmp_path):
+def test_inside_symlink_needs_allow_links(tmp_path):
     arc = tar_with(tmp_path / "ok.tar", (member("val/a.xml"), b"<a/>"),
                    (member("val/latest.xml", tarfile.SYMTYPE, "a.xml"), None))
-    out = acquire.safe_extract(arc, tmp_path / "out", progress=False)
+    with pytest.raises(AcquisitionError, match=r"ok\.tar: refusing symlink 'val/latest\.xml' -> 'a\.xml': "
+                                               "archives of this data set contain no links"):
+        acquire.safe_extract(arc, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    out = acquire.safe_extract(arc, tmp_path / "out", progress=False, allow_links=True)
     assert (out / "val" / "latest.xml").read_bytes() == b"<a/>"
 
 
@@ -514,6 +524,9 @@ def test_cli(tmp_path, capsys):
     tgz = make_bbox_tgz(tmp_path / "b.tgz")
     assert acquire.main(["--no-progress", "extract", str(tgz), str(tmp_path / "x")]) == 0
     assert (tmp_path / "x" / "val" / "ILSVRC2012_val_00000001.xml").is_file()
+    assert acquire.main(["--no-progress", "extract", str(tgz), str(tmp_path / "y"), "--max-bytes", "10"]) == 1
+    assert "b.tgz: refusing to extract: it unpacks to more than 10 bytes" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
 
 
 # ---------------------------------------------------------------- stage helpers (lrp.stages.data)

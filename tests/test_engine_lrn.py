@@ -97,9 +97,8 @@ def test_every_lrp_analyzer_passes_relevance_through_lrn_unchanged():
         y_lrn = full[3](lower(x))
     for name in LRP_ANALYZERS:
         # the lower part holds the first conv: ♭ analyzers put ♭ there (flat_layers = 1), not on the upper conv
-        R_mid = lrp.attribute(upper, y_lrn, t, analyzer=name, bias="toolbox", flat_layers=0)
-        if name == "lrp_cam":  # ♭ on every conv, whatever flat_layers says
-            R_mid = lrp.attribute(upper, y_lrn, t, analyzer=name, bias="toolbox")
+        flat = {"flat_layers": 0} if "flat_layers" in composites.option_names(composites.get(name)) else {}
+        R_mid = lrp.attribute(upper, y_lrn, t, analyzer=name, bias="toolbox", **flat)  # lrp_cam: ♭ on every conv
         ref = _lrp_from(layers_of(full)[:3], x, name, R_mid, bias="toolbox")  # conv, relu, max-pool
         torch.testing.assert_close(got[name], ref, rtol=1e-9, atol=1e-12, msg=name)
 

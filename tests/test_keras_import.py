@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import h5py
@@ -344,3 +345,143 @@ def test_keras_vgg16_bundle_rejects_wrong_class_count(tmp_path):
     path = write_keras_h5(tmp_path / "v.h5", small_vgg(np.random.default_rng(7), size=224, c=(2, 2), hidden=8))
     with pytest.raises(KerasFormatError, match=r"v\.h5.*7 outputs.*1000"):
         keras_vgg16_bundle(path)
+
+
+# ----------------------------------------------------------------------------------------------- hostile files
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+H = 200_000_000  # fc1 outputs: fc1 (54, H) + fc2 (H, 10) declare 48.4 GiB of float32
+
+
+def _huge_dense_file(path, **dataset_kw):
+    """small_vgg with consistent but huge fc1/fc2 that are declared, not written (only a sliver when chunked)."""
+    layers = small_vgg(np.random.default_rng(9))
+    write_keras_h5(path, layers)
+    with h5py.File(path, "a") as f:
+        for name, shape in (("fc1/kernel:0", (54, H)), ("fc1/bias:0", (H,)), ("fc2/kernel:0", (H, 10))):
+            group = f[name.split("/")[0]]
+            del group[name]
+            ds = group.create_dataset(name, shape=shape, dtype="f4", **dataset_kw)
+            if "compression" in dataset_kw:  # one chunk stored: the file holds data, the rest is its fill value
+                ds[(slice(0, 1),) * len(shape)] = 1.0
+    assert path.stat().st_size < 200_000
+    return path
+
+
+def test_declared_but_unwritten_huge_layer_is_refused_unread(tmp_path):
+    rss = _peak_rss_mb()
+    path = _huge_dense_file(tmp_path / "huge.h5")
+    with pytest.raises(KerasFormatError, match=r"huge\.h5: layer 'fc1' weight /fc1/fc1/kernel:0: declares "
+                                               r"43200000000 bytes of shape \(54, 200000000\) but the file stores 0"):
+        from_keras_h5(path)
+    assert _peak_rss_mb() - rss < 500
+
+
+def test_compressed_huge_layer_is_refused_by_its_declared_size(tmp_path):
+    rss = _peak_rss_mb()
+    path = _huge_dense_file(tmp_path / "packed.h5", chunks=True, compression="gzip")
+    with pytest.raises(KerasFormatError, match=r"packed\.h5: the weights declare 48\.4 GiB of float32 parameters "
+                                               r"\(layer 'fc1': /fc1/fc1/kernel:0 of shape \(54, 200000000\)\), more "
+                                               r"than the 2 GiB"):
+        from_keras_h5(path)
+    assert _peak_rss_mb() - rss < 500
+
+
+def test_paper_vgg16_fits_the_size_limit():
+    from lrp.models.keras import MAX_WEIGHT_BYTES
+
+    n = sum(int(np.prod(s)) for _, shapes in vgg16_shapes() for s in shapes)
+    assert n == 138_357_544 and 4 * n < MAX_WEIGHT_BYTES / 3
+
+
+@pytest.mark.parametrize("data, dtype", [(np.zeros(10, np.int32), "int32"), (np.array([b"x"] * 10), "|S1")])
+def test_non_float_weight_is_refused(tmp_path, data, dtype):
+    path = write_keras_h5(tmp_path / "m.h5", small_vgg(np.random.default_rng(10)))
+    with h5py.File(path, "a") as f:
+        del f["fc2"]["fc2/bias:0"]
+        f["fc2"].create_dataset("fc2/bias:0", data=data)
+    with pytest.raises(KerasFormatError, match=rf"m\.h5: layer 'fc2' weight /fc2/fc2/bias:0: dtype {re.escape(dtype)}"
+                                               r", shape \(10,\); weights are floating-point arrays"):
+        from_keras_h5(path)
+
+
+MARKER = np.full(10, 1234.5, np.float32)  # the outside file's values: must never become a weight
+
+
+def _outside(tmp_path):
+    """An HDF5 file and a raw file outside the weight file, both holding MARKER (fc2's bias shape)."""
+    raw = tmp_path / "outside" / "secret.bin"
+    raw.parent.mkdir()
+    raw.write_bytes(MARKER.tobytes())
+    other = tmp_path / "outside" / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.create_dataset("fc2/fc2/bias:0", data=MARKER)
+    return raw, other
+
+
+def _replace_fc2_bias(path, make):
+    with h5py.File(path, "a") as f:
+        del f["fc2"]["fc2/bias:0"]
+        make(f["fc2"], "fc2/bias:0")
+    with h5py.File(path, "r") as f:  # the hostile file works: plain h5py reads the outside values through it
+        np.testing.assert_array_equal(f["fc2"]["fc2/bias:0"][()], MARKER)
+
+
+def test_external_storage_dataset_is_refused(tmp_path):
+    raw, _ = _outside(tmp_path)
+    path = write_keras_h5(tmp_path / "m.h5", small_vgg(np.random.default_rng(11)))
+    _replace_fc2_bias(path, lambda g, n: g.create_dataset(n, shape=(10,), dtype="f4", external=[(str(raw), 0, 40)]))
+    with pytest.raises(KerasFormatError, match=rf"m\.h5: layer 'fc2' weight /fc2/fc2/bias:0: stored in external "
+                                               rf"file\(s\) \[.*{re.escape(raw.name)}.*\]"):
+        from_keras_h5(path)
+
+
+def test_virtual_dataset_is_refused(tmp_path):
+    _, other = _outside(tmp_path)
+    path = write_keras_h5(tmp_path / "m.h5", small_vgg(np.random.default_rng(12)))
+
+    def virtual(group, name):
+        layout = h5py.VirtualLayout(shape=(10,), dtype="f4")
+        layout[:] = h5py.VirtualSource(str(other), "fc2/fc2/bias:0", shape=(10,))
+        group.create_virtual_dataset(name, layout)
+
+    _replace_fc2_bias(path, virtual)
+    with pytest.raises(KerasFormatError, match=r"m\.h5: layer 'fc2' weight /fc2/fc2/bias:0: a virtual dataset"):
+        from_keras_h5(path)
+
+
+@pytest.mark.parametrize("where, link, message", [
+    ("fc2/fc2/bias:0", lambda other: h5py.ExternalLink(str(other), "fc2/fc2/bias:0"),
+     r"/fc2/fc2/bias:0 is an HDF5 ExternalLink to .*other\.h5:fc2/fc2/bias:0"),
+    ("fc2", lambda other: h5py.ExternalLink(str(other), "fc2"), r"/fc2 is an HDF5 ExternalLink to .*other\.h5:fc2"),
+    ("fc2", lambda other: h5py.SoftLink("/elsewhere"), r"/fc2 is an HDF5 SoftLink to /elsewhere"),
+], ids=["dataset-external", "group-external", "group-soft"])
+def test_links_out_of_the_file_are_refused(tmp_path, where, link, message):
+    _, other = _outside(tmp_path)
+    layers = small_vgg(np.random.default_rng(13))
+    path = write_keras_h5(tmp_path / "m.h5", layers)
+    with h5py.File(path, "a") as f:
+        if where == "fc2":  # the whole layer group elsewhere: another file's, or through a soft link to one
+            f.copy(f["fc2"], "moved")
+            del f["fc2"]
+            with h5py.File(other, "a") as o:
+                o.copy(f["moved"], "fc2_group")
+                del o["fc2"]
+                o.move("fc2_group", "fc2")
+                o["fc2/fc2/bias:0"][...] = MARKER
+            f["elsewhere"] = h5py.ExternalLink(str(other), "fc2")
+            del f["moved"]
+            f["fc2"] = link(other)
+        else:
+            del f["fc2"]["fc2/bias:0"]
+            f["fc2"]["fc2"]["bias:0"] = link(other)
+    with h5py.File(path, "r") as f:  # plain h5py follows the link out of the file
+        np.testing.assert_array_equal(f["fc2"]["fc2/bias:0"][()], MARKER)
+    with pytest.raises(KerasFormatError, match=r"m\.h5: " + message + r"; only objects stored in this file are read"):
+        from_keras_h5(path)

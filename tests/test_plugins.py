@@ -27,22 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "my_analyzers.py"
 
 
-@pytest.fixture(scope="module")
-def example():
-    return plugins.load([str(EXAMPLE)])
-
-
-@pytest.fixture
-def registry():
-    """Restore the global registry (and the loader's memory) after a test that registers analyzers."""
-    saved, loaded = dict(composites.REGISTRY), dict(plugins._LOADED)
-    yield
-    composites.REGISTRY.clear()
-    composites.REGISTRY.update(saved)
-    plugins._LOADED.clear()
-    plugins._LOADED.update(loaded)
-
-
 def _plugin(tmp_path, body: str, name: str = "plug.py") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(body))

@@ -1,10 +1,10 @@
-"""The Snakemake workflow as a user runs it: lint, config errors, the paper DAG, a smoke run of ci.yaml."""
+"""The study as a user runs it, on the CI subset of the demo (ci.yaml): outputs, the report, re-run triggers,
+a killed job resumed. One run is shared by the module's tests (fixture `ci_run`)."""
 
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,74 +16,7 @@ import yaml
 
 from lrp.allocator import glibc
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def snakemake(*args, cwd, check=True, env=None):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *map(str, args)]
-    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900,
-                       env={**os.environ, **env} if env else None)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p
-
-
-def dry_run_jobs(cwd, *args) -> dict:
-    """{rule: count} of what a dry run would execute (empty when the DAG is up to date)."""
-    p = snakemake("-n", "--quiet", "rules", *args, cwd=cwd)
-    jobs = {}
-    for line in (p.stdout + p.stderr).splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
-            jobs[parts[0]] = int(parts[1])
-    return jobs
-
-
-def write_config(tmp_path, base: str, edit) -> Path:
-    cfg = yaml.safe_load((ROOT / "config" / base).read_text())
-    edit(cfg)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))  # key order is part of Snakemake's params check
-    return path
-
-
-def test_lint_is_clean(tmp_path):
-    p = snakemake("--lint", "--configfile", ROOT / "config" / "demo.yaml", cwd=tmp_path)
-    assert "Lints for" not in p.stdout + p.stderr
-
-
-def test_paper_dag_builds_without_data(tmp_path):
-    """The full paper study's DAG (both datasets, every shard) builds before any data exists."""
-    jobs = dry_run_jobs(tmp_path, "--configfile", ROOT / "config" / "config.yaml")
-    assert jobs["attribute_imagenet"] == 100 and jobs["attribute_voc2007"] == 30
-    assert jobs["table1"] == 2 and jobs["fig2"] == 2 and jobs["fig3"] == 2 and jobs["patterns"] == 1
-
-
-def test_missing_imagenet_data_is_a_clear_error(tmp_path):
-    p = snakemake("results/imagenet/data.json", "--cores", "1", "--configfile", ROOT / "config" / "config.yaml",
-                  cwd=tmp_path, check=False)
-    out = p.stdout + p.stderr
-    assert p.returncode != 0
-    assert "ERROR in rule data" in out and "datasets.imagenet.images" in out
-    assert not (tmp_path / "results" / "imagenet" / "data.json").exists()
-
-
-@pytest.mark.parametrize("edit, key", [
-    (lambda c: c["analyzers"].update({"lrp_zz": {}}), "analyzers.lrp_zz"),
-    (lambda c: c["attribution"].update({"batch_size": -4}), "attribution.batch_size"),
-    (lambda c: c["attribution"].update({"fused": "yes"}), "attribution.fused"),
-    (lambda c: c["datasets"]["demo"].update({"model": "nope"}), "datasets.demo.model"),
-    (lambda c: c["datasets"]["demo"].update({"format": "imagenet", "source": "local"}), "datasets.demo.images"),
-    (lambda c: c["analyzers"].update({"lrp_z": {"epsilon": -1}}), "analyzers.lrp_z.epsilon"),
-    (lambda c: c["analyzers"]["integrated_gradients"].update({"step": 4}), "analyzers.integrated_gradients.step"),
-    (lambda c: c.update({"plugins": ["my_methods.py"]}), "plugins[0]: plugin file 'my_methods.py' does not exist"),
-])
-def test_broken_config_fails_before_any_job(tmp_path, edit, key):
-    cfg = write_config(tmp_path, "ci.yaml", edit)
-    p = snakemake("--cores", "1", "--configfile", cfg, cwd=tmp_path, check=False)
-    assert p.returncode != 0
-    assert key in p.stdout + p.stderr
-    assert not (tmp_path / "results").exists()
+from snakemake_run import ROOT, dry_run_jobs, snakemake, write_config
 
 
 CI_OUTPUTS = ["table1.csv", "table1.md", "table1.tex", "fig3_mu_by_box_size.png", "fig3_mu_by_box_size.pdf",
@@ -94,12 +27,10 @@ CI_OUTPUTS = ["table1.csv", "table1.md", "table1.tex", "fig3_mu_by_box_size.png"
 
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory):
-    """The whole study on the CI subset of the demo, submitted through the cluster-generic profile with a
-    stand-in for sbatch (the run every slow test below inspects; tests that change it restore it)."""
+    """The whole study on the CI subset of the demo, run once for the module: every slow test below inspects
+    it (tests that change it restore it). Submission through a batch system has its own, shorter test."""
     cwd = tmp_path_factory.mktemp("ci_run")
-    snakemake("--profile", ROOT / "profiles" / "cluster-generic", "--cluster-generic-submit-cmd",
-              ROOT / "tests" / "fake_submit.sh", "--jobs", "2", "--latency-wait", "5",
-              "--seconds-between-status-checks", "1", "--configfile", ROOT / "config" / "ci.yaml", cwd=cwd)
+    snakemake("--cores", "2", "--configfile", ROOT / "config" / "ci.yaml", cwd=cwd)
     return cwd
 
 
@@ -256,76 +187,6 @@ def test_killed_attribution_job_resumes_to_identical_outputs(ci_run, tmp_path):
     assert not differ, differ
 
 
-def imagenet_study(tmp_path: Path) -> Path:
-    """A tiny ImageNet-format study laid out as users set up the paper's VGG-16 run: the real val JPEGs of
-    tests/data/imagenet in a folder, their boxes in Kaggle's LOC_val_solution.csv, a train/<wnid>/ folder the
-    PatternAttribution patterns are learned from, and torchvision AlexNet weights (seeded random: the real
-    file cannot be downloaded here) at 64² so that it runs on a CPU in seconds."""
-    import torch
-    import torchvision
-
-    data = tmp_path / "data" / "imagenet"
-    shutil.copytree(ROOT / "tests" / "data" / "imagenet" / "val", data / "val")
-    ids = sorted(p.stem for p in (data / "val").glob("*.JPEG"))
-    rows = [line for line in (ROOT / "tests" / "data" / "imagenet" / "metadata" / "LOC_val_solution.excerpt.csv")
-            .read_text().splitlines()[1:] if line.split(",")[0] in ids]
-    assert len(rows) == len(ids)
-    (data / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "\n".join(rows) + "\n")
-    for i, src in enumerate(sorted((data / "val").glob("*.JPEG")) * 2):  # 6 training images of 2 classes
-        wnid = ("n01440764", "n01443537")[i % 2]
-        (data / "train" / wnid).mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, data / "train" / wnid / f"{wnid}_{i}.JPEG")
-    torch.manual_seed(0)
-    raw = tmp_path / "data" / "models" / "alexnet_random.pth"
-    raw.parent.mkdir(parents=True)
-    torch.save(torchvision.models.alexnet().state_dict(), raw)
-    weights = raw.with_name(f"alexnet_random-{hashlib.sha256(raw.read_bytes()).hexdigest()[:8]}.pth")  # torch.hub
-    raw.rename(weights)  # names carry their sha256 prefix, which the zoo checks
-    cfg = {
-        "results": "results",
-        "datasets": {"imagenet": {
-            "format": "imagenet", "source": "local", "images": "data/imagenet/val",
-            "boxes": "data/imagenet/LOC_val_solution.csv", "classes": "imagenet", "input_size": 64,
-            "model": "alexnet", "n_shards": 2, "paper": "imagenet", "task": "single_label",
-            "patterns": {"images": "data/imagenet/train", "max_images": 4}, "panel_samples": ids[:2]}},
-        "models": {"alexnet": {"arch": "torchvision_alexnet", "weights": str(weights), "bias": "innvestigate"}},
-        "analyzers": {"lrp_cmp_alpha1_flat": {}, "lrp_z": {}, "pattern_attribution": {}, "gradient": {},
-                      "baseline": {}},
-        "attribution": {"batch_size": 2, "device": "cpu", "precision": "float32", "threads": 1},
-        "evaluation": {"n_boot": 20, "seed": 0},
-        "preprocess": {"workers": 1},
-        "report": {"panel": {"n_images": 2}},
-    }
-    path = tmp_path / "imagenet.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
-
-
-@pytest.mark.slow
-def test_imagenet_study_end_to_end(tmp_path):
-    """The paper's ImageNet path through every rule: local val folder + LOC csv boxes, patterns learned from
-    a train/<wnid>/ folder (not from the val images), single-label units, Table 1 beside the paper's block."""
-    cfg = imagenet_study(tmp_path)
-    snakemake("--cores", "2", "--configfile", cfg, cwd=tmp_path)
-    res = tmp_path / "results" / "imagenet"
-    samples = pd.read_csv(res / "samples.csv")
-    assert len(samples) == 3 and (samples["n_boxes"] == 1).all()
-    with h5py.File(res / "pattern_images.h5") as h:  # the 4 training images (reading them from val/ failed)
-        ids = [s.decode() if isinstance(s, bytes) else s for s in h["sample_id"][:]]
-    assert len(ids) == 4 and not any(i.startswith("ILSVRC2012_val") for i in ids), ids
-    table = pd.read_csv(res / "table1.csv").set_index("analyzer")
-    assert set(table.index) == {"lrp_cmp_alpha1_flat", "lrp_z", "pattern_attribution", "gradient", "baseline"}
-    assert table.loc["baseline", "mu_w"] == pytest.approx(1.0)
-    assert table["paper_mu"].notna().any()  # compared with the paper's ImageNet block
-    maps = []
-    for shard in (0, 1):
-        with h5py.File(res / "attributions" / "pattern_attribution" / f"{shard}.h5") as h:
-            maps.append(h["relevance"][:])
-    assert [len(m) for m in maps] == [2, 1] and all(np.isfinite(m).all() for m in maps)
-    assert max(np.abs(m).max() for m in maps) > 0  # (4 training images leave some output patterns at 0)
-    assert dry_run_jobs(tmp_path, "--configfile", cfg) == {}
-
-
 def _reverse(d: dict) -> dict:
     return dict(reversed(list(d.items())))
 
@@ -369,12 +230,3 @@ def test_config_edits_rerun_only_what_they_change(ci_run, edit, allowed, require
     assert required <= jobs, required - jobs
 
 
-def test_missing_pattern_folder_names_the_key(tmp_path):
-    from lrp.stages import index
-
-    data = tmp_path / "data.json"
-    data.write_text(json.dumps({"images": str(tmp_path), "annotations": str(tmp_path)}))
-    cfg = {"format": "imagenet", "input_size": 64, "pattern_images": str(tmp_path / "nope"), "max_samples": 4}
-    with pytest.raises(FileNotFoundError, match=r"datasets\.imagenet\.patterns\.images: .*nope.* not a folder"):
-        index(data, cfg, tmp_path / "s.csv", tmp_path / "r.json", key="datasets.imagenet")
-    assert not (tmp_path / "s.csv").exists()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 import types
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,3 +123,178 @@ def test_checkpoint_branch_freezes_the_loaded_bundle(tmp_path, monkeypatch):
     assert bundle.name == "voc" and not bundle.module.training
     assert not any(p.requires_grad for p in bundle.module.parameters())
     assert bundle.module[1].inplace is False
+
+
+# ----------------------------------------------------------------------------------------------- hostile weight files
+
+
+def _tiny_checkpoint(folder):
+    """A DemoVGG bundle saved by save_bundle (a few KB) and its module."""
+    from lrp.models.checkpoint import save_bundle
+    from lrp.models.demo import DemoVGG
+
+    torch.manual_seed(0)
+    module = DemoVGG(n_classes=3, width=2, image_size=16, blocks=(1,), hidden=4).eval()
+    bundle = ModelBundle(module, Preprocessing(mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0)), 16, ["a", "b", "c"], "tiny")
+    path = folder / "model.pt"
+    save_bundle(bundle, path)
+    return path, module
+
+
+def _resaved(path, edit, name="bad.pt"):
+    """The checkpoint at `path` loaded as plain data, edited in place by `edit`, saved under `name`."""
+    payload = torch.load(path, weights_only=True)
+    edit(payload)
+    out = path.with_name(name)
+    torch.save(payload, out)
+    return out
+
+
+def test_checkpoint_round_trip_through_the_zoo(tmp_path):
+    path, module = _tiny_checkpoint(tmp_path)
+    bundle = load_model({"name": "tiny", "arch": "checkpoint", "weights": str(path)})
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(bundle.module(x), module(x))
+    assert bundle.preprocessing == Preprocessing(mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0))
+    assert bundle.class_names == ["a", "b", "c"] and bundle.input_size == 16
+
+
+def _set_state(key, value):
+    return lambda p: p["state_dict"].update({key: value})
+
+
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants")
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p.update(arch_kwargs="n_classes=3"), r"'arch_kwargs' is a str, expected dict"),
+    (lambda p: p.pop("preprocessing"), r"missing key\(s\) \['preprocessing'\] and unexpected key\(s\) \[\]"),
+    (lambda p: p.update(extra=1), r"missing key\(s\) \[\] and unexpected key\(s\) \['extra'\]"),
+    (lambda p: p.update(input_size="16"), r"'input_size' is a str, expected int"),
+    (lambda p: p.update(input_size=True), r"'input_size' is a bool, expected int"),
+    (lambda p: p.update(input_size=0), r"input_size 0 must be at least 1"),
+    (lambda p: p.update(class_names=["a", 2, "c"]), r"class_names\[1\] is a int, expected a str"),
+    (lambda p: p.update(state_dict=[1, 2]), r"'state_dict' is a list, expected dict"),
+    (lambda p: p["arch_kwargs"].update(depth=9), r"arch_kwargs \{.*'depth': 9\} do not fit architecture 'demo_vgg'"),
+    (lambda p: p["arch_kwargs"].update(blocks="xy"), r"arch_kwargs .* do not fit architecture 'demo_vgg'"),
+    (lambda p: p["arch_kwargs"].update(n_classes=list(range(5000))), r"'arch_kwargs' is implausibly large"),
+    (lambda p: p["info"].update(t=torch.zeros(2)), r"info\.t: Tensor is not a plain type"),
+    (lambda p: p["preprocessing"].update(mean="abc"), r"preprocessing\.mean is 'abc', expected 3 finite numbers"),
+    (lambda p: p["preprocessing"].update(std=[1.0, float("nan"), 1.0]), r"preprocessing\.std is \[1\.0, nan"),
+    (lambda p: p["preprocessing"].update(std=[1.0, 0.0, 1.0]), r"preprocessing: std must be positive"),
+    (lambda p: p["preprocessing"].pop("channel_order"), r"'preprocessing' has keys \['mean', 'std'\]"),
+    (lambda p: p["state_dict"].pop("classifier.6.bias"), r"does not fit demo_vgg\(.*\): missing key\(s\) "
+                                                         r"\['classifier\.6\.bias'\]"),
+    (lambda p: p["state_dict"].update(extra=torch.zeros(1)), r"unexpected key\(s\) \['extra'\]"),
+    (_set_state("features.0.weight", torch.zeros(2, 3, 5, 5)),
+     r"'features\.0\.weight' has shape \(2, 3, 5, 5\), expected \(2, 3, 3, 3\)"),
+    (_set_state("features.0.weight", torch.zeros(2, 3, 3, 3, dtype=torch.float64)),
+     r"'features\.0\.weight' has dtype torch\.float64, expected torch\.float32"),
+    (_set_state("features.0.bias", [0.0, 0.0]), r"'features\.0\.bias' is a list, expected a dense torch\.float32"),
+    (_set_state("features.0.bias", torch.zeros(2).to_sparse()), r"'features\.0\.bias' is a torch\.sparse_coo tensor"),
+], ids=["kwargs-str", "missing-key", "extra-key", "size-str", "size-bool", "size-0", "class-int", "state-list",
+        "kwargs-unknown", "kwargs-bad", "kwargs-huge", "info-tensor", "mean-str", "std-nan", "std-0", "pre-keys",
+        "state-missing", "state-extra", "shape", "dtype", "not-tensor", "sparse"])
+def test_bad_checkpoint_payload_names_file_and_key(tmp_path, edit, message):
+    from lrp.models.base import WeightFileError
+
+    bad = _resaved(_tiny_checkpoint(tmp_path)[0], edit)
+    with pytest.raises(WeightFileError, match=rf"^{re.escape(str(bad))}: .*{message}"):
+        load_model({"name": "tiny", "arch": "checkpoint", "weights": str(bad)})
+
+
+def test_checkpoint_sizing_a_huge_network_is_refused_unallocated(tmp_path):
+    """arch_kwargs that make a 38 GB DemoVGG (the largest the builder accepts), with matching stride-0 tensors of a
+    few bytes each: refused from the meta-device shapes and the file's size; building it for real would fail
+    allocating (or be OOM-killed). Beyond the builder's bounds, the kwargs themselves are refused."""
+    from lrp.models.base import WeightFileError
+    from lrp.models.demo import DemoVGG
+
+    path, _ = _tiny_checkpoint(tmp_path)
+    huge = _resaved(path, lambda p: p.update(arch_kwargs=dict(n_classes=3, width=2**30, image_size=16, blocks=[1],
+                                                                hidden=4)), name="huge.pt")
+    with pytest.raises(WeightFileError, match=r"huge\.pt: arch_kwargs .* do not fit architecture 'demo_vgg': "
+                                              r"DemoVGG config beyond the sizes a demo model has"):
+        load_model({"name": "tiny", "arch": "checkpoint", "weights": str(huge)})
+    kwargs = dict(n_classes=3, width=4096, image_size=16, blocks=[16, 16, 16, 16], hidden=4096)
+    with torch.device("meta"):
+        expected = DemoVGG(**kwargs).state_dict()
+    assert sum(v.numel() for v in expected.values()) * 4 > 2**35
+    broadcast = {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in expected.items()}
+    bad = _resaved(path, lambda p: p.update(arch_kwargs=kwargs, state_dict=broadcast))
+    assert bad.stat().st_size < 100_000  # 40 KB of headers for 38 GB of weights
+    with pytest.raises(WeightFileError, match=rf"{re.escape(str(bad))}: state_dict tensors hold \d+ bytes, more "
+                                              r"than the file's \d+ \(broadcast or shared storages\)"):
+        load_model({"name": "tiny", "arch": "checkpoint", "weights": str(bad)})
+    small = _resaved(path, lambda p: p.update(arch_kwargs=kwargs), name="small.pt")  # the real, small tensors
+    with pytest.raises(WeightFileError, match=r"small\.pt: state_dict does not fit demo_vgg.*missing key\(s\) "
+                                              r"\['features\.2\.weight'.*\(126 in all\)"):
+        load_model({"name": "tiny", "arch": "checkpoint", "weights": str(small)})
+
+
+def _deflated(path, out):
+    """The torch.save zip archive `path` re-packed with deflate-compressed members (torch.load still reads it)."""
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    return out
+
+
+def test_compressed_checkpoint_is_refused_before_loading(tmp_path, monkeypatch):
+    from lrp.models.base import WeightFileError
+
+    path, _ = _tiny_checkpoint(tmp_path)
+    packed = _deflated(path, tmp_path / "packed.pt")
+    assert torch.load(packed, weights_only=True)["name"] == "tiny"  # torch.load would inflate it
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load reached"))
+    with pytest.raises(WeightFileError, match=r"packed\.pt: compressed archive member\(s\) \['.*data\.pkl'"):
+        load_model({"name": "tiny", "arch": "checkpoint", "weights": str(packed)})
+
+
+def _alexnet_state(**edits):
+    """A torchvision AlexNet state dict of stride-0 zeros (a few KB on disk), with `edits` (key -> tensor)."""
+    with torch.device("meta"):
+        expected = torchvision.models.alexnet(weights=None).state_dict()
+    state = {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in expected.items()}
+    return {**state, **edits}
+
+
+def test_torchvision_state_dict_loads_with_every_tensor_checked(tmp_path):
+    path = save_with_hash_name(_alexnet_state(), tmp_path, "alexnet-owt")
+    bundle = load_model({"name": "anet", "arch": "torchvision_alexnet", "weights": str(path)})
+    assert bundle.n_classes == 1000 and not bundle.module.classifier[6].bias.any()
+
+
+@pytest.mark.parametrize("edits, message", [
+    ({"classifier.6.bias": torch.zeros(1000, dtype=torch.float64)},
+     r"'classifier\.6\.bias' has dtype torch\.float64, expected torch\.float32"),
+    ({"classifier.6.bias": torch.zeros(1000, dtype=torch.int64)}, r"'classifier\.6\.bias' has dtype torch\.int64"),
+    ({"classifier.6.bias": torch.zeros(10)}, r"'classifier\.6\.bias' has shape \(10,\), expected \(1000,\)"),
+    ({"classifier.6.bias": [0.0] * 1000}, r"'classifier\.6\.bias' is a list, expected a dense torch\.float32 tensor"),
+    ({"extra": torch.zeros(1)}, r"unexpected key\(s\) \['extra'\]"),
+], ids=["float64", "int64", "shape", "list", "extra"])
+def test_torchvision_state_dict_of_wrong_type_names_file_and_key(tmp_path, edits, message):
+    from lrp.models.base import WeightFileError
+
+    path = save_with_hash_name(_alexnet_state(**edits), tmp_path, "alexnet-owt")
+    with pytest.raises(WeightFileError, match=rf"{re.escape(str(path))}: not a torchvision_alexnet state dict: "
+                                              rf"{message}"):
+        load_model({"name": "anet", "arch": "torchvision_alexnet", "weights": str(path)})
+
+
+def test_compressed_torchvision_file_is_refused_before_loading(tmp_path, monkeypatch):
+    from lrp.models.base import WeightFileError
+
+    plain = save_with_hash_name(_alexnet_state(), tmp_path, "plain")
+    packed = _deflated(plain, tmp_path / "packed.pth")
+    packed = packed.rename(tmp_path / f"alexnet-owt-{hashlib.sha256(packed.read_bytes()).hexdigest()[:8]}.pth")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load reached"))
+    with pytest.raises(WeightFileError, match=rf"{re.escape(str(packed))}: compressed archive member"):
+        load_model({"name": "anet", "arch": "torchvision_alexnet", "weights": str(packed)})
+
+
+def test_every_torch_load_in_lrp_is_weights_only():
+    """A torch.load without weights_only=True would unpickle code from a weight file."""
+    root = Path(__file__).resolve().parents[1] / "lrp"
+    calls = [(p.name, line.strip()) for p in root.rglob("*.py") for line in p.read_text().splitlines()
+             if "torch.load(" in line and not line.lstrip().startswith(("#", '"', "`"))]
+    assert calls and all("weights_only=True" in line for _, line in calls), calls

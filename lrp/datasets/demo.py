@@ -19,7 +19,7 @@ import numpy as np
 from lxml import etree
 from PIL import Image
 
-from lrp.io import atomic_path
+from lrp.io import atomic_dir
 
 # Each class = a shape + a texture; colours are random so colour alone never identifies a class.
 DEMO_CLASSES: tuple[str, ...] = ("disc", "square", "triangle", "cross", "ring", "star")
@@ -212,9 +212,12 @@ def _annotation_xml(image_id: str, S: int, objects: list[dict]) -> bytes:
     return etree.tostring(ann, pretty_print=True, encoding="utf-8")
 
 
+def _write_jpeg(path: Path, img: np.ndarray) -> None:
+    Image.fromarray(img).save(path, format="JPEG", quality=95, subsampling=0)
+
+
 def _write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    path.write_bytes(data)
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
@@ -235,6 +238,9 @@ def generate_demo(root, n_train: int = 1000, n_test: int = 500, image_size: int 
 
     Ids run 000001… over train, then val, then test. ImageSets/Main holds {train,val,trainval,test}.txt
     and <class>_<split>.txt with VOC labels (1 present, 0 only difficult, -1 absent).
+    The set is written into a temporary sibling folder that replaces `root` only when complete
+    (`lrp.io.atomic_dir`): a failure (disk full, a kill) leaves `root` as it was and no temporary behind.
+    Raises ValueError for bad parameters, OSError for write failures (naming `root` if the OS names no file).
     """
     if n_train < 0 or n_val < 0 or n_test < 0 or n_train + n_val + n_test == 0:
         raise ValueError(f"need a positive number of images, got train={n_train} val={n_val} test={n_test}")
@@ -247,10 +253,21 @@ def generate_demo(root, n_train: int = 1000, n_test: int = 500, image_size: int 
     if unknown:
         raise ValueError(f"unknown demo classes {unknown}; known: {DEMO_CLASSES}")
     root = Path(root)
-    ann_dir, img_dir, sets_dir = root / "Annotations", root / "JPEGImages", root / "ImageSets" / "Main"
     t0 = time.perf_counter()
-    n_total = n_train + n_val + n_test
     split_of = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
+    with atomic_dir(root) as tmp:
+        stats = _write_demo(tmp, split_of, image_size, seed, max_objects, classes, progress, t0)
+    return dict(root=str(root), classes=list(classes), image_size=image_size, seed=seed, **stats,
+                seconds=round(time.perf_counter() - t0, 3))
+
+
+def _write_demo(root: Path, split_of: list[str], image_size: int, seed: int, max_objects: int,
+                classes: tuple[str, ...], progress: bool, t0: float) -> dict:
+    """Draw and write every image, annotation and image set under `root`; return the counts."""
+    ann_dir, img_dir, sets_dir = root / "Annotations", root / "JPEGImages", root / "ImageSets" / "Main"
+    for d in (ann_dir, img_dir, sets_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    n_total = len(split_of)
     ids = {s: [] for s in SPLITS}
     labels: dict[str, list[int]] = {}
     n_obj = n_diff = n_trunc = 0
@@ -259,8 +276,7 @@ def generate_demo(root, n_train: int = 1000, n_test: int = 500, image_size: int 
         image_id = f"{i + 1:06d}"
         rng = np.random.default_rng([seed, i])
         img, objects = _draw_image(rng, image_size, classes, max_objects)
-        with atomic_path(img_dir / f"{image_id}.jpg") as tmp:
-            Image.fromarray(img).save(tmp, format="JPEG", quality=95, subsampling=0)
+        _write_jpeg(img_dir / f"{image_id}.jpg", img)
         _write_bytes(ann_dir / f"{image_id}.xml", _annotation_xml(image_id, image_size, objects))
         ids[split_of[i]].append(image_id)
         labels[image_id] = [_class_label(objects, c) for c in classes]
@@ -277,7 +293,5 @@ def generate_demo(root, n_train: int = 1000, n_test: int = 500, image_size: int 
         for j, c in enumerate(classes):
             _write_lines(sets_dir / f"{c}_{split}.txt", [f"{i} {labels[i][j]:2d}" for i in ids[split]])
     n_pairs = sum(1 for lab in labels.values() for v in lab if v != -1)
-    return dict(root=str(root), classes=list(classes), image_size=image_size, seed=seed,
-                n_images=n_total, splits={s: len(ids[s]) for s in SPLITS}, n_objects=n_obj,
-                n_difficult=n_diff, n_truncated=n_trunc, objects_per_class=obj_per_class,
-                n_pairs=n_pairs, seconds=round(time.perf_counter() - t0, 3))
+    return dict(n_images=n_total, splits={s: len(ids[s]) for s in SPLITS}, n_objects=n_obj,
+                n_difficult=n_diff, n_truncated=n_trunc, objects_per_class=obj_per_class, n_pairs=n_pairs)

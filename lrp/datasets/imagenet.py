@@ -20,7 +20,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from lrp.datasets.index import (
-    Annotation, AnnotationError, Obj, check_on_error, finish_index, parse_annotation_xml, unit_row,
+    Annotation, AnnotationError, Obj, UnsafePathError, check_on_error, check_relative_path, finish_index,
+    parse_annotation_xml, resolve_inside, unit_row,
 )
 
 __all__ = ["IMAGENET_TRANSFORM", "load_synsets", "wnid_index", "parse_imagenet_xml", "parse_loc_val_csv",
@@ -76,7 +77,9 @@ def parse_loc_val_csv(path) -> dict[str, list[Obj]]:
     """Parse Kaggle LOC_val_solution.csv -> {image_id: [Obj]} (Obj.line = CSV line number).
 
     Format: header `ImageId,PredictionString`, then `id,(wnid xmin ymin xmax ymax )+`. The CSV carries no
-    image sizes; `index_imagenet` gets them elsewhere and checks the boxes against them.
+    image sizes; `index_imagenet` gets them elsewhere and checks the boxes against them. The ImageIds are
+    returned as written: `index_imagenet` refuses (or, with on_error="skip", skips) those that are not a
+    plain file name inside the image folder.
     """
     path = Path(path)
     out: dict[str, list[Obj]] = {}
@@ -130,6 +133,7 @@ def _check_unit(ann: Annotation, source) -> int:
 
 
 def _image_size(image_id: str, image_dir, image_sizes, source, line) -> tuple[int, int]:
+    """(width, height) of a CSV image: from `image_sizes`, else from its JPEG header (never outside image_dir)."""
     if image_sizes is not None:
         if image_id not in image_sizes:
             raise AnnotationError(source, line, f"no image size given for {image_id!r}")
@@ -137,10 +141,27 @@ def _image_size(image_id: str, image_dir, image_sizes, source, line) -> tuple[in
         return int(w), int(h)
     path = Path(image_dir) / (image_id + _EXT)
     try:
-        with Image.open(path) as im:  # reads the header only
+        with Image.open(resolve_inside(image_dir, image_id + _EXT)) as im:  # reads the header only
             return im.size
-    except OSError as e:
+    except UnsafePathError as e:
+        raise AnnotationError(source, line, str(e)) from None
+    except (OSError, Image.DecompressionBombError) as e:
         raise AnnotationError(source, line, f"cannot read the size of {path}: {e}") from None
+
+
+def _check_size_source(csv_path: Path, image_dir, image_sizes) -> None:
+    """The CSV has no sizes: raise up front, naming the CSV, when neither sizes nor the image folder exist
+    (rather than skipping every row)."""
+    if image_sizes is not None:
+        return
+    xml = "or use the official XML boxes (ILSVRC2012_bbox_val_v3.tgz), which carry the sizes and need no images"
+    if image_dir is None:
+        raise ValueError(f"{csv_path}: a Kaggle LOC_val_solution.csv has no image sizes, so indexing it needs the "
+                         f"val images or their sizes (pass image_dir or image_sizes); {xml}")
+    if not Path(image_dir).is_dir():
+        raise FileNotFoundError(f"{csv_path}: a Kaggle LOC_val_solution.csv has no image sizes, so indexing it "
+                                f"reads them from the val images, but the image folder {image_dir} does not "
+                                f"exist; extract the images there, {xml}")
 
 
 def _annotations(boxes: Path, image_dir, image_sizes):
@@ -155,10 +176,10 @@ def _annotations(boxes: Path, image_dir, image_sizes):
             except AnnotationError as e:
                 yield f, e
     elif boxes.is_file():
-        if image_dir is None and image_sizes is None:
-            raise ValueError(f"{boxes}: the CSV has no image sizes; pass image_dir or image_sizes")
+        _check_size_source(boxes, image_dir, image_sizes)
         for image_id, objs in parse_loc_val_csv(boxes).items():
             try:
+                check_relative_path(image_id, boxes, objs[0].line, "ImageId")
                 w, h = _image_size(image_id, image_dir, image_sizes, boxes, objs[0].line)
                 yield boxes, Annotation(image_id, image_id + _EXT, w, h, objs, str(boxes))
             except AnnotationError as e:
@@ -172,9 +193,11 @@ def index_imagenet(boxes, size: int = 224, on_error: str = "raise", image_dir=No
     """One row per val image -> (index DataFrame, report).
 
     `boxes`: a folder of ILSVRC2012 bbox XMLs (searched recursively, `val/` or flat) or a Kaggle
-    LOC_val_solution.csv. The CSV needs image sizes: `image_sizes` {image_id: (w, h)} or `image_dir`
-    (JPEG headers are read). on_error="skip" skips invalid images and lists them in the report; a
-    malformed CSV as a whole always raises.
+    LOC_val_solution.csv. The XMLs carry the image sizes, so they need no images (`image_dir` is ignored).
+    The CSV needs image sizes: `image_sizes` {image_id: (w, h)} or `image_dir` (JPEG headers are read);
+    without either, or with an image_dir that does not exist, it raises naming the CSV. on_error="skip"
+    skips invalid images (also an XML <filename> or CSV ImageId that is not a plain relative path) and
+    lists them in the report; a malformed CSV as a whole always raises.
     """
     check_on_error(on_error)
     boxes = Path(boxes)

@@ -5,13 +5,16 @@ coordinates. Why a table: every later step (image shards, attribution, metrics, 
 keyed by `sample_id`, and the CSV can be inspected and diffed by hand.
 
 Also holds the XML helpers shared by the VOC and ImageNet parsers (same <annotation> schema, different
-coordinate base), so both report errors the same way: file name and line.
+coordinate base), so both report errors the same way: file name and line, and the path checks that keep
+every image path taken from a data file inside the dataset's image folder.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from lrp.io import atomic_path
 __all__ = [
     "AnnotationError", "Obj", "Annotation", "INDEX_COLUMNS", "parse_annotation_xml", "unit_row",
     "finish_index", "index_image_folder", "write_index", "read_index", "baseline_stats", "write_baseline",
-    "check_on_error",
+    "check_on_error", "UnsafePathError", "unsafe_path_reason", "check_relative_path", "resolve_inside",
 ]
 
 INDEX_COLUMNS = [
@@ -76,6 +79,66 @@ def check_on_error(on_error: str) -> None:
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
 
 
+# ---------------------------------------------------------------- paths from data files
+_DRIVE = re.compile(r"[A-Za-z]:")
+_PATH_RULE = ("paths from data files (annotation <filename>, CSV ImageId, image-set ids, the index's image_file) "
+              "must be relative to the dataset's folder and stay inside it")
+
+
+class UnsafePathError(ValueError):
+    """A path from a data file that would lead outside the dataset's image folder (see resolve_inside)."""
+
+
+def unsafe_path_reason(value: str) -> str | None:
+    """Why `value` is not a plain relative POSIX path that stays below its folder, or None if it is one.
+
+    Lexical only (no file system access), so the index can check annotations before the images exist.
+    Refused: NUL bytes, backslashes and drive letters (Windows paths), absolute paths, '..' components,
+    and paths that name no file ('', '.', './').
+    """
+    if "\x00" in value:
+        return "contains a NUL byte"
+    if "\\" in value:
+        return "contains a backslash (a Windows path separator)"
+    if _DRIVE.match(value):
+        return "starts with a drive letter"
+    if value.startswith("/"):
+        return "is an absolute path"
+    parts = value.split("/")
+    if ".." in parts:
+        return "has a '..' component"
+    if all(p in ("", ".") for p in parts):
+        return "names no file"
+    return None
+
+
+def check_relative_path(value: str, source, line: int | None, what: str) -> str:
+    """Return `value` if unsafe_path_reason accepts it; else raise AnnotationError naming source:line."""
+    reason = unsafe_path_reason(value)
+    if reason is not None:
+        raise AnnotationError(source, line, f"{what} {value!r} {reason}; {_PATH_RULE}: fix or remove this entry")
+    return value
+
+
+def resolve_inside(folder, relative: str) -> Path:
+    """`folder/relative` with every symlink resolved (os.path.realpath), or UnsafePathError if it is not inside
+    the resolved `folder`.
+
+    Why at read time too: the index CSV may have been edited by hand, and a symlink inside the image folder
+    can point anywhere. Opening the returned path reads the file that was checked.
+    """
+    reason = unsafe_path_reason(relative)
+    if reason is not None:
+        raise UnsafePathError(f"{folder}: image path {relative!r} {reason}; {_PATH_RULE}")
+    root = os.path.realpath(folder)
+    real = os.path.realpath(os.path.join(root, relative))
+    if real == root or os.path.commonpath([root, real]) != root:
+        raise UnsafePathError(f"{Path(folder) / relative}: resolves to {real}, which is not inside the image folder "
+                              f"{root}; replace the symlink by the file, or point the config at the folder that "
+                              "holds the images")
+    return Path(real)
+
+
 # ---------------------------------------------------------------- XML helpers
 def _child(path, el, tag: str):
     found = el.find(tag)
@@ -116,7 +179,8 @@ def parse_annotation_xml(path, one_based: bool,
         raise AnnotationError(path, None, f"cannot read annotation: {e}") from None
     if root.tag != "annotation":
         raise AnnotationError(path, root.sourceline, f"root element is <{root.tag}>, expected <annotation>")
-    filename, _ = _text(path, root, "filename")
+    filename, filename_line = _text(path, root, "filename")
+    check_relative_path(filename, path, filename_line, "<filename>")
     size = _child(path, root, "size")
     width, height = _int(path, size, "width"), _int(path, size, "height")
     if width < 1 or height < 1:
@@ -202,7 +266,7 @@ def index_image_folder(folder, size: int = 224, limit: int | None = None,
         try:
             with Image.open(p) as im:  # header only
                 width, height = im.size
-        except OSError as e:
+        except (OSError, Image.DecompressionBombError) as e:
             raise ValueError(f"{p}: cannot read image header: {e}") from None
         rel = p.relative_to(folder).as_posix()
         sid = rel.rsplit(".", 1)[0]

@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from lrp.datasets.index import (
-    Annotation, AnnotationError, check_on_error, finish_index, parse_annotation_xml, unit_row,
+    Annotation, AnnotationError, check_on_error, check_relative_path, finish_index, parse_annotation_xml, unit_row,
 )
 
 __all__ = ["VOC_CLASSES", "VOC_TRANSFORM", "parse_voc_xml", "read_image_set", "index_voc"]
@@ -33,7 +33,8 @@ VOC_TRANSFORM = "warp"  # VOC inputs are rescaled to size x size, not cropped (p
 def parse_voc_xml(path) -> Annotation:
     """Parse one VOC XML (1-based inclusive boxes) -> Annotation with half-open original-image boxes.
 
-    image_id is the file stem (the id ImageSets use); filename is the <filename> element.
+    image_id is the file stem (the id ImageSets use); filename is the <filename> element, refused
+    (AnnotationError at its line) unless it is a relative path inside JPEGImages (index.unsafe_path_reason).
     """
     path = Path(path)
     filename, width, height, objects = parse_annotation_xml(path, one_based=True, require_difficult=True)
@@ -41,7 +42,11 @@ def parse_voc_xml(path) -> Annotation:
 
 
 def read_image_set(root, split: str) -> list[str]:
-    """Image ids listed in ImageSets/Main/{split}.txt, in file order."""
+    """Image ids listed in ImageSets/Main/{split}.txt, in file order.
+
+    An id becomes a path (Annotations/<id>.xml, JPEGImages/<id>.jpg), so one that could lead out of its
+    folder ('..', absolute, ...) raises AnnotationError naming the line, like any other malformed line.
+    """
     path = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: image set {split!r} not found (expected VOC layout under {root})")
@@ -52,7 +57,7 @@ def read_image_set(root, split: str) -> list[str]:
             continue
         if len(tokens) != 1:
             raise AnnotationError(path, lineno, f"expected one image id per line, got {line!r}")
-        ids.append(tokens[0])
+        ids.append(check_relative_path(tokens[0], path, lineno, "image id"))
     if not ids:
         raise AnnotationError(path, None, f"image set {split!r} is empty")
     return ids

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,54 @@ class ModelBundle:
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
+
+
+class WeightFileError(ValueError):
+    """A weight file whose content does not fit the network it is loaded into; the message names file and key."""
+
+
+def check_torch_archive(path: str | Path) -> None:
+    """Refuse a torch.save zip archive with compressed members, before torch.load reads it.
+
+    Why: torch.save stores its members uncompressed, but torch.load also inflates deflated ones, so a 5 KB file
+    can make it allocate gigabytes. Stored members hold at most the file's own bytes. Legacy (non-zip) files
+    hold their tensors as raw bytes too. Raises WeightFileError.
+    """
+    try:
+        with zipfile.ZipFile(path) as z:
+            packed = [i.filename for i in z.infolist() if i.compress_type != zipfile.ZIP_STORED]
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip archive: torch.load reads (or refuses) it with its own message
+    if packed:
+        raise WeightFileError(f"{path}: compressed archive member(s) {packed[:3]}; torch.save writes uncompressed "
+                              f"archives and torch.load would inflate these in memory. Re-save the weights with "
+                              f"torch.save")
+
+
+def check_state_dict(state, expected: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse a state dict that `load_state_dict(strict=True)` would not copy exactly: another type, missing or extra
+    keys, a value that is not a dense tensor, another shape or dtype (copy_ would cast it silently).
+
+    `expected` is the network's own state dict (from a module built on the meta device: nothing allocated);
+    `where` starts every message (file and what it should be). Raises WeightFileError.
+    """
+    if not isinstance(state, dict):
+        raise WeightFileError(f"{where}: a {type(state).__name__}, expected a dict of tensors by parameter name")
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    if missing or extra:
+        listed = [f"{what} key(s) {keys[:5]}" + (f" ({len(keys)} in all)" if len(keys) > 5 else "")
+                  for what, keys in (("missing", missing), ("unexpected", extra)) if keys]
+        raise WeightFileError(f"{where}: {', '.join(listed)}")
+    for k, ref in expected.items():
+        v = state[k]
+        if not isinstance(v, torch.Tensor) or v.layout != torch.strided:
+            kind = f"{v.layout} tensor" if isinstance(v, torch.Tensor) else type(v).__name__
+            raise WeightFileError(f"{where}: {k!r} is a {kind}, expected a dense {ref.dtype} tensor")
+        if v.shape != ref.shape:
+            raise WeightFileError(f"{where}: {k!r} has shape {tuple(v.shape)}, expected {tuple(ref.shape)}")
+        if v.dtype != ref.dtype:
+            raise WeightFileError(f"{where}: {k!r} has dtype {v.dtype}, expected {ref.dtype}")
 
 
 def pick_device(name: str = "auto") -> torch.device:

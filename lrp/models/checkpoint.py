@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from lrp.io import atomic_path
-from lrp.models.base import ModelBundle, Preprocessing, sha256_file
+from lrp.models.base import (ModelBundle, Preprocessing, WeightFileError, check_state_dict,
+                             check_torch_archive, sha256_file)
 from lrp.models.demo import DemoVGG
 
 FORMAT = "lrp-bench-bundle/1"
@@ -34,7 +35,11 @@ ARCHS: dict[str, Callable[..., torch.nn.Module]] = {"demo_vgg": DemoVGG,
 
 
 def register_arch(name: str, builder: Callable[..., torch.nn.Module]) -> None:
-    """Make `name` loadable; re-registering the same builder is a no-op, a different one an error."""
+    """Make `name` loadable; re-registering the same builder is a no-op, a different one an error.
+
+    load_bundle first calls the builder on the meta device (to check a file's tensors before allocating), so it
+    must build with plain layers there; it should raise TypeError/ValueError for kwargs it does not take.
+    """
     if name in ARCHS and ARCHS[name] is not builder:
         raise ValueError(f"architecture {name!r} is already registered to {ARCHS[name]!r}")
     ARCHS[name] = builder
@@ -96,31 +101,115 @@ def save_bundle(bundle: ModelBundle, path, arch: str | None = None, arch_kwargs:
 
 
 def load_bundle(path, map_location="cpu") -> ModelBundle:
-    """Rebuild the eval-mode module from the registry and load its weights (strict, weights_only=True)."""
+    """Rebuild the eval-mode module from the registry and load its weights (strict, weights_only=True).
+
+    Every key of the payload, the architecture's kwargs and each tensor's name, shape and dtype are checked
+    (against the network built on the meta device) before the network is allocated. Raises FileNotFoundError, or
+    WeightFileError (a ValueError) naming the file, the key and the problem.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model checkpoint not found")
+    check_torch_archive(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"{path}: not a loadable weights-only checkpoint ({type(e).__name__}: {e})") from e
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path}: not an lrp-bench model bundle (format {got!r}, expected {FORMAT!r})")
-    arch = payload["arch"]
-    if arch not in ARCHS:
-        raise ValueError(f"{path}: unknown architecture {arch!r}; registered: {sorted(ARCHS)}")
-    module = ARCHS[arch](**payload["arch_kwargs"])
+        raise WeightFileError(f"{path}: not a loadable weights-only checkpoint ({type(e).__name__}: {e})") from e
+    _check_payload(payload, path)
+    arch, kwargs, state = payload["arch"], payload["arch_kwargs"], payload["state_dict"]
+    check_state_dict(state, _expected_state(arch, kwargs, path), f"{path}: state_dict does not fit {arch}({kwargs})")
+    _check_backed(state, path)
+    preprocessing = _preprocessing(payload["preprocessing"], path)
+    module = ARCHS[arch](**kwargs)
     try:
-        module.load_state_dict(payload["state_dict"], strict=True)
+        module.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not fit architecture {arch!r}: {e}") from e
+        raise WeightFileError(f"{path}: weights do not fit architecture {arch!r}: {e}") from e
     module.eval()
     info = dict(payload.get("info", {}))
-    info["arch"] = {"name": arch, "kwargs": payload["arch_kwargs"]}
-    return ModelBundle(module=module, preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
+    info["arch"] = {"name": arch, "kwargs": kwargs}
+    return ModelBundle(module=module, preprocessing=preprocessing,
                        input_size=int(payload["input_size"]), class_names=list(payload["class_names"]),
                        name=str(payload["name"]), checksum=sha256_file(path), info=info)
+
+
+PAYLOAD = {"format": str, "arch": str, "arch_kwargs": dict, "state_dict": dict, "preprocessing": dict,
+           "class_names": list, "input_size": int, "name": str, "info": dict}
+"""The keys save_bundle writes and their types; only `info` may be absent."""
+MAX_KWARGS_CHARS = 10_000
+"""Longest repr of `arch_kwargs` accepted (the demo VGG's is ~100): a builder loops over them."""
+
+
+def _check_payload(payload, path: Path) -> None:
+    """Refuse anything but what save_bundle writes: another format, missing or extra keys, a value of another type
+    or with non-plain contents, an unknown architecture. Raises WeightFileError."""
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise WeightFileError(f"{path}: not an lrp-bench model bundle (format {got!r}, expected {FORMAT!r})")
+    missing = [k for k in PAYLOAD if k not in payload and k != "info"]
+    extra = [k for k in payload if k not in PAYLOAD]
+    if missing or extra:
+        raise WeightFileError(f"{path}: {FORMAT} checkpoint with missing key(s) {missing} and unexpected key(s) "
+                              f"{extra}; re-save the model with lrp.models.checkpoint.save_bundle")
+    for key, kind in PAYLOAD.items():
+        value = payload.get(key, {})
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise WeightFileError(f"{path}: {key!r} is a {type(value).__name__}, expected {kind.__name__}")
+    if payload["arch"] not in ARCHS:
+        raise WeightFileError(f"{path}: unknown architecture {payload['arch']!r}; registered: {sorted(ARCHS)}")
+    for key in ("arch_kwargs", "info"):
+        try:
+            _plain(payload.get(key, {}), key)
+        except TypeError as e:
+            raise WeightFileError(f"{path}: {e}") from None
+        except RecursionError:
+            raise WeightFileError(f"{path}: {key!r} is nested too deeply to be constructor kwargs or info") from None
+    if len(repr(payload["arch_kwargs"])) > MAX_KWARGS_CHARS:
+        raise WeightFileError(f"{path}: 'arch_kwargs' is implausibly large (over {MAX_KWARGS_CHARS} characters)")
+    bad = [i for i, c in enumerate(payload["class_names"]) if not isinstance(c, str)]
+    if bad:
+        raise WeightFileError(f"{path}: class_names[{bad[0]}] is a {type(payload['class_names'][bad[0]]).__name__}, "
+                              f"expected a str")
+    if payload["input_size"] < 1:
+        raise WeightFileError(f"{path}: input_size {payload['input_size']} must be at least 1")
+
+
+def _expected_state(arch: str, kwargs: dict, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict (names, shapes, dtypes) of `arch(**kwargs)`, built on the meta device: nothing is allocated
+    however large the kwargs make the network. Raises WeightFileError if the builder refuses the kwargs."""
+    try:
+        with torch.device("meta"):
+            return ARCHS[arch](**kwargs).state_dict()
+    except (TypeError, ValueError) as e:
+        raise WeightFileError(f"{path}: arch_kwargs {kwargs} do not fit architecture {arch!r}: {e}") from None
+
+
+def _check_backed(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse tensors holding more bytes than the file: broadcast (stride-0) or shared storages, with which a tiny
+    file sizes (through its arch_kwargs) a huge network. save_bundle writes every tensor with its own storage."""
+    held, size = sum(v.numel() * v.element_size() for v in state.values()), path.stat().st_size
+    if held > size:
+        raise WeightFileError(f"{path}: state_dict tensors hold {held} bytes, more than the file's {size} (broadcast "
+                              f"or shared storages); re-save the model with lrp.models.checkpoint.save_bundle")
+
+
+def _preprocessing(d: dict, path: Path) -> Preprocessing:
+    """Preprocessing.from_dict of a checked dict: exactly mean, std (3 finite numbers each), channel_order."""
+    keys = sorted(map(str, d))
+    if keys != ["channel_order", "mean", "std"]:
+        raise WeightFileError(f"{path}: 'preprocessing' has keys {keys}, expected ['channel_order', 'mean', 'std']")
+    for key in ("mean", "std"):
+        v = d[key]
+        if not (isinstance(v, (list, tuple)) and len(v) == 3 and all(_finite_number(x) for x in v)):
+            raise WeightFileError(f"{path}: preprocessing.{key} is {v!r}, expected 3 finite numbers")
+    try:
+        return Preprocessing.from_dict(d)
+    except ValueError as e:  # std <= 0, channel_order not RGB/BGR
+        raise WeightFileError(f"{path}: preprocessing: {e}") from None
+
+
+def _finite_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _versions() -> dict:

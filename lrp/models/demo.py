@@ -21,6 +21,9 @@ from torch import nn
 from lrp.models.base import ModelBundle, Preprocessing
 
 DEMO_STD = (64.0, 64.0, 64.0)  # fixed scale: inputs land roughly in [-2, 2], like torchvision's
+# Bounds on a demo net's size: a checkpoint's arch_kwargs come from a file, and a hostile one must not build a
+# network that takes hours or terabytes (VGG-16 itself has 13 convs of width 512 on 224² inputs).
+MAX_CONVS, MAX_WIDTH, MAX_IMAGE_SIZE = 64, 4096, 1024
 
 
 class DemoVGG(nn.Module):
@@ -39,6 +42,10 @@ class DemoVGG(nn.Module):
         if n_classes < 1 or width < 1 or hidden < 1 or not blocks or min(blocks) < 1:
             raise ValueError(f"invalid DemoVGG config: n_classes={n_classes} width={width} "
                              f"hidden={hidden} blocks={blocks}")
+        if sum(blocks) > MAX_CONVS or width > MAX_WIDTH or hidden > MAX_WIDTH or image_size > MAX_IMAGE_SIZE:
+            raise ValueError(f"DemoVGG config beyond the sizes a demo model has (at most {MAX_CONVS} convs, width "
+                             f"and hidden {MAX_WIDTH}, image size {MAX_IMAGE_SIZE}): width={width} hidden={hidden} "
+                             f"blocks={blocks} image_size={image_size}")
         if image_size % 2 ** len(blocks):
             raise ValueError(f"image_size {image_size} must be divisible by 2**{len(blocks)} (one pool per block)")
         self.arch_kwargs = dict(n_classes=int(n_classes), width=int(width), image_size=int(image_size),

@@ -312,7 +312,13 @@ def _set_rng_state(state: dict, loader_gen: torch.Generator) -> None:
 
 def load_state(path) -> dict:
     """A training checkpoint, read with weights_only=True (tensors and plain types only)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from .base import WeightFileError, check_torch_archive
+
+    check_torch_archive(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as e:  # torch's pickle/zip readers raise these
+        raise WeightFileError(f"{path}: not a fine-tuning checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ValueError(f"{path}: not a fine-tuning checkpoint ({STATE_FORMAT})")
     return state

@@ -14,6 +14,9 @@ Rules (a weights-only file carries no layer configuration, so these are assumpti
   has ReLU; the last one's softmax is stripped (LRP starts from the logit).
 - A full-model file's `model_config`, when present, is checked against these assumptions (padding, strides,
   activations, pool size, channels_last); a mismatch is an error, never a silent wrong network.
+- Only floating-point weights stored in the file itself are read: links (external or soft), external or virtual
+  storage, weights declared but not written, and files declaring over MAX_WEIGHT_BYTES are refused, by file and
+  dataset, before anything is read or allocated.
 The first Dense after the conv stack gets its input axis permuted from Keras' (H, W, C) flatten order to torch's
 (C, H, W); H = W is taken from `input_size` (tracking the pools) or, without it, from in_features / channels
 assuming square maps.
@@ -41,6 +44,9 @@ VGG16_MD5 = "64373286793e3c8b2b4e3219cbf3544b"
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 _WEIGHTLESS_CLASSES = {"InputLayer", "MaxPooling2D", "Flatten", "Dropout"}
+#: Most float32 bytes of weights a file may declare (VGG-16: 0.55 GB, VGG-19: 0.57 GB). Checked before the network
+#: is allocated or any weight read, so that a small file declaring a huge (compressed) layer fails at once.
+MAX_WEIGHT_BYTES = 2 << 30
 
 
 class KerasFormatError(ValueError):
@@ -91,12 +97,66 @@ def _attr_list(group: h5py.Group, name: str) -> list[str] | None:
     return chunks if i else None
 
 
+def _member(group: h5py.Group, name: str, source: str) -> h5py.Group | h5py.Dataset | None:
+    """`group[name]` (a relative path) through hard links only; None if it does not exist.
+
+    Why: h5py follows an HDF5 external link into another file (and a soft link to wherever its path leads), whose
+    bytes would then load as weights. Keras writes neither. Raises KerasFormatError naming the link and its target.
+    """
+    obj = group
+    for part in (p for p in name.split("/") if p):
+        if not isinstance(obj, h5py.Group):
+            return None
+        link = obj.get(part, getlink=True)
+        if link is None:
+            return None
+        if not isinstance(link, h5py.HardLink):
+            target = (f"{link.filename}:{link.path}" if isinstance(link, h5py.ExternalLink)
+                      else getattr(link, "path", "?"))
+            raise KerasFormatError(f"{source}: {obj.name.rstrip('/')}/{part} is an HDF5 {type(link).__name__} to "
+                                   f"{target}; only objects stored in this file are read (Keras writes no links)")
+        obj = obj[part]
+    return obj
+
+
+def _check_dataset(ds: h5py.Dataset, where: str) -> None:
+    """Refuse, before reading it, a weight dataset whose values are not floats stored in this very file.
+
+    Why: h5py reads a virtual dataset's and an external-storage dataset's bytes from other files, and returns the
+    fill value for a declared but never written dataset (a 10 KB file can declare 40 GB). Raises KerasFormatError.
+    """
+    if ds.is_virtual:
+        raise KerasFormatError(f"{where}: a virtual dataset (its values are in other files); only data stored in "
+                               "this file is read")
+    if ds.external:
+        raise KerasFormatError(f"{where}: stored in external file(s) {[e[0] for e in ds.external]}; only data "
+                               "stored in this file is read")
+    if ds.shape is None or ds.dtype.kind != "f":
+        raise KerasFormatError(f"{where}: dtype {ds.dtype}, shape {ds.shape}; weights are floating-point arrays")
+    stored, filters = ds.id.get_storage_size(), ds.id.get_create_plist().get_nfilters()
+    if ds.size and (stored == 0 or (not filters and stored < ds.nbytes)):
+        raise KerasFormatError(f"{where}: declares {ds.nbytes} bytes of shape {ds.shape} but the file stores "
+                               f"{stored}: truncated, or written without its values; re-download or re-save it")
+
+
+def _check_budget(layers: Sequence[tuple[str, Sequence[h5py.Dataset]]], source: str) -> None:
+    """Refuse a file declaring more than MAX_WEIGHT_BYTES of float32 weights (names the largest weight)."""
+    total = 4 * sum(ds.size for _, weights in layers for ds in weights)
+    if total > MAX_WEIGHT_BYTES:
+        name, ds = max(((n, ds) for n, weights in layers for ds in weights), key=lambda item: item[1].size)
+        raise KerasFormatError(f"{source}: the weights declare {total / 2**30:.1f} GiB of float32 parameters (layer "
+                               f"{name!r}: {ds.name} of shape {ds.shape}), more than the {MAX_WEIGHT_BYTES / 2**30:g} "
+                               "GiB this importer accepts (VGG-16: 0.5 GiB); a corrupt or hostile file?")
+
+
 def _weights_root(f: h5py.File, source: str) -> h5py.Group:
     if "layer_names" in f.attrs or "layer_names0" in f.attrs:
         return f
-    if "model_weights" in f and _attr_list(f["model_weights"], "layer_names") is not None:
-        return f["model_weights"]
-    hint = " (a Keras 3 '.weights.h5' file? Only the Keras 1/2 HDF5 layout is supported)" if "layers" in f else ""
+    weights = _member(f, "model_weights", source)
+    if isinstance(weights, h5py.Group) and _attr_list(weights, "layer_names") is not None:
+        return weights
+    hint = (" (a Keras 3 '.weights.h5' file? Only the Keras 1/2 HDF5 layout is supported)"
+            if f.get("layers", getlink=True) is not None else "")
     raise KerasFormatError(f"{source}: no 'layer_names' attribute at the root or in 'model_weights'{hint}")
 
 
@@ -114,18 +174,25 @@ def _config_layers(f: h5py.File, source: str) -> dict[str, tuple[str, dict]] | N
 
 
 def read_layers(f: h5py.File, source: str) -> list[tuple[str, list[h5py.Dataset]]]:
-    """(layer name, weight datasets in stored order) for every layer in `layer_names`, weightless ones included."""
+    """(layer name, weight datasets in stored order) for every layer in `layer_names`, weightless ones included.
+
+    Nothing is read from the datasets; each is checked (`_member`, `_check_dataset`) to hold floats stored in
+    this file. Raises KerasFormatError naming the file and the layer or dataset.
+    """
     root = _weights_root(f, source)
     out = []
     for name in _attr_list(root, "layer_names"):
-        if name not in root:
+        group = _member(root, name, source)
+        if not isinstance(group, h5py.Group):
             raise KerasFormatError(f"{source}: layer {name!r} is listed in 'layer_names' but has no group")
-        group = root[name]
         names = _attr_list(group, "weight_names") or []
-        missing = [w for w in names if not isinstance(group.get(w), h5py.Dataset)]
+        weights = {w: _member(group, w, source) for w in names}
+        missing = [w for w, ds in weights.items() if not isinstance(ds, h5py.Dataset)]
         if missing:
             raise KerasFormatError(f"{source}: layer {name!r} lists weights {missing} that are not stored datasets")
-        out.append((name, [group[w] for w in names]))
+        for w, ds in weights.items():
+            _check_dataset(ds, f"{source}: layer {name!r} weight {ds.name}")
+        out.append((name, [weights[w] for w in names]))
     return out
 
 
@@ -286,11 +353,13 @@ def _torch_layout(p: LayerPlan, kernel: np.ndarray) -> np.ndarray:
     return kernel.T  # (in, out) -> (out, in)
 
 
-def from_keras_h5(path: str | Path, input_size: int | None = None) -> KerasVGG:
+def from_keras_h5(path: str | Path, input_size: int | None = None, n_outputs: int | None = None) -> KerasVGG:
     """Rebuild a Keras VGG-style network from its HDF5 weight file; returns an eval-mode module without softmax.
 
     Input: NCHW float in Keras' own preprocessed space (for the model-zoo VGG-16: BGR, Caffe mean subtracted,
-    0–255). `input_size` (square side) checks the first Dense against the pooled map size.
+    0–255). `input_size` (square side) checks the first Dense against the pooled map size; `n_outputs`, the last
+    Dense's outputs. Every weight's shape, dtype, storage and total size is checked before any is read or the
+    network allocated. Raises FileNotFoundError, or KerasFormatError naming the file and the layer.
     """
     path = Path(path)
     source = str(path)
@@ -304,6 +373,9 @@ def from_keras_h5(path: str | Path, input_size: int | None = None) -> KerasVGG:
         layers = read_layers(f, source)
         plan = plan_vgg([(n, [w.shape for w in ws]) for n, ws in layers], input_size, source,
                         _config_layers(f, source))
+        if n_outputs is not None and plan[-1].shapes[0][1] != n_outputs:
+            raise KerasFormatError(f"{source}: last Dense has {plan[-1].shapes[0][1]} outputs, expected {n_outputs}")
+        _check_budget(layers, source)
         module = build_vgg(plan)
         weights = dict(layers)
         params = [m for m in list(module.features) + list(module.classifier) if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -347,11 +419,8 @@ def keras_vgg16_bundle(path: str | Path, verify: bool = False) -> ModelBundle:
         if got != VGG16_MD5:
             raise ValueError(f"{path}: MD5 mismatch for the Keras VGG-16 weights: expected {VGG16_MD5}, got {got}")
         info["md5"] = got
-    module = from_keras_h5(path, input_size=224)
     classes = imagenet_class_names()
-    n_out = module.classifier[-1].out_features
-    if n_out != len(classes):
-        raise KerasFormatError(f"{path}: last Dense has {n_out} outputs, expected {len(classes)} ImageNet classes")
+    module = from_keras_h5(path, input_size=224, n_outputs=len(classes))  # 1000 ImageNet classes
     for param in module.parameters():
         param.requires_grad_(False)
     return ModelBundle(

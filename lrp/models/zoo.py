@@ -26,7 +26,8 @@ import torch
 import torchvision
 from torch import nn
 
-from lrp.models.base import ModelBundle, Preprocessing, sha256_file
+from lrp.models.base import (ModelBundle, Preprocessing, WeightFileError, check_state_dict,
+                             check_torch_archive, sha256_file)
 from lrp.models.keras import imagenet_class_names, keras_vgg16_bundle
 
 #: torchvision's ImageNet normalisation in 0–255 units (RGB).
@@ -87,7 +88,12 @@ def _caffe_bundle(name: str, spec: dict, path: Path) -> ModelBundle:
 
 
 def _torchvision_bundle(arch: str, path: Path) -> ModelBundle:
-    """A torchvision ImageNet model from its state-dict file, after torch.hub's sha256-prefix check."""
+    """A torchvision ImageNet model from its state-dict file, after torch.hub's sha256-prefix check.
+
+    The file is read with weights_only=True (no code unpickled) and every tensor's name, shape and dtype is checked
+    against the network (built on the meta device) before any parameter memory is allocated. Raises
+    WeightFileError (a ValueError) naming the file and the key.
+    """
     build, official = TORCHVISION_ARCHS[arch]
     match = _HASH_IN_NAME.search(path.name)
     if match is None:
@@ -96,17 +102,19 @@ def _torchvision_bundle(arch: str, path: Path) -> ModelBundle:
     if not digest.startswith(prefix):
         raise ValueError(f"{path}: sha256 {digest} does not start with the prefix {prefix!r} in its name; "
                          "the file is corrupt or not the one named")
+    check_torch_archive(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        raise ValueError(f"{path}: cannot load as a torch state dict (weights_only=True): {e}") from e
+        raise WeightFileError(f"{path}: cannot load as a torch state dict (weights_only=True): {e}") from e
     with torch.device("meta"):
         module = build(weights=None)  # no random init of 100M+ parameters; load_state_dict fills every tensor
+    check_state_dict(state, module.state_dict(), f"{path}: not a {arch} state dict")  # before allocating the network
     module = module.to_empty(device="cpu")
     try:
         module.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"{path}: not a {arch} state dict: {e}") from e
+        raise WeightFileError(f"{path}: not a {arch} state dict: {e}") from e
     return ModelBundle(
         module=module,
         preprocessing=TORCHVISION_PREPROCESSING,

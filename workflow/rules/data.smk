@@ -13,7 +13,13 @@ rule data:
         code=lrp_sources("stages:data"),
     conda:
         ENV
-    retries: 2
+    # No Snakemake retries: `retries:` re-runs a job after ANY failure (Snakemake 9.27 takes only an int here,
+    # with no per-exit-code rule), and most failures of this job are deterministic (disk full, a corrupt
+    # archive, an MD5 mismatch, a missing path) and would fail the same way again. The one failure a retry
+    # can cure, the network, is retried inside the job (lrp.acquire.download: retries with backoff, resuming
+    # the .part file); what survives that exits with lrp.runner.EXIT_TRANSIENT (75) and a re-run resumes.
+    # 0, not omitted, so that a global `--retries` does not re-run the deterministic failures either.
+    retries: 0
     script:
         "../scripts/data.py"
 
@@ -52,10 +58,29 @@ rule baseline:
         "../scripts/baseline.py"
 
 
+rule images:
+    """Make the dataset's images available (ImageNet: the val images; VOC and the demo: beside the
+    annotations). Only the image shards need them: the index and the Baseline row do not."""
+    input:
+        f"{R}/{{dataset}}/data.json",
+    output:
+        f"{R}/{{dataset}}/images.json",
+    log:
+        f"{R}/logs/images/{{dataset}}.log",
+    params:
+        cfg=data_cfg,
+        code=lrp_sources("stages:images"),
+    conda:
+        ENV
+    retries: 0  # as rule `data`
+    script:
+        "../scripts/images.py"
+
+
 rule image_shard:
     """Decode, resize (the same transform as the boxes) and store images + masks of one shard."""
     input:
-        data=f"{R}/{{dataset}}/data.json",
+        data=f"{R}/{{dataset}}/images.json",
         samples=f"{R}/{{dataset}}/samples.csv",
     output:
         f"{R}/{{dataset}}/images/{{shard}}.h5",

@@ -15,7 +15,8 @@ rule training_data:
         name="[a-z][a-z0-9_]*",
     conda:
         ENV
-    retries: 2
+    # Not retried by Snakemake, for the reason given at rule `data`: network failures retry inside the job.
+    retries: 0
     script:
         "../scripts/training_data.py"
 

@@ -1,0 +1,76 @@
+"""The Snakemake workflow before and around a study: lint, the paper's DAG without data, config errors before
+any job, submission through a batch-system profile."""
+
+import json
+
+import pytest
+
+from snakemake_run import ROOT, dry_run_jobs, snakemake, write_config
+
+
+def test_lint_is_clean(tmp_path):
+    p = snakemake("--lint", "--configfile", ROOT / "config" / "demo.yaml", cwd=tmp_path)
+    assert "Lints for" not in p.stdout + p.stderr
+
+
+def test_paper_dag_builds_without_data(tmp_path):
+    """The full paper study's DAG (both datasets, every shard) builds before any data exists."""
+    jobs = dry_run_jobs(tmp_path, "--configfile", ROOT / "config" / "config.yaml")
+    assert jobs["attribute_imagenet"] == 100 and jobs["attribute_voc2007"] == 30
+    assert jobs["table1"] == 2 and jobs["fig2"] == 2 and jobs["fig3"] == 2 and jobs["patterns"] == 1
+
+
+def test_missing_imagenet_data_is_a_clear_error(tmp_path):
+    p = snakemake("results/imagenet/data.json", "--cores", "1", "--configfile", ROOT / "config" / "config.yaml",
+                  cwd=tmp_path, check=False)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0
+    assert "ERROR in rule data" in out and "datasets.imagenet.boxes" in out  # (the images: rule `images`)
+    assert not (tmp_path / "results" / "imagenet" / "data.json").exists()
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda c: c["analyzers"].update({"lrp_zz": {}}), "analyzers.lrp_zz"),
+    (lambda c: c["attribution"].update({"batch_size": -4}), "attribution.batch_size"),
+    (lambda c: c["attribution"].update({"fused": "yes"}), "attribution.fused"),
+    (lambda c: c["datasets"]["demo"].update({"model": "nope"}), "datasets.demo.model"),
+    (lambda c: c["datasets"]["demo"].update({"format": "imagenet", "source": "local"}), "datasets.demo.images"),
+    (lambda c: c["analyzers"].update({"lrp_z": {"epsilon": -1}}), "analyzers.lrp_z.epsilon"),
+    (lambda c: c["analyzers"].update({"lrp_epsilon": {"epsilon": float("nan")}}),
+     "analyzers.lrp_epsilon.epsilon: nan is not a finite number"),
+    (lambda c: c["analyzers"].update({"gradient": {"epsilon": 5}}), "analyzers.gradient.epsilon: gradient takes no"),
+    (lambda c: c["analyzers"]["integrated_gradients"].update({"step": 4}), "analyzers.integrated_gradients.step"),
+    (lambda c: c.update({"plugins": ["my_methods.py"]}), "plugins[0]: plugin file 'my_methods.py' does not exist"),
+])
+def test_broken_config_fails_before_any_job(tmp_path, edit, key):
+    cfg = write_config(tmp_path, "ci.yaml", edit)
+    p = snakemake("--cores", "1", "--configfile", cfg, cwd=tmp_path, check=False)
+    assert p.returncode != 0
+    assert key in p.stdout + p.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_cluster_generic_profile_submits_every_job(tmp_path):
+    """The cluster-generic profile as users run it, with a stand-in for sbatch: every job of the data stages
+    is a batch job (its own Snakemake process), and the outputs arrive."""
+    p = snakemake("results/demo/baseline.csv", "results/demo/images/0.h5", "--profile",
+                  ROOT / "profiles" / "cluster-generic", "--cluster-generic-submit-cmd", ROOT / "tests" / "fake_submit.sh",
+                  "--jobs", "2", "--latency-wait", "5", "--seconds-between-status-checks", "1",
+                  "--configfile", ROOT / "config" / "ci.yaml", cwd=tmp_path)
+    out = p.stdout + p.stderr
+    submitted = {line.split("external jobid")[0] for line in out.splitlines() if "with external jobid 'fake-" in line}
+    assert len(submitted) == 5, out[-3000:]  # data, index, baseline, images, image_shard
+    assert (tmp_path / "results" / "demo" / "baseline.csv").stat().st_size > 0
+    assert (tmp_path / "results" / "demo" / "images" / "0.h5").stat().st_size > 0
+
+
+def test_missing_pattern_folder_names_the_key(tmp_path):
+    from lrp.stages import index
+
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps({"images": str(tmp_path), "annotations": str(tmp_path)}))
+    cfg = {"format": "imagenet", "input_size": 64, "pattern_images": str(tmp_path / "nope"), "max_samples": 4}
+    with pytest.raises(FileNotFoundError, match=r"datasets\.imagenet\.patterns\.images: .*nope.* not a folder"):
+        index(data, cfg, tmp_path / "s.csv", tmp_path / "r.json", key="datasets.imagenet")
+    assert not (tmp_path / "s.csv").exists()
