@@ -2,7 +2,7 @@
 
 Reads the float32 attribution shards of a finished run (default: the demo, `make demo`; the trained demo
 model at 64²), and scores every analyzer's maps three ways: as computed (float32), cast to float16 as is,
-and stored as `lrp.shards.ShardWriter` stores float16 (divided by a power-of-two scale per map). It reports
+and stored as `lrp.storage.attributions.ShardWriter` stores float16 (divided by a power-of-two scale per map). It reports
 the largest and the mean per-sample |Δμ| and |Δμ_w| against float32, the shift of their means (Table 1's
 numbers), and how many samples became or stopped being undefined (no positive relevance left).
 `--divide` also shrinks the maps first: a 224² VGG-16 spreads the same relevance over 12.25× the pixels of
@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lrp.metrics import mu_from_sums, relevance_sums  # noqa: E402
-from lrp.shards import power_of_two_scale, read_attrs, read_shard  # noqa: E402
+from lrp.evaluation.metrics import mu_from_sums, relevance_sums  # noqa: E402
+from lrp.storage.attributions import power_of_two_scale, read_attrs, read_shard  # noqa: E402
 
 
 def scores(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

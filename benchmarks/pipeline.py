@@ -2,8 +2,8 @@
 
 Builds an image shard of N random 224² images with random box masks, explains them with a random-weight
 torchvision VGG-16 (all Table 1 analyzers of the ImageNet study, one forward pass per batch) with the
-pipeline's own job code (`lrp.stages.attribute_shard`: it also computes μ's sums of every map on the device),
-writes the attribution shards, then runs the metrics as the pipeline does: `lrp.stages.metrics`, one
+pipeline's own job code (`lrp.pipeline.attribution.attribute_shard`: it also computes μ's sums of every map on the device),
+writes the attribution shards, then runs the metrics as the pipeline does: `lrp.pipeline.evaluation.metrics`, one
 single-threaded process per analyzer, `--metric-jobs` at once (Snakemake's `--cores`). Times each phase; the
 overhead counts everything but the attribution itself and the writer's own (overlapping) time. Goal (issue:
 full scale): the I/O and metrics around the attributions cost ≤ 20 % of the attribution time on one H100.
@@ -36,7 +36,8 @@ from lrp.allocator import retain_freed_memory  # noqa: E402
 from lrp.kernels import resolve  # noqa: E402
 from lrp.models.base import ModelBundle  # noqa: E402
 from lrp.models.zoo import TORCHVISION_PREPROCESSING  # noqa: E402
-from lrp.stages import attribute_shard, metrics  # noqa: E402
+from lrp.pipeline.attribution import attribute_shard  # noqa: E402
+from lrp.pipeline.evaluation import metrics  # noqa: E402
 
 ANALYZERS = ["lrp_cmp_alpha2_flat", "lrp_cmp_alpha2", "lrp_cmp_alpha1", "lrp_cmp_alpha1_flat", "lrp_alpha2",
              "lrp_alpha1", "lrp_z", "lrp_cam", "guided_backprop", "pattern_attribution", "gradient"]
@@ -62,7 +63,7 @@ def synthetic_shard(path: Path, n: int, size: int, seed: int = 0) -> None:
 
 
 def _metrics_worker() -> None:
-    """What `lrp.runner` sets up in a metrics job: one thread (the rule's default), glibc keeping freed memory."""
+    """What `lrp.pipeline.runner` sets up in a metrics job: one thread (the rule's default), glibc keeping freed memory."""
     torch.set_num_threads(1)
     retain_freed_memory()
 

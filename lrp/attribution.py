@@ -15,8 +15,8 @@ from collections.abc import Mapping
 
 import torch
 
-from . import composites, kernels
-from .graph import Trace, compile_model, forward_trace
+from lrp import composites, kernels
+from lrp.graph import Trace, compile_model, forward_trace
 
 
 class AnalyzerError(RuntimeError):

@@ -24,9 +24,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .graph import Layer
-from .rules import (BIAS_MODES, AlphaBeta, AvgPoolGradient, AvgPoolZ, Epsilon, Flat, Gradient, GuidedReLU,
-                    LRNGradient, Pass, ReLUGate, Reshape, Rule, WinnerTakesAll)
+from lrp.graph import Layer
+from lrp.rules import (
+    BIAS_MODES,
+    AlphaBeta,
+    AvgPoolGradient,
+    AvgPoolZ,
+    Epsilon,
+    Flat,
+    Gradient,
+    GuidedReLU,
+    LRNGradient,
+    Pass,
+    ReLUGate,
+    Reshape,
+    Rule,
+    WinnerTakesAll,
+)
 
 DEFAULTS = {"epsilon": 0.1, "bias": "innvestigate", "flat_layers": 1}
 """Defaults of the engine options, for the analyzers that take them (`option_names`). ε = 0.1 on the dense
@@ -61,6 +75,7 @@ class Analyzer:
     function: Callable | None = None
     source: str = ""
     options: tuple[str, ...] | None = None
+    paper_name: str = ""
 
 
 REGISTRY: dict[str, Analyzer] = {}
@@ -161,10 +176,14 @@ def names() -> list[str]:
 
 
 def label(name: str) -> str:
-    """Display label of a registered analyzer (its name if it has none; the built-ins' paper labels are in
-    lrp/data/analyzer_names.csv, see lrp.table.analyzer_names)."""
+    """Display label of a registered analyzer (its name if it has none)."""
     a = get(name)
     return a.label or a.name
+
+
+def analyzers() -> dict[str, str]:
+    """{name: label} of every registered analyzer, the built-ins first in the paper's order, then plugins'."""
+    return {name: a.label or name for name, a in REGISTRY.items()}
 
 
 def option_names(analyzer: Analyzer) -> set[str]:
@@ -301,6 +320,21 @@ def _cam(layer, n_conv, o):
     return Epsilon(0.0) if layer.kind == "linear" else Flat()
 
 
+_LABELS = {  # name -> (label in tables and figures, the paper's name for it: the key of its Table 1 row)
+    "lrp_z": ("LRP_z", "LRP_z"),
+    "lrp_epsilon": ("LRP_ε", ""),
+    "lrp_alpha1": ("LRP_α1", "LRP_a1"),
+    "lrp_alpha2": ("LRP_α2", "LRP_a2"),
+    "lrp_cmp_alpha1": ("LRP_CMP:α1", "LRP_CMP:a1"),
+    "lrp_cmp_alpha2": ("LRP_CMP:α2", "LRP_CMP:a2"),
+    "lrp_cmp_alpha1_flat": ("LRP_CMP:α1+♭", "LRP_CMP:a1+b"),
+    "lrp_cmp_alpha2_flat": ("LRP_CMP:α2+♭", "LRP_CMP:a2+b"),
+    "lrp_cam": ("LRP_CAM", ""),
+    "guided_backprop": ("GB", "GB"),
+    "pattern_attribution": ("PA", "PA"),
+    "gradient": ("Gradient", ""),
+    "baseline": ("Baseline (uniform)", "Baseline"),
+}
 _EPS, _EPS_FLAT = ("epsilon",), ("epsilon", "flat_layers")  # the options each built-in takes, besides bias
 for _name, _start, _family, _rule, _defaults, _options, _doc in [
     ("lrp_z", "logit", "lrp", _uniform(lambda o: Epsilon(0.0)), {}, (), "LRP-z on every layer (= gradient × input)"),
@@ -324,7 +358,9 @@ for _name, _start, _family, _rule, _defaults, _options, _doc in [
     ("gradient", "one", "gradient", _uniform(lambda o: Gradient()), {}, (), "plain gradient of the target logit"),
     ("baseline", "uniform", "none", None, {}, (), "uniform attribution (every pixel equally relevant)"),
 ]:
-    _add(Analyzer(_name, _start, _family, _rule, _defaults, _doc, options=_options))  # built in: no source
+    _label, _paper = _LABELS[_name]
+    _add(Analyzer(_name, _start, _family, _rule, _defaults, _doc, label=_label, function=None, options=_options,
+                  paper_name=_paper))  # built in: no source
 
 TABLE1 = [n for n in REGISTRY]
 """Every built-in analyzer, in the order of the paper's method list."""

@@ -15,10 +15,10 @@ import weakref
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from . import kernels as _kernels
+from lrp import kernels as _kernels
 
 KINDS = {
     nn.Conv2d: "conv",

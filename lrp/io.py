@@ -1,12 +1,18 @@
-"""Small file helpers shared by every writer: outputs appear complete or not at all."""
+"""Small file helpers shared by every writer: outputs appear complete or not at all (atomic files and
+folders), JSON, checksums (sha256, md5: written once, here), progress lines on stderr."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
+import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 # Write failures that say nothing about which file they hit (a `write()`/`close()` sets no filename):
 # `atomic_path` and `atomic_dir` name their output in them, so that the runner's one-line error can.
@@ -89,3 +95,22 @@ def atomic_dir(path: str | os.PathLike):
         for leftover in (tmp, old):
             if leftover.exists() or leftover.is_symlink():
                 _remove_tree(leftover)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def write_json(obj, path) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o).__name__)

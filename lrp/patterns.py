@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .graph import compile_model, forward_trace
-from .io import atomic_path
+from lrp.graph import compile_model, forward_trace
+from lrp.io import atomic_path
 
 
 class _Stats:

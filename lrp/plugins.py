@@ -1,13 +1,13 @@
 """Your own analyzers in the pipeline: import the files or modules listed under `plugins:` in the config.
 
 Why a loader: every Snakemake job is its own process, so an analyzer registered in your own script would
-not exist in the jobs. The workflow's config check and every job (`lrp.runner`) import the plugins first;
+not exist in the jobs. The workflow's config check and every job (`lrp.pipeline.runner`) import the plugins first;
 importing a plugin registers its analyzers (`lrp.composites.register` / `register_function`).
 
 A plugin is a Python file (a path ending in .py, relative to the working directory) or the name of an
 importable module (e.g. `examples.my_analyzers`: the folder of the Snakefile is on the import path). Every
 analyzer it registers records the file (`Analyzer.source`); attribution shards and provenance.json carry
-the file's sha256, and editing the file re-runs the stages that use analyzers (`lrp.provenance`).
+the file's sha256, and editing the file re-runs the stages that use analyzers (`lrp.pipeline.provenance`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import composites
+from lrp import composites
 
 
 class PluginError(ValueError):
@@ -142,10 +142,7 @@ def _problem(new: list[str], before: dict, path: Path) -> str:
     if bad:
         return (f"registers analyzer name(s) {bad} that cannot be config keys (lower case letters, digits, '_', "
                 f"starting with a letter)")
-    from .table import analyzer_names  # the built-ins' labels live with the paper's names
-
-    names = analyzer_names()
-    others = {lab: n for n, lab in zip(names["analyzer"], names["label"]) if n not in new}
+    others = {lab: n for n, lab in composites.analyzers().items() if n not in new}
     labels = [composites.label(n) for n in new]
     others.update({lab: n for n, lab in zip(new, labels) if labels.count(lab) > 1})  # clashes among the new
     clashes = [f"{n} -> {lab!r} (also {others[lab]})" for n, lab in zip(new, labels) if others.get(lab, n) != n]

@@ -20,8 +20,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .graph import Layer, Trace
-from .kernels import SAFE_EPS, safe  # noqa: F401 (SAFE_EPS: the convention's constant, for your own rules)
+from lrp.graph import Layer, Trace
+from lrp.kernels import (  # noqa: F401 (SAFE_EPS: the convention's constant, for your own rules)
+    SAFE_EPS,
+    safe,
+)
 
 BIAS_MODES = ("innvestigate", "toolbox", "ignore")
 

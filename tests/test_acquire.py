@@ -1,4 +1,4 @@
-"""lrp.acquire against a real HTTP server on 127.0.0.1 and archives laid out like the real ones."""
+"""lrp.datasets.acquire against a real HTTP server on 127.0.0.1 and archives laid out like the real ones."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lrp import acquire
-from lrp.acquire import AcquisitionError, TransientAcquisitionError
+from lrp.datasets import acquire
+from lrp.datasets.acquire import AcquisitionError, TransientAcquisitionError
 
 DATA = Path(__file__).parent / "data" / "acquire"
 VOC_FILES = sorted(p.relative_to(DATA / "voc2007_trainval")
@@ -529,7 +529,7 @@ def test_cli(tmp_path, capsys):
     assert not (tmp_path / "y").exists()
 
 
-# ---------------------------------------------------------------- stage helpers (lrp.stages.data)
+# ---------------------------------------------------------------- stage helpers (lrp.pipeline.data.data)
 
 
 def registry_with(**entries):
@@ -626,8 +626,7 @@ def make_voc2012_tar(path: Path) -> Path:
 def test_prepare_voc2012_training_data_download(server, tmp_path, monkeypatch):
     """The PVOC model's training data (config `training_data.voc2012`, source: download) through the same
     resumable, MD5-checked download as VOC 2007; a wrong checksum names the file, both digests and the key."""
-    from lrp.models import finetune
-
+    from lrp.training import finetune
     tv = make_voc2012_tar(server.root / "VOCtrainval_11-May-2012.tar")
     reg = registry_with(voc2012_trainval=(server.put(tv), md5(tv)))
     monkeypatch.setattr(acquire, "load_registry", lambda: reg)

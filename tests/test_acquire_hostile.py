@@ -1,4 +1,4 @@
-"""lrp.acquire against hostile input (issue #17): link chains, bombs, web pages instead of archives, what a
+"""lrp.datasets.acquire against hostile input (issue #17): link chains, bombs, web pages instead of archives, what a
 failed download leaves on disk, and which failures are worth retrying. Every input is built here."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lrp import acquire
-from lrp.acquire import AcquisitionError, TransientAcquisitionError
+from lrp.datasets import acquire
+from lrp.datasets.acquire import AcquisitionError, TransientAcquisitionError
 from test_acquire import FAST, _no_proxy, make_bbox_tgz, md5, member, registry_with, server, tar_with  # noqa: F401
 
 HOPS = 13  # d/s0 .. d/s12: each climbs one folder more, while every link on its own looks inside
@@ -188,7 +188,7 @@ def test_bomb_is_refused_by_bytes(tmp_path, make):
         acquire.safe_extract(arc, dest, progress=False, max_bytes=1_000_000)
     assert str(e.value).startswith(f"{arc}: refusing to extract: it unpacks to more than 1,000,000 bytes, beyond "
                                    "the limit max_bytes=1,000,000; nothing was extracted.")
-    assert "lrp.acquire.MAX_EXTRACT_BYTES" in str(e.value)
+    assert "lrp.datasets.acquire.MAX_EXTRACT_BYTES" in str(e.value)
     assert not dest.exists() and list(tmp_path.iterdir()) == [arc]
     out = acquire.safe_extract(arc, dest, progress=False, max_bytes=1_100_000)  # at the limit: fine
     assert (out / "val" / "1.xml").stat().st_size == 700_000

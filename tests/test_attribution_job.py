@@ -1,4 +1,4 @@
-"""The attribution job (`lrp.stages.attribute_shard`) and the metrics job that reads what it stores.
+"""The attribution job (`lrp.pipeline.attribution.attribute_shard`) and the metrics job that reads what it stores.
 
 The job scores every map before storing it (μ's sums, on the job's device, from the float32 maps); the metrics
 job only reads those sums. These tests check the sums against an independent computation (numpy
@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 import lrp
-from lrp.metrics import mu_from_sums, relevance_sums
+from lrp.evaluation.metrics import mu_from_sums, relevance_sums
 from lrp.models.base import ModelBundle
 from lrp.models.zoo import TORCHVISION_PREPROCESSING
-from lrp.shards import read_attrs, read_shard, read_sums
-from lrp.stages import attribute_shard, metrics
+from lrp.storage.attributions import read_attrs, read_shard, read_sums
+from lrp.pipeline.attribution import attribute_shard
+from lrp.pipeline.evaluation import metrics
 
 from test_kernels import skip_unless_compiles
 
@@ -29,7 +30,7 @@ SIZE = 24
 
 
 def _image_shard(path: Path, n: int, seed: int = 0) -> None:
-    """An image shard laid out as `lrp.preprocess` writes them: uint8 images, one box mask per sample."""
+    """An image shard laid out as `lrp.storage.images` writes them: uint8 images, one box mask per sample."""
     rng = np.random.default_rng(seed)
     masks = np.zeros((n, SIZE, SIZE), bool)
     for i in range(n):
@@ -85,7 +86,7 @@ def test_the_job_stores_the_sums_of_its_float32_maps(tmp_path):
         expect = relevance_sums(ref[a], masks)  # numpy, independent of the job's torch path
         for k in ("r_in", "r_tot", "s_in", "s_tot"):
             np.testing.assert_allclose(sums[k], expect[k], rtol=1e-6, atol=1e-30, err_msg=f"{a} {k}")
-        assert read_attrs(path)["sums_of"].startswith("lrp.sums.relevance_sums")
+        assert read_attrs(path)["sums_of"].startswith("lrp.evaluation.sums.relevance_sums")
         stored = read_shard(path)[1]  # the float16 maps: the same maps, to float16's precision
         scale = np.abs(ref[a]).max(axis=(1, 2), keepdims=True)
         assert np.abs(stored - ref[a]).max() <= 1e-3 * scale.max()

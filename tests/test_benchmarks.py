@@ -72,7 +72,7 @@ def test_float16_precision_benchmark_smoke(tmp_path):
     import h5py
     import numpy as np
 
-    from lrp.shards import ShardWriter
+    from lrp.storage.attributions import ShardWriter
 
     rng = np.random.default_rng(0)
     (tmp_path / "images").mkdir()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lrp.boxes import BoxTransform, imagenet_transform, make_transform, union_mask, warp_transform
+from lrp.datasets.boxes import BoxTransform, imagenet_transform, make_transform, union_mask, warp_transform
 
 
 def test_imagenet_transform_landscape_hand_computed():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lrp.config import ConfigError, check_schema, non_finite
+from lrp.pipeline.config import ConfigError, check_schema, non_finite
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "config" / "schema.yaml"

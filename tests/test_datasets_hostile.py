@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lrp import stages
+from lrp.pipeline import data as data_stages
 from lrp.datasets.imagenet import index_imagenet, parse_imagenet_xml
 from lrp.datasets.index import (
     Annotation, AnnotationError, UnsafePathError, finish_index, read_index, unit_row, unsafe_path_reason,
 )
 from lrp.datasets.voc import index_voc, read_image_set
-from lrp.preprocess import MAX_IMAGE_PIXELS, ImageDecodeError, load_rgb, read_image_shard, write_image_shard
+from lrp.storage.images import MAX_IMAGE_PIXELS, ImageDecodeError, load_rgb, read_image_shard, write_image_shard
 
 VOC = Path(__file__).parent / "data" / "voc2007"
 WNID = "n01751748"
@@ -310,8 +310,8 @@ def test_index_and_baseline_stages_without_images(tmp_path, images):
         info["images"] = None if images is None else str(tmp_path / images)
     (tmp_path / "data.json").write_text(json.dumps(info))
     cfg = {"format": "imagenet", "input_size": 16}
-    stages.index(tmp_path / "data.json", cfg, tmp_path / "samples.csv", tmp_path / "index.json")
-    stages.baseline(tmp_path / "samples.csv", tmp_path / "baseline.csv")
+    data_stages.index(tmp_path / "data.json", cfg, tmp_path / "samples.csv", tmp_path / "index.json")
+    data_stages.baseline(tmp_path / "samples.csv", tmp_path / "baseline.csv")
     assert read_index(tmp_path / "samples.csv")["image_file"].tolist() == ["ILSVRC2012_val_00000001.JPEG"]
     assert pd.read_csv(tmp_path / "baseline.csv").loc[0, "n_units"] == 1
     with pytest.raises(FileNotFoundError, match="image folder not found; the image shards need the images"):

@@ -13,7 +13,7 @@ from torch import nn
 from lrp.datasets.demo import DEMO_CLASSES, generate_demo
 from lrp.models.base import sha256_file
 from lrp.models.checkpoint import ARCHS, load_bundle, register_arch, save_bundle, write_model_card
-from lrp.models.demo import DemoVGG, average_precision, evaluate_multilabel, train_demo_model
+from lrp.training.demo import DemoVGG, average_precision, evaluate_multilabel, train_demo_model
 
 ALLOWED = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Linear, nn.Sequential)
 TINY = dict(image_size=32, width=4, hidden=16, batch_size=16, lr=3e-3, threads=1)

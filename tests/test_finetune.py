@@ -1,4 +1,4 @@
-"""PVOC fine-tuning (lrp.models.finetune): loss, VOC labels, id exclusion, VOC07 AP, bit-identical resume,
+"""PVOC fine-tuning (lrp.training.finetune): loss, VOC labels, id exclusion, VOC07 AP, bit-identical resume,
 weights-only checkpoints, ImageNet init, and the train_model rule run through Snakemake on CPU."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import nn
 from lrp.datasets.demo import DEMO_CLASSES, generate_demo
 from lrp.models.base import ModelBundle, sha256_file
 from lrp.models.checkpoint import save_bundle
-from lrp.models.finetune import (
+from lrp.training.finetune import (
     ARCH_NAME, _init_model, evaluate_voc, finetune_alexnet, load_state, multilabel_loss, read_voc_labels,
     select_ids,
 )
@@ -246,10 +246,10 @@ def test_bad_train_config_is_a_clear_error(tmp_path, edit, messages):
 
 
 def test_model_card_map_separates_11_point_and_area():
-    """lrp.stages._multilabel_map: `mAP` is the 11-point (VOC07 interpolation) mean, `mAP_area` the area mean (not a mix)."""
+    """lrp.pipeline.model._multilabel_map: `mAP` is the 11-point (VOC07 interpolation) mean, `mAP_area` the area mean (not a mix)."""
     import pandas as pd
 
-    from lrp.stages import _multilabel_map
+    from lrp.pipeline.model import _multilabel_map
 
     idx = pd.DataFrame({"image_id": ["i0", "i1", "i2", "i2"], "class_index": [0, 1, 0, 1]})
     # one logit row per unit; the first row of an image is its score vector
@@ -262,8 +262,8 @@ def test_model_card_map_separates_11_point_and_area():
 
 
 def test_training_data_entry_is_located(hand_voc, tmp_path):
-    from lrp.acquire import AcquisitionError
-    from lrp.models.finetune import prepare_training_data
+    from lrp.datasets.acquire import AcquisitionError
+    from lrp.training.finetune import prepare_training_data
 
     src, ids = hand_voc
     voc = tmp_path / "data" / "VOCdevkit" / "VOC2012" / "Annotations"

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lrp import acquire, stages
-from lrp.config import ConfigError, check_schema
+from lrp.datasets import acquire
+
+from lrp.pipeline import data as data_stages
+from lrp.pipeline.config import ConfigError, check_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 VOC = ROOT / "tests" / "data" / "voc2007"
@@ -54,9 +56,9 @@ def test_archive_limit_reaches_the_data_stage(tmp_path):
         acquire.load_registry = lambda *a, **k: registry
         with pytest.raises(acquire.AcquisitionError, match=r"beyond the limit max_bytes=100; nothing was extracted"
                                                            r".*datasets\.<name>\.limits\.archive_bytes"):
-            stages.data("voc", _voc_cfg(root=str(root), limits={"archive_bytes": 100}), out)
+            data_stages.data("voc", _voc_cfg(root=str(root), limits={"archive_bytes": 100}), out)
         assert not out.exists() and not (root / "VOCdevkit").exists()
-        stages.data("voc", _voc_cfg(root=str(root)), out)  # the default limit lets it through
+        data_stages.data("voc", _voc_cfg(root=str(root)), out)  # the default limit lets it through
     finally:
         acquire.load_registry = real
     assert (root / "VOCdevkit" / "VOC2007" / "JPEGImages" / "2.jpg").is_file()
@@ -69,11 +71,11 @@ def test_pixel_limit_reaches_the_image_shard_stage(tmp_path):
     data = tmp_path / "data.json"
     data.write_text(json.dumps({"root": str(voc), "annotations": str(voc), "images": str(voc / "JPEGImages")}))
     cfg = _voc_cfg(splits=["trainval"])
-    stages.index(data, cfg, tmp_path / "samples.csv", tmp_path / "report.json")
+    data_stages.index(data, cfg, tmp_path / "samples.csv", tmp_path / "report.json")
     out = tmp_path / "images.h5"
     with pytest.raises(ValueError, match=r"JPEGImages/.*above the limit of 100 \(max_pixels\).*"
                                          r"datasets\.<name>\.limits\.image_pixels"):
-        stages.image_shard(data, tmp_path / "samples.csv", {**cfg, "limits": {"image_pixels": 100}}, 0, 1, out, 1)
+        data_stages.image_shard(data, tmp_path / "samples.csv", {**cfg, "limits": {"image_pixels": 100}}, 0, 1, out, 1)
     assert not out.exists() and not list(tmp_path.glob(".images.h5*"))
-    stages.image_shard(data, tmp_path / "samples.csv", cfg, 0, 1, out, 1)
+    data_stages.image_shard(data, tmp_path / "samples.csv", cfg, 0, 1, out, 1)
     assert out.stat().st_size > 0

@@ -5,7 +5,7 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
-from lrp.loader import BackgroundWriter, prefetch
+from lrp.storage.loader import BackgroundWriter, prefetch
 
 B = namedtuple("B", "images x")
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from lrp import metrics
-from lrp.metrics import (baseline_mu, bin_index, inside_total_ratio, mu_from_sums, relevance_sums,
+from lrp.evaluation import metrics
+from lrp.evaluation.metrics import (baseline_mu, bin_index, inside_total_ratio, mu_from_sums, relevance_sums,
                          size_curve, summarize)
 
 

@@ -18,8 +18,8 @@ from zennit.types import Convolution
 
 import lrp
 from lrp import composites, plugins
-from lrp.config import ConfigError, check_config
-from lrp.provenance import source_hash
+from lrp.pipeline.config import ConfigError, check_config
+from lrp.pipeline.provenance import source_hash
 
 from test_engine_zennit import STAB, _base, _build, _onehot, assert_close_per_sample, zennit_attribution
 
@@ -319,10 +319,10 @@ def test_editing_a_plugin_reruns_only_the_stages_that_use_analyzers(tmp_path, re
     path = _plugin(tmp_path, "from lrp.composites import register_function\n"
                              "register_function('mine', lambda model, x, t: x)\n")
     specs = [str(path)]
-    before = {s: source_hash(s, plugins=specs) for s in ("stages:attribute", "stages:table1", "stages:train_model")}
-    assert source_hash("stages:attribute") != before["stages:attribute"]  # the plugin counts
+    before = {s: source_hash(s, plugins=specs) for s in ("pipeline.attribution:attribute", "pipeline.evaluation:table1", "pipeline.model:train_model")}
+    assert source_hash("pipeline.attribution:attribute") != before["pipeline.attribution:attribute"]  # the plugin counts
     path.write_text(path.read_text() + "# an edit\n")
     after = {s: source_hash(s, plugins=specs) for s in before}
-    assert after["stages:attribute"] != before["stages:attribute"]
-    assert after["stages:table1"] != before["stages:table1"]  # labels come from the registry
-    assert after["stages:train_model"] == before["stages:train_model"] == source_hash("stages:train_model")
+    assert after["pipeline.attribution:attribute"] != before["pipeline.attribution:attribute"]
+    assert after["pipeline.evaluation:table1"] != before["pipeline.evaluation:table1"]  # labels come from the registry
+    assert after["pipeline.model:train_model"] == before["pipeline.model:train_model"] == source_hash("pipeline.model:train_model")

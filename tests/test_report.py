@@ -15,12 +15,12 @@ from matplotlib.image import imread
 from lrp import attribute, attribute_many
 from lrp.datasets.imagenet import index_imagenet
 from lrp.models.base import ModelBundle, Preprocessing
-from lrp.models.demo import DemoVGG
-from lrp.panel import PanelSamples, compute_maps, heatmap_rgb, n_conv_layers, select_samples, write_panels
-from lrp.preprocess import write_image_shard
-from lrp.provenance import source_hash, source_specs, stamp, versions, write_manifest
-from lrp.summary import write_summary
-from lrp.table import build_table1
+from lrp.training.demo import DemoVGG
+from lrp.report.panel import PanelSamples, compute_maps, heatmap_rgb, n_conv_layers, select_samples, write_panels
+from lrp.storage.images import write_image_shard
+from lrp.pipeline.provenance import source_hash, source_specs, stamp, versions, write_manifest
+from lrp.report.summary import write_summary
+from lrp.report.table import build_table1
 
 DATA = Path(__file__).parent / "data" / "imagenet"
 # The iNNvestigate example images (ILSVRC2012 val) that tests/data holds, with their sorted-WNID classes.
@@ -111,7 +111,7 @@ def test_write_panels_grid(imagenet_shard, tmp_path):
 
 
 def test_plot_panel_rejects_mismatched_maps(tmp_path):
-    from lrp.panel import plot_panel
+    from lrp.report.panel import plot_panel
 
     imgs = np.zeros((2, 8, 8, 3), np.uint8)
     with pytest.raises(ValueError, match="shape"):
@@ -210,9 +210,10 @@ def test_source_hash_follows_the_functions_a_stage_uses(tmp_path):
         h("stages:nope")
     with pytest.raises(ValueError, match="no lrp module"):
         h("missing")
-    assert len(source_hash("stages:attribute")) == 16  # the real stage module
-    real = source_specs("stages:train_model")
-    assert {"models.demo", "models.finetune", "models.checkpoint"} <= real and "panel" not in real
-    attribute = source_specs("stages:attribute")
-    assert {"attribution", "rules", "composites", "graph", "shards", "loader", "sums"} <= attribute
-    assert "metrics" not in attribute  # the jobs store μ's sums (lrp.sums); Table 1's statistics are not theirs
+    assert len(source_hash("pipeline.attribution:attribute")) == 16  # the real stage module
+    real = source_specs("pipeline.model:train_model")
+    assert {"training.demo", "training.finetune", "models.checkpoint"} <= real and "report.panel" not in real
+    attribute = source_specs("pipeline.attribution:attribute")
+    assert {"attribution", "rules", "composites", "graph", "storage.attributions", "storage.loader",
+            "evaluation.sums"} <= attribute
+    assert not {"evaluation.metrics", "training.demo", "training.finetune"} & attribute  # the jobs store μ's sums (lrp.evaluation.sums); Table 1's statistics are not theirs

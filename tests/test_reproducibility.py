@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from lrp.stages import _kill_point, set_deterministic
+from lrp.pipeline.attribution import _kill_point, set_deterministic
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""lrp.runner: an expected failure is one `ERROR in rule X: <file>: <problem>` line (log and terminal) and
+"""lrp.pipeline.runner: an expected failure is one `ERROR in rule X: <file>: <problem>` line (log and terminal) and
 an exit status (1: the same run fails again, 75: the network); a bug keeps its traceback. And the demo
 generator never leaves a half-written data set (lrp.io.atomic_dir)."""
 
@@ -23,11 +23,11 @@ import torch
 from lxml import etree
 from PIL import Image
 
-import lrp.acquire
+import lrp.datasets.acquire
 import lrp.datasets.demo as demo
-from lrp import runner
+from lrp.pipeline import runner
 from lrp.io import atomic_dir, atomic_path
-from lrp.stages import data
+from lrp.pipeline.data import data
 
 DISK_FULL = "disk full (No space left on device): free space, or set `results` in the config to a folder on " \
             "another disk, then re-run"
@@ -40,7 +40,7 @@ def _leave_the_test_process_alone(monkeypatch):
 
 
 def _job(tmp_path: Path, rule: str = "data") -> SimpleNamespace:
-    """What Snakemake hands a script, as much as lrp.runner reads (threads: this process's, left as is)."""
+    """What Snakemake hands a script, as much as lrp.pipeline.runner reads (threads: this process's, left as is)."""
     return SimpleNamespace(log=[str(tmp_path / "job.log")], rule=rule, threads=torch.get_num_threads(), config={})
 
 
@@ -193,10 +193,10 @@ def test_network_failure_exits_transient(tmp_path, capfd):
 
 
 def test_acquisitions_transient_error_keeps_its_message_and_exits_75(tmp_path, capfd, monkeypatch):
-    cls = getattr(lrp.acquire, "TransientAcquisitionError", None)
-    if cls is None:  # not there yet: the runner finds it by name in lrp.acquire, so give it one
-        cls = type("TransientAcquisitionError", (lrp.acquire.AcquisitionError,), {})
-        monkeypatch.setattr(lrp.acquire, "TransientAcquisitionError", cls, raising=False)
+    cls = getattr(lrp.datasets.acquire, "TransientAcquisitionError", None)
+    if cls is None:  # not there yet: the runner finds it by name in lrp.datasets.acquire, so give it one
+        cls = type("TransientAcquisitionError", (lrp.datasets.acquire.AcquisitionError,), {})
+        monkeypatch.setattr(lrp.datasets.acquire, "TransientAcquisitionError", cls, raising=False)
 
     def stage():
         raise cls("http://x/VOC.tar: download failed after 6 attempts; re-run to resume")
@@ -206,7 +206,7 @@ def test_acquisitions_transient_error_keeps_its_message_and_exits_75(tmp_path, c
                                     "re-run to resume"
 
     def deterministic():
-        raise lrp.acquire.AcquisitionError("VOC.tar: MD5 mismatch")
+        raise lrp.datasets.acquire.AcquisitionError("VOC.tar: MD5 mismatch")
 
     assert _run_expected(tmp_path, capfd, deterministic) == (1, "ERROR in rule data: VOC.tar: MD5 mismatch")
 

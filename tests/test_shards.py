@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from lrp.metrics import mu_from_sums, relevance_sums
-from lrp.shards import (ShardWriter, encode_batch, encode_chunk, encode_maps, iter_shard, power_of_two_scale, read_attrs,
+from lrp.evaluation.metrics import mu_from_sums, relevance_sums
+from lrp.storage.attributions import (ShardWriter, encode_batch, encode_chunk, encode_maps, iter_shard, power_of_two_scale, read_attrs,
                         read_shard, to_precision)
 
 
@@ -285,7 +285,7 @@ def test_encode_batch_on_cuda_is_bit_identical_to_cpu():
 
 
 def test_writer_stores_metric_sums_when_made_for_them(tmp_path):
-    from lrp.shards import read_sums
+    from lrp.storage.attributions import read_sums
 
     maps = _maps(4, h=6, w=5)
     sums = {"r_in": np.arange(4.0), "r_tot": np.arange(4.0) + 1, "s_in": np.full(4, 3.0)}

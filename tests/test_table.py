@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lrp import composites
-from lrp.table import (analyzer_names, build_table1, paper_table, rank_agreement, tex_escape, to_latex,
+from lrp.report.table import (analyzer_names, build_table1, paper_table, rank_agreement, tex_escape, to_latex,
                        write_table1)
 
 N = 100

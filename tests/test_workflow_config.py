@@ -66,7 +66,7 @@ def test_cluster_generic_profile_submits_every_job(tmp_path):
 
 
 def test_missing_pattern_folder_names_the_key(tmp_path):
-    from lrp.stages import index
+    from lrp.pipeline.data import index
 
     data = tmp_path / "data.json"
     data.write_text(json.dumps({"images": str(tmp_path), "annotations": str(tmp_path)}))

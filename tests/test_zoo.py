@@ -131,7 +131,7 @@ def test_checkpoint_branch_freezes_the_loaded_bundle(tmp_path, monkeypatch):
 def _tiny_checkpoint(folder):
     """A DemoVGG bundle saved by save_bundle (a few KB) and its module."""
     from lrp.models.checkpoint import save_bundle
-    from lrp.models.demo import DemoVGG
+    from lrp.training.demo import DemoVGG
 
     torch.manual_seed(0)
     module = DemoVGG(n_classes=3, width=2, image_size=16, blocks=(1,), hidden=4).eval()
@@ -207,7 +207,7 @@ def test_checkpoint_sizing_a_huge_network_is_refused_unallocated(tmp_path):
     few bytes each: refused from the meta-device shapes and the file's size; building it for real would fail
     allocating (or be OOM-killed). Beyond the builder's bounds, the kwargs themselves are refused."""
     from lrp.models.base import WeightFileError
-    from lrp.models.demo import DemoVGG
+    from lrp.training.demo import DemoVGG
 
     path, _ = _tiny_checkpoint(tmp_path)
     huge = _resaved(path, lambda p: p.update(arch_kwargs=dict(n_classes=3, width=2**30, image_size=16, blocks=[1],

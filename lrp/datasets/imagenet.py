@@ -20,8 +20,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from lrp.datasets.index import (
-    Annotation, AnnotationError, Obj, UnsafePathError, check_on_error, check_relative_path, finish_index,
-    parse_annotation_xml, resolve_inside, unit_row,
+    Annotation,
+    AnnotationError,
+    Obj,
+    UnsafePathError,
+    check_on_error,
+    check_relative_path,
+    finish_index,
+    parse_annotation_xml,
+    resolve_inside,
+    unit_row,
 )
 
 __all__ = ["IMAGENET_TRANSFORM", "load_synsets", "wnid_index", "parse_imagenet_xml", "parse_loc_val_csv",

@@ -23,7 +23,7 @@ import pandas as pd
 from lxml import etree
 from PIL import Image
 
-from lrp.boxes import make_transform, union_mask
+from lrp.datasets.boxes import make_transform, union_mask
 from lrp.io import atomic_path
 
 __all__ = [

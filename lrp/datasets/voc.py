@@ -17,7 +17,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from lrp.datasets.index import (
-    Annotation, AnnotationError, check_on_error, check_relative_path, finish_index, parse_annotation_xml, unit_row,
+    Annotation,
+    AnnotationError,
+    check_on_error,
+    check_relative_path,
+    finish_index,
+    parse_annotation_xml,
+    unit_row,
 )
 
 __all__ = ["VOC_CLASSES", "VOC_TRANSFORM", "parse_voc_xml", "read_image_set", "index_voc"]

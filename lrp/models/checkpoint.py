@@ -11,38 +11,26 @@ from __future__ import annotations
 import json
 import math
 import platform
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from lrp.io import atomic_path
-from lrp.models.base import (ModelBundle, Preprocessing, WeightFileError, check_state_dict,
-                             check_torch_archive, sha256_file)
-from lrp.models.demo import DemoVGG
+from lrp.models.architectures import (  # noqa: F401  (register_arch: re-exported)
+    ARCHS,
+    register_arch,
+)
+from lrp.models.base import (
+    ModelBundle,
+    Preprocessing,
+    WeightFileError,
+    check_state_dict,
+    check_torch_archive,
+    sha256_file,
+)
 
 FORMAT = "lrp-bench-bundle/1"
 
-# name -> builder(**kwargs) -> nn.Module. Other architectures register themselves via `register_arch`.
-def _alexnet_multilabel(**kw) -> torch.nn.Module:
-    from lrp.models.finetune import alexnet_multilabel  # lazy: finetune imports this module
-
-    return alexnet_multilabel(**kw)
-
-
-ARCHS: dict[str, Callable[..., torch.nn.Module]] = {"demo_vgg": DemoVGG,
-                                                    "torchvision_alexnet_multilabel": _alexnet_multilabel}
-
-
-def register_arch(name: str, builder: Callable[..., torch.nn.Module]) -> None:
-    """Make `name` loadable; re-registering the same builder is a no-op, a different one an error.
-
-    load_bundle first calls the builder on the meta device (to check a file's tensors before allocating), so it
-    must build with plain layers there; it should raise TypeError/ValueError for kwargs it does not take.
-    """
-    if name in ARCHS and ARCHS[name] is not builder:
-        raise ValueError(f"architecture {name!r} is already registered to {ARCHS[name]!r}")
-    ARCHS[name] = builder
 
 
 def _plain(obj, where: str):

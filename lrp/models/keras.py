@@ -395,13 +395,15 @@ def imagenet_class_names() -> list[str]:
 
     WNIDs, not human names, so that `bundle.class_names` compares directly with `lrp.datasets.imagenet.wnid_index`.
     """
-    from lrp.datasets.imagenet import load_synsets  # lazy: pulls in pandas/PIL, needed only for ImageNet models
+    from lrp.datasets.imagenet import (
+        load_synsets,  # lazy: pulls in pandas/PIL, needed only for ImageNet models
+    )
 
     return [wnid for wnid, _ in load_synsets()]
 
 
 def md5_file(path: str | Path) -> str:
-    from lrp.acquire import md5sum
+    from lrp.datasets.acquire import md5sum
 
     return md5sum(path)
 

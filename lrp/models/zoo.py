@@ -26,8 +26,14 @@ import torch
 import torchvision
 from torch import nn
 
-from lrp.models.base import (ModelBundle, Preprocessing, WeightFileError, check_state_dict,
-                             check_torch_archive, sha256_file)
+from lrp.models.base import (
+    ModelBundle,
+    Preprocessing,
+    WeightFileError,
+    check_state_dict,
+    check_torch_archive,
+    sha256_file,
+)
 from lrp.models.keras import imagenet_class_names, keras_vgg16_bundle
 
 #: torchvision's ImageNet normalisation in 0–255 units (RGB).
@@ -45,8 +51,9 @@ ARCHS = ("keras_vgg16", *TORCHVISION_ARCHS, "checkpoint", "caffe")
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's HASH_REGEX, at least 8 hex digits
 
 
-def load_model(spec: dict) -> ModelBundle:
-    """Load `spec` (one `models.<name>` config entry); errors name the config key and the file."""
+def load_model(spec: dict, device=None) -> ModelBundle:
+    """Load `spec` (one `models.<name>` config entry), on `device` if given (default: the CPU); errors name
+    the config key and the file."""
     name = spec.get("name", spec.get("arch", "?"))
     arch = spec.get("arch")
     if arch not in ARCHS:
@@ -60,7 +67,9 @@ def load_model(spec: dict) -> ModelBundle:
     if arch == "keras_vgg16":
         bundle = keras_vgg16_bundle(path, verify=bool(spec.get("verify", False)))
     elif arch == "checkpoint":
-        from lrp.models.checkpoint import load_bundle  # lazy: written separately, needed only here
+        from lrp.models.checkpoint import (
+            load_bundle,  # lazy: written separately, needed only here
+        )
 
         bundle = load_bundle(path)
     elif arch == "caffe":
@@ -69,11 +78,16 @@ def load_model(spec: dict) -> ModelBundle:
         bundle = _torchvision_bundle(arch, path)
     if "name" in spec:
         bundle.name = str(spec["name"])
-    return _frozen(bundle)
+    bundle = _frozen(bundle)
+    if device is not None:
+        bundle.module.to(device)
+    return bundle
 
 
 def _caffe_bundle(name: str, spec: dict, path: Path) -> ModelBundle:
-    from lrp.models.caffe import caffe_bundle  # lazy: needs protobuf, only for Caffe models
+    from lrp.models.caffe import (
+        caffe_bundle,  # lazy: needs protobuf, only for Caffe models
+    )
 
     if not spec.get("prototxt"):
         raise ValueError(f"models.{name}.prototxt: required for arch 'caffe' (the deploy .prototxt)")

@@ -12,7 +12,7 @@ rule pattern_index:
         f"{R}/logs/pattern_index/{{dataset}}.log",
     params:
         cfg=pattern_dataset_cfg,
-        code=lrp_sources("stages:index"),
+        code=lrp_sources("pipeline.data:index"),
     conda:
         ENV
     script:
@@ -29,7 +29,7 @@ rule pattern_images:
         f"{R}/logs/pattern_images/{{dataset}}.log",
     params:
         cfg=pattern_dataset_cfg,
-        code=lrp_sources("stages:image_shard"),
+        code=lrp_sources("pipeline.data:image_shard"),
     threads: config.get("preprocess", {}).get("workers", 4)
     conda:
         ENV
@@ -52,7 +52,7 @@ rule patterns:
     params:
         model=network_cfg,
         max_images=pattern_max_images,
-        code=lrp_sources("stages:patterns"),
+        code=lrp_sources("pipeline.attribution:patterns"),
     threads: config.get("attribution", {}).get("threads", 2)
     resources:
         gpu=1,
@@ -84,7 +84,7 @@ for _ds in config["datasets"]:
             model=model_spec(_ds),
             analyzers=canonical(analyzer_options(_ds)),  # one file each: their order changes nothing
             settings=attribution_settings(),
-            code=lrp_sources("stages:attribute", plugins=plugins_of(_ds)),
+            code=lrp_sources("pipeline.attribution:attribute", plugins=plugins_of(_ds)),
         threads: config.get("attribution", {}).get("threads", 2)
         resources:
             gpu=1,

@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from lrp.config import ConfigError, check_config, check_schema
+from lrp.pipeline.config import ConfigError, check_config, check_schema
 
 
 try:
@@ -184,9 +184,9 @@ def train_card(wildcards):
 
 def lrp_sources(*specs, plugins=None):
     """Content hash of the lrp code a stage runs ("module:function" plus every lrp module it imports,
-    lrp.provenance.source_hash): editing that code re-runs the stage, editing other stages does not. For
+    lrp.pipeline.provenance.source_hash): editing that code re-runs the stage, editing other stages does not. For
     stages that use analyzers, the plugin files count too (`plugins`; default: all of the config's)."""
-    from lrp.provenance import source_hash
+    from lrp.pipeline.provenance import source_hash
 
     return source_hash(*specs, plugins=config.get("plugins") or [] if plugins is None else plugins)
 

@@ -10,14 +10,14 @@ rule data:
         f"{R}/logs/data/{{dataset}}.log",
     params:
         cfg=data_cfg,
-        code=lrp_sources("stages:data"),
+        code=lrp_sources("pipeline.data:data"),
     conda:
         ENV
     # No Snakemake retries: `retries:` re-runs a job after ANY failure (Snakemake 9.27 takes only an int here,
     # with no per-exit-code rule), and most failures of this job are deterministic (disk full, a corrupt
     # archive, an MD5 mismatch, a missing path) and would fail the same way again. The one failure a retry
-    # can cure, the network, is retried inside the job (lrp.acquire.download: retries with backoff, resuming
-    # the .part file); what survives that exits with lrp.runner.EXIT_TRANSIENT (75) and a re-run resumes.
+    # can cure, the network, is retried inside the job (lrp.datasets.acquire.download: retries with backoff, resuming
+    # the .part file); what survives that exits with lrp.pipeline.runner.EXIT_TRANSIENT (75) and a re-run resumes.
     # 0, not omitted, so that a global `--retries` does not re-run the deterministic failures either.
     retries: 0
     script:
@@ -35,7 +35,7 @@ rule index:
         f"{R}/logs/index/{{dataset}}.log",
     params:
         cfg=index_cfg,
-        code=lrp_sources("stages:index"),
+        code=lrp_sources("pipeline.data:index"),
     conda:
         ENV
     script:
@@ -51,7 +51,7 @@ rule baseline:
     log:
         f"{R}/logs/baseline/{{dataset}}.log",
     params:
-        code=lrp_sources("stages:baseline"),
+        code=lrp_sources("pipeline.data:baseline"),
     conda:
         ENV
     script:
@@ -69,7 +69,7 @@ rule images:
         f"{R}/logs/images/{{dataset}}.log",
     params:
         cfg=data_cfg,
-        code=lrp_sources("stages:images"),
+        code=lrp_sources("pipeline.data:images"),
     conda:
         ENV
     retries: 0  # as rule `data`
@@ -88,7 +88,7 @@ rule image_shard:
         f"{R}/logs/image_shard/{{dataset}}_{{shard}}.log",
     params:
         cfg=index_cfg,
-        code=lrp_sources("stages:image_shard"),
+        code=lrp_sources("pipeline.data:image_shard"),
     threads: config.get("preprocess", {}).get("workers", 4)
     conda:
         ENV

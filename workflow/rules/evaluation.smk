@@ -11,7 +11,7 @@ rule metrics:
     log:
         f"{R}/logs/metrics/{{dataset}}_{{analyzer}}.log",
     params:
-        code=lrp_sources("stages:metrics"),
+        code=lrp_sources("pipeline.evaluation:metrics"),
     conda:
         ENV
     script:
@@ -31,7 +31,7 @@ rule table1:
     params:
         paper=paper_of,
         evaluation=evaluation_cfg(),
-        code=dataset_code("stages:table1"),
+        code=dataset_code("pipeline.evaluation:table1"),
     conda:
         ENV
     script:
@@ -49,7 +49,7 @@ rule fig3:
         f"{R}/logs/fig3/{{dataset}}.log",
     params:
         min_count=config.get("evaluation", {}).get("min_bin_count", 20),
-        code=dataset_code("stages:fig3"),
+        code=dataset_code("pipeline.evaluation:fig3"),
     conda:
         ENV
     script:
@@ -66,7 +66,7 @@ rule fig2:
     log:
         f"{R}/logs/fig2/{{dataset}}.log",
     params:
-        code=lrp_sources("stages:fig2"),
+        code=lrp_sources("pipeline.evaluation:fig2"),
     conda:
         ENV
     script:

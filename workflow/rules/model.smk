@@ -10,7 +10,7 @@ rule training_data:
         f"{R}/logs/training_data/{{name}}.log",
     params:
         cfg=training_data_cfg,
-        code=lrp_sources("models.finetune:prepare_training_data"),
+        code=lrp_sources("pipeline.model:training_data"),
     wildcard_constraints:
         name="[a-z][a-z0-9_]*",
     conda:
@@ -36,7 +36,7 @@ rule train_model:
         f"{R}/benchmarks/train_model/{{model}}.tsv"
     params:
         spec=model_train_spec,
-        code=lrp_sources("stages:train_model"),
+        code=lrp_sources("pipeline.model:train_model"),
     threads: train_threads
     resources:
         gpu=train_gpus,
@@ -60,7 +60,7 @@ rule occlusion:
         f"{R}/benchmarks/occlusion/{{dataset}}.tsv"
     params:
         model=network_cfg,
-        code=lrp_sources("stages:occlusion"),
+        code=lrp_sources("pipeline.model:occlusion"),
     threads: config.get("attribution", {}).get("threads", 2)
     resources:
         gpu=1,
@@ -85,7 +85,7 @@ rule model_card:
         model=network_cfg,
         task=dataset_task,
         thresholds=model_thresholds,
-        code=lrp_sources("stages:model_card"),
+        code=lrp_sources("pipeline.model:model_card"),
     conda:
         ENV
     script:

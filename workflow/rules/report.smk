@@ -22,7 +22,7 @@ rule panel:
         model=model_cfg,
         analyzers=dataset_analyzer_options,
         panel=panel_settings,
-        code=dataset_code("stages:panel"),
+        code=dataset_code("pipeline.report:panel"),
     threads: config.get("attribution", {}).get("threads", 2)
     resources:
         gpu=1,
@@ -46,7 +46,7 @@ rule summary:
     params:
         paper=paper_of,
         config=config,
-        code=dataset_code("stages:summary"),
+        code=dataset_code("pipeline.report:summary"),
     conda:
         ENV
     script:
@@ -65,7 +65,7 @@ rule provenance:
     params:
         config=config,
         plugins=dataset_plugins,
-        code=dataset_code("stages:provenance"),
+        code=dataset_code("pipeline.report:provenance"),
     conda:
         ENV
     script:

@@ -4,8 +4,8 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the
 
 from pathlib import Path
 
-from lrp.runner import run
-from lrp.stages import attribute
+from lrp.pipeline.runner import run
+from lrp.pipeline.attribution import attribute
 
 # precision, tf32, deterministic: params; batch size, device, threads, fused: where and how it runs, read
 # here (RUN_SETTINGS in workflow/rules/common.smk). The maps record both.

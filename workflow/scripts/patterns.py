@@ -2,8 +2,8 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the Snakefile
 
-from lrp.runner import run
-from lrp.stages import patterns
+from lrp.pipeline.runner import run
+from lrp.pipeline.attribution import patterns
 
 # where and in what slices it runs: read here, not params (RUN_SETTINGS in workflow/rules/common.smk)
 att = snakemake.config.get("attribution", {})

@@ -2,8 +2,8 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the Snakefile
 
-from lrp.runner import run
-from lrp.stages import train_model
+from lrp.pipeline.runner import run
+from lrp.pipeline.model import train_model
 
 train = snakemake.config["models"][snakemake.wildcards.model]["train"]
 spec = {**snakemake.params.spec, **{k: train[k] for k in ("device",) if k in train}}  # not a rerun trigger

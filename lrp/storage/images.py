@@ -2,7 +2,7 @@
 
 Why shards: decoding and resizing 50k JPEGs is the slow, model-independent part; doing it once per shard
 lets the attribution jobs of every analyzer run in parallel on the same small files. The image is
-transformed with `lrp.boxes.make_transform`, the same map the index used for the boxes, so mask and image
+transformed with `lrp.datasets.boxes.make_transform`, the same map the index used for the boxes, so mask and image
 agree pixel for pixel. Images are stored once per shard (a VOC image with 3 classes is 3 samples but one
 image); `image_row` maps samples to images.
 
@@ -35,7 +35,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from lrp.boxes import make_transform, union_mask
+from lrp.datasets.boxes import make_transform, union_mask
 from lrp.datasets.index import resolve_inside
 from lrp.io import atomic_path
 
@@ -58,7 +58,7 @@ _WIDE_GREY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 class ImageDecodeError(ValueError):
     """An image file that cannot be decoded completely (truncated, corrupt, not an image) or that does not
-    match its index row. A ValueError: it describes the user's data, not a bug (see lrp.runner)."""
+    match its index row. A ValueError: it describes the user's data, not a bug (see lrp.pipeline.runner)."""
 
     def __init__(self, path, message: str):
         self.path = str(path)

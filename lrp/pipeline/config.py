@@ -65,8 +65,8 @@ def check_schema(config: dict, schema_path) -> None:
 
 def check_config(config: dict) -> None:
     """Also imports the config's `plugins`, whose analyzers the `analyzers` section may then name."""
-    from . import plugins
-    from .composites import check_options, get, names, option_names
+    from lrp import plugins
+    from lrp.composites import check_options, get, names, option_names
 
     problems = []
     models, analyzers = config["models"], config["analyzers"]

@@ -11,7 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .sums import POSITIVE_PART, relevance_sums  # noqa: F401  (re-exported: lrp.metrics.relevance_sums)
+from lrp.evaluation.sums import (  # noqa: F401  (re-exported: lrp.evaluation.metrics.relevance_sums)
+    POSITIVE_PART,
+    relevance_sums,
+)
 
 THRESHOLDS = (0.25, 0.5)
 _BOOT_CHUNK_ELEMENTS = 1_000_000  # resamples x N per chunk: ~8 MB of indices, ~48 MB gathered

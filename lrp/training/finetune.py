@@ -7,7 +7,7 @@ replaced by Linear(4096, n_classes), multi-label loss (sigmoid cross-entropy, or
 Σ_j max(0, 1 − y_j f_j), y ∈ {±1}), difficult-only classes of an image left out of the loss (VOC label 0),
 SGD with momentum, head at 10x the body's learning rate, StepLR. Train images: RandomResizedCrop + horizontal
 flip; evaluation images are warped to the input size (rescaled, not cropped: the paper's protocol, the same
-`lrp.boxes` transform the pipeline's image shards use). Deviation from the paper: AlexNet (64-192-384-256-256
+`lrp.datasets.boxes` transform the pipeline's image shards use). Deviation from the paper: AlexNet (64-192-384-256-256
 channels, no LRN, 224 px input) instead of CaffeNet.
 
 Reproducibility: every epoch ends with an atomic checkpoint (model, optimizer, scheduler, epoch, history and
@@ -29,17 +29,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from lxml import etree
 from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from lrp.evaluation.classification import voc07_ap
 from lrp.io import atomic_path
+from lrp.models.architectures import ALEXNET_MULTILABEL, alexnet_multilabel
 from lrp.models.base import ModelBundle, pick_device, sha256_file
-from lrp.models.demo import average_precision
 
-ARCH_NAME = "torchvision_alexnet_multilabel"
+ARCH_NAME = ALEXNET_MULTILABEL
 STATE_FORMAT = "lrp-bench-finetune-state/1"
 LOSSES = ("bce", "hinge")
 
@@ -54,21 +54,8 @@ def _stderr(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------- architecture
-def alexnet_multilabel(n_classes: int) -> nn.Module:
-    """torchvision AlexNet with `classifier[6]` = Linear(4096, n_classes): logits, no softmax."""
-    model = torchvision.models.alexnet(weights=None)
-    model.classifier[6] = nn.Linear(model.classifier[6].in_features, int(n_classes))
-    return model
 
 
-def _register() -> None:
-    from lrp.models.checkpoint import ARCHS, register_arch
-
-    if ARCH_NAME not in ARCHS:  # checkpoint.py may register a lazy builder of its own under this name
-        register_arch(ARCH_NAME, alexnet_multilabel)
-
-
-_register()
 
 
 def _init_model(n_classes: int, init_weights, where: str, log) -> tuple[nn.Module, str | None]:
@@ -168,7 +155,7 @@ class VOCImages(torch.utils.data.Dataset):
     """(uint8 HWC image of size x size, int8 labels) per image id; decoding happens in DataLoader workers.
 
     train: RandomResizedCrop(size, scale=crop_scale) + horizontal flip with p=0.5, from an RNG seeded by
-    (seed, epoch, index) — set `.epoch` before each pass. eval: warp to size x size (`lrp.boxes` "warp").
+    (seed, epoch, index) — set `.epoch` before each pass. eval: warp to size x size (`lrp.datasets.boxes` "warp").
     """
 
     def __init__(self, root, ids, labels, size: int, train: bool, seed: int = 0, crop_scale=(0.08, 1.0)):
@@ -182,8 +169,8 @@ class VOCImages(torch.utils.data.Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int):
-        from lrp.boxes import make_transform
-        from lrp.preprocess import load_rgb
+        from lrp.datasets.boxes import make_transform
+        from lrp.storage.images import load_rgb
 
         img, _ = load_rgb(self.image_dir / f"{self.ids[i]}.jpg")
         s = self.size
@@ -218,31 +205,6 @@ def multilabel_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str = "bce
 
 
 # ----------------------------------------------------------------------------- evaluation
-def voc07_ap(scores, labels, classes) -> dict:
-    """Per-class AP with the VOC07 protocol from scores (N, C) and VOC labels (N, C) in {1, 0, -1}.
-
-    For class c, images whose c-instances are all difficult (label 0) are ignored. `mAP` is the mean
-    VOC2007 11-point AP (the paper's 72.12 for its CaffeNet), `mAP_area` the area AP (VOC2010+); classes
-    without a positive image are NaN and left out of the means.
-    """
-    scores, labels = np.asarray(scores, np.float64), np.asarray(labels)
-    if scores.shape != labels.shape or scores.shape[1] != len(classes):
-        raise ValueError(f"scores {scores.shape}, labels {labels.shape} and {len(classes)} classes disagree")
-    ap11, area = {}, {}
-    for j, c in enumerate(classes):
-        ap11[c], area[c] = average_precision(scores[:, j], labels[:, j] == 1, ignore=labels[:, j] == 0)
-    evaluated = [c for c in classes if not math.isnan(ap11[c])]
-    valid = labels != 0
-    return {
-        "mAP": float(np.mean([ap11[c] for c in evaluated])) if evaluated else float("nan"),
-        "mAP_kind": "VOC07 11-point",
-        "mAP_area": float(np.mean([area[c] for c in evaluated])) if evaluated else float("nan"),
-        "per_class_ap": ap11,
-        "per_class_ap_area": area,
-        "accuracy_at_0": float(((scores > 0) == (labels == 1))[valid].mean()) if valid.any() else float("nan"),
-        "n_images": int(len(scores)),
-        "n_classes_evaluated": len(evaluated),
-    }
 
 
 @torch.no_grad()
@@ -312,7 +274,7 @@ def _set_rng_state(state: dict, loader_gen: torch.Generator) -> None:
 
 def load_state(path) -> dict:
     """A training checkpoint, read with weights_only=True (tensors and plain types only)."""
-    from .base import WeightFileError, check_torch_archive
+    from lrp.models.base import WeightFileError, check_torch_archive
 
     check_torch_archive(path)
     try:
@@ -506,7 +468,7 @@ def run_finetune(root, classes, spec: dict, out_model, card_json, threads: int, 
 def prepare_training_data(name: str, cfg: dict, out_json) -> dict:
     """Make a `training_data.<name>` entry available (VOC: extracted, or downloaded + MD5-checked via the
     `voc<year>_trainval` registry entry) and record its root in `out_json`."""
-    from lrp.acquire import prepare_voc
+    from lrp.datasets.acquire import prepare_voc
 
     if cfg.get("format", "voc") != "voc":
         raise ValueError(f"training_data.{name}.format: only 'voc' is supported, got {cfg.get('format')!r}")

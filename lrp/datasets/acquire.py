@@ -12,7 +12,7 @@ Archives are untrusted input: extraction refuses links (the real archives have n
 `MAX_EXTRACT_BYTES` / `MAX_EXTRACT_MEMBERS` (bombs).
 
 Entry points: `download`, `safe_extract`, `fetch` (registry name -> verified file), `resolve_dataset_source`
-/ `prepare_dataset` (config value -> usable data folder), and `python -m lrp.acquire ...`.
+/ `prepare_dataset` (config value -> usable data folder), and `python -m lrp.datasets.acquire ...`.
 """
 
 from __future__ import annotations
@@ -428,7 +428,7 @@ def _over_limit(archive: Path, what: str, keyword: str, limit: int, constant: st
         f"{archive}: refusing to extract: {what}, beyond the limit {keyword}={limit:,}; nothing was extracted. "
         f"The real VOC/ImageNet archives stay far below the default: if you trust this archive, raise the "
         f"limit: in the pipeline, the config key datasets.<name>.limits.{_CONFIG_LIMIT[keyword]}; in Python, "
-        f"safe_extract(..., {keyword}=N), the same keyword of the prepare_* functions, or lrp.acquire.{constant}."
+        f"safe_extract(..., {keyword}=N), the same keyword of the prepare_* functions, or lrp.datasets.acquire.{constant}."
     )
 
 
@@ -620,7 +620,7 @@ def _corrupt(archive: Path, err: BaseException) -> AcquisitionError:
         return AcquisitionError(f"{archive}: extraction failed while writing: {err}")
     return AcquisitionError(
         f"{archive}: truncated or corrupt archive ({_describe(err)}); nothing was extracted. "
-        "Delete it and download it again (check its MD5 with lrp.acquire.verify_md5)."
+        "Delete it and download it again (check its MD5 with lrp.datasets.acquire.verify_md5)."
     )
 
 
@@ -758,7 +758,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, progress: 
         log.info("%s: already extracted into %s (marker %s)", archive, dest, marker.name)
         return dest
     if not archive.is_file():
-        raise AcquisitionError(f"{archive}: archive not found; download it first (lrp.acquire.fetch)")
+        raise AcquisitionError(f"{archive}: archive not found; download it first (lrp.datasets.acquire.fetch)")
     if (dest.exists() or dest.is_symlink()) and not dest.is_dir():
         raise AcquisitionError(f"{dest}: extraction target exists and is not a folder; remove it")
     fmt = _archive_format(archive)
@@ -1040,7 +1040,7 @@ def _prepare_keyed(source, kind: str, extract_to: Path, key: str, registry, **kw
 def prepare_voc(root: str | os.PathLike | None, download: bool = False, key: str = "datasets.voc2007.root",
                 *, year: str = "2007", registry: dict[str, ArchiveSpec] | None = None,
                 max_bytes: int | None = None, max_members: int | None = None, **kw) -> Path:
-    """The `VOCdevkit/VOC<year>` folder for config value `root` (what `lrp.stages.data` needs).
+    """The `VOCdevkit/VOC<year>` folder for config value `root` (what `lrp.pipeline.data.data` needs).
 
     `root` is either an extracted tree (the VOC<year> folder, VOCdevkit, or the folder holding VOCdevkit)
     or the folder holding the official tars (trainval + test for 2007). With `download`, missing tars are
@@ -1136,8 +1136,8 @@ def prepare_imagenet(images: str | os.PathLike | None, boxes: str | os.PathLike 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m lrp.acquire {list,fetch,extract,prepare} ...`; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m lrp.acquire", description=__doc__.splitlines()[0])
+    """`python -m lrp.datasets.acquire {list,fetch,extract,prepare} ...`; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m lrp.datasets.acquire", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list the registry entries")
     p = sub.add_parser("fetch", help="download/copy a registry entry into DEST and verify it")

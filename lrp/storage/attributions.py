@@ -22,11 +22,11 @@ import h5py
 import numpy as np
 from isal import isal_zlib
 
-from .io import atomic_path
+from lrp.io import atomic_path
 
 STR = h5py.string_dtype("utf-8")
-SUMS = ("r_in", "r_tot", "s_in")  # per-map metric sums an attribution job stores (lrp.sums.relevance_sums)
-SUMS_OF = ("lrp.sums.relevance_sums of the float32 maps before storage (positive part after the channel "
+SUMS = ("r_in", "r_tot", "s_in")  # per-map metric sums an attribution job stores (lrp.evaluation.sums.relevance_sums)
+SUMS_OF = ("lrp.evaluation.sums.relevance_sums of the float32 maps before storage (positive part after the channel "
            "sum, float64), with the sample's mask")
 GZIP_LEVEL = 4  # the gzip filter's level recorded in the dataset (used if HDF5 itself compresses a chunk)
 ISAL_LEVEL = 2  # ISA-L's deflate level for the chunks the writer stores (its default)
@@ -223,7 +223,7 @@ class ShardWriter:
 
     def write(self, maps, sums: dict | None = None) -> None:
         """Append a batch of maps (k, H, W) float32 (numpy, or torch on any device), checked first: right
-        shape and count, all finite. `sums`: their `lrp.sums.relevance_sums` (a writer made with
+        shape and count, all finite. `sums`: their `lrp.evaluation.sums.relevance_sums` (a writer made with
         `sums=True` needs them)."""
         self.write_encoded(encode_maps(maps, self.precision), sums)
 

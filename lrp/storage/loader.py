@@ -1,7 +1,7 @@
 """Keep the accelerator busy: read the next batch and write the last one while the current one computes.
 
 A reader thread decodes shard batches (h5py, numpy) and pins them; a writer thread stores finished maps
-(`lrp.shards.ShardWriter`, whose pool of threads compresses them). h5py serialises its own calls, but both
+(`lrp.storage.attributions.ShardWriter`, whose pool of threads compresses them). h5py serialises its own calls, but both
 threads overlap with GPU work, which is what matters for the attribution jobs.
 """
 

@@ -1,7 +1,7 @@
 """Table 1: our μ summaries beside the paper's numbers, written as CSV (full precision), Markdown and LaTeX.
 
 Why a separate module: the comparison with the paper (name mapping, ranks, Kendall τ) is reporting, not
-measurement; `lrp.metrics` produces the numbers, this module only arranges and formats them.
+measurement; `lrp.evaluation.metrics` produces the numbers, this module only arranges and formats them.
 """
 
 from __future__ import annotations
@@ -32,14 +32,12 @@ def _read_csv(name: str) -> pd.DataFrame:
 
 
 def analyzer_names() -> pd.DataFrame:
-    """analyzer -> paper_name ('' if the paper has no such row) and display label: the built-ins from package
-    data, then every other registered analyzer (your plugins), labelled as it registered itself."""
-    from .composites import REGISTRY
+    """analyzer -> paper_name ('' if the paper has no such row) and display label, for every registered
+    analyzer (the built-ins in the paper's order, then your plugins'), from the one registry, lrp.composites."""
+    from lrp.composites import REGISTRY
 
-    names = _read_csv("analyzer_names.csv")
-    known = set(names["analyzer"])
-    extra = [{"analyzer": n, "paper_name": "", "label": a.label or n} for n, a in REGISTRY.items() if n not in known]
-    return pd.concat([names, pd.DataFrame(extra, columns=names.columns)], ignore_index=True) if extra else names
+    rows = [{"analyzer": n, "paper_name": a.paper_name, "label": a.label or n} for n, a in REGISTRY.items()]
+    return pd.DataFrame(rows, columns=["analyzer", "paper_name", "label"])
 
 
 def paper_table(dataset: str) -> pd.DataFrame:
@@ -70,7 +68,7 @@ def build_table1(summaries: dict[str, dict], paper_dataset: str | None, n_sample
         missing = [k for k in (*STATS, "n_used", "n_nan") if k not in s]
         if missing:
             raise ValueError(f"summary of {analyzer!r} lacks {missing} "
-                             "(expected lrp.metrics.summarize output)")
+                             "(expected lrp.evaluation.metrics.summarize output)")
         if s["n_used"] + s["n_nan"] != n_samples:
             raise ValueError(f"summary of {analyzer!r} covers {s['n_used']} + {s['n_nan']} NaN samples, "
                              f"but n_samples = {n_samples}")
@@ -102,7 +100,9 @@ def rank_agreement(table: pd.DataFrame) -> dict:
         raise ValueError("table has no paper columns: build it with paper_dataset='voc2007' or 'imagenet'")
     both = table.dropna(subset=["mu_w", "paper_mu_w"])
     n = len(both)
-    from scipy.stats import kendalltau  # here, not at the top: every Snakemake start imports this module
+    from scipy.stats import (
+        kendalltau,  # here, not at the top: every Snakemake start imports this module
+    )
 
     tau = float(kendalltau(both["mu_w"], both["paper_mu_w"]).statistic) if n >= 2 else math.nan
     return {"kendall_tau": tau, "n_common": n}

@@ -11,7 +11,6 @@ shape, not in magnitude, across maps.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +35,7 @@ class PanelSamples:
 def select_samples(image_shards: list, sample_ids: list[str] | None = None, n: int = 4) -> PanelSamples:
     """The given samples (looked up in the image shards, in the given order), or the first `n` samples of
     distinct images. Unknown ids are an error naming them, not a silently shorter panel."""
-    from lrp.preprocess import read_samples
+    from lrp.storage.images import read_samples
 
     want = list(dict.fromkeys(sample_ids)) if sample_ids else None
     found: dict[str, tuple] = {}

@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from scipy.stats import t as student_t
 
+from lrp.evaluation.metrics import bin_index
 from lrp.io import atomic_path
-from lrp.metrics import bin_index
 
 WIDTH_IN, HEIGHT_IN, DPI = 3.5, 3.6, 200
 FIG3_HEIGHT_IN = 4.4  # room for the legend below the panels
@@ -47,7 +47,7 @@ def _check_curve(name: str, df: pd.DataFrame) -> None:
     missing = [c for c in _CURVE_COLUMNS if c not in df]
     if missing:
         raise ValueError(f"size curve {name!r} lacks columns {missing} "
-                         "(expected lrp.metrics.size_curve output)")
+                         "(expected lrp.evaluation.metrics.size_curve output)")
     if df.empty:
         raise ValueError(f"size curve {name!r} is empty")
 

@@ -1,8 +1,8 @@
-"""Per-sample relevance sums: what μ and μ_w are computed from (`lrp.metrics.mu_from_sums`).
+"""Per-sample relevance sums: what μ and μ_w are computed from (`lrp.evaluation.metrics.mu_from_sums`).
 
 A module of its own because attribution jobs compute these sums from their float32 maps (on the GPU) and
 store them in the shards: the attribution stage's code hash (rerun trigger) covers this file, and editing
-the rest of `lrp.metrics` (summaries, bootstrap, size curves) does not re-run the attributions.
+the rest of `lrp.evaluation.metrics` (summaries, bootstrap, size curves) does not re-run the attributions.
 
 Contract (docs/architecture.md, data protocol §1): pixel relevance is the channel sum, clipped to its
 positive part *after* summing; sums accumulate in float64.

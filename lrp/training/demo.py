@@ -1,11 +1,8 @@
-"""Demo model: a miniature VGG-16 trained multi-label on the procedural demo set, plus its evaluation.
+"""Training the demo model (lrp.models.architectures.DemoVGG) multi-label on the procedural demo set, and its
+evaluation on a split (VOC07 11-point and area AP per class).
 
-Why a miniature VGG: the LRP composites of the paper are defined per VGG layer type (conv / ReLU /
-max-pool / dense), so the demo model keeps torchvision VGG's exact module layout (`features`, `avgpool`,
-`classifier`) and its module types only; everything that explains torchvision VGG-16 explains this model,
-but it trains on two CPU cores in minutes. Outputs are logits of a multi-label classifier (one sigmoid per
-class in the loss, like the paper's PVOC model); there is no softmax to strip.
-"""
+Outputs are logits of a multi-label classifier (one sigmoid per class in the loss, like the paper's PVOC model);
+there is no softmax to strip."""
 
 from __future__ import annotations
 
@@ -18,77 +15,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from lrp.evaluation.classification import average_precision
+from lrp.models.architectures import DEMO_STD, DemoVGG
 from lrp.models.base import ModelBundle, Preprocessing
-
-DEMO_STD = (64.0, 64.0, 64.0)  # fixed scale: inputs land roughly in [-2, 2], like torchvision's
-# Bounds on a demo net's size: a checkpoint's arch_kwargs come from a file, and a hostile one must not build a
-# network that takes hours or terabytes (VGG-16 itself has 13 convs of width 512 on 224² inputs).
-MAX_CONVS, MAX_WIDTH, MAX_IMAGE_SIZE = 64, 4096, 1024
-
-
-class DemoVGG(nn.Module):
-    """VGG in miniature: `blocks[b]` 3x3 convs of `width * 2**b` channels, then 2x2 max-pool, per block.
-
-    `avgpool` is AdaptiveAvgPool2d to the features' own spatial size, i.e. the identity at `image_size`,
-    exactly as torchvision VGG's 7x7 pool is at 224 px.
-    """
-
-    arch_name = "demo_vgg"
-
-    def __init__(self, n_classes: int, width: int = 16, image_size: int = 64, blocks=(2, 2, 2),
-                 hidden: int = 128, dropout: float = 0.3):
-        super().__init__()
-        blocks = [int(b) for b in blocks]
-        if n_classes < 1 or width < 1 or hidden < 1 or not blocks or min(blocks) < 1:
-            raise ValueError(f"invalid DemoVGG config: n_classes={n_classes} width={width} "
-                             f"hidden={hidden} blocks={blocks}")
-        if sum(blocks) > MAX_CONVS or width > MAX_WIDTH or hidden > MAX_WIDTH or image_size > MAX_IMAGE_SIZE:
-            raise ValueError(f"DemoVGG config beyond the sizes a demo model has (at most {MAX_CONVS} convs, width "
-                             f"and hidden {MAX_WIDTH}, image size {MAX_IMAGE_SIZE}): width={width} hidden={hidden} "
-                             f"blocks={blocks} image_size={image_size}")
-        if image_size % 2 ** len(blocks):
-            raise ValueError(f"image_size {image_size} must be divisible by 2**{len(blocks)} (one pool per block)")
-        self.arch_kwargs = dict(n_classes=int(n_classes), width=int(width), image_size=int(image_size),
-                                blocks=blocks, hidden=int(hidden), dropout=float(dropout))
-        layers: list[nn.Module] = []
-        c_in = 3
-        for b, n_conv in enumerate(blocks):
-            c_out = width * 2**b
-            for _ in range(n_conv):
-                layers += [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.ReLU()]
-                c_in = c_out
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-        self.features = nn.Sequential(*layers)
-        side = image_size // 2 ** len(blocks)
-        self.avgpool = nn.AdaptiveAvgPool2d((side, side))
-        self.classifier = nn.Sequential(
-            nn.Linear(c_in * side * side, hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, n_classes),
-        )
-        self._init_weights()
-
-    def _init_weights(self):
-        """torchvision VGG's conv init; He init for the dense layers too, so that this small net without
-        BatchNorm starts with well-scaled activations (torchvision's N(0, 0.01) dense init shrinks them)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-
-    @property
-    def arch_spec(self) -> dict:
-        """What `lrp.models.checkpoint` stores to rebuild this module: registry name + constructor kwargs."""
-        return {"name": self.arch_name, "kwargs": dict(self.arch_kwargs)}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        x = self.avgpool(x)
-        x = torch.flatten(x, 1)
-        return self.classifier(x)
 
 
 # ----------------------------------------------------------------------------- data
@@ -212,38 +141,6 @@ def train_demo_model(voc_root, classes, split: str = "train", epochs: int = 30, 
 
 
 # ----------------------------------------------------------------------------- evaluation
-def average_precision(scores, positive, ignore=None) -> tuple[float, float]:
-    """(VOC07 11-point AP, area AP) for one class; NaN when there is no positive.
-
-    `ignore` marks samples left out entirely (VOC: images whose instances are all difficult). Ties in the
-    score keep input order (stable sort), as the VOC devkit's MATLAB sort does. Area AP = area under the
-    monotone precision envelope (VOC2010+); 11-point AP = mean envelope at recall 0, 0.1, …, 1 (VOC2007).
-    """
-    scores = np.asarray(scores, np.float64).ravel()
-    positive = np.asarray(positive, bool).ravel()
-    if scores.shape != positive.shape:
-        raise ValueError(f"scores {scores.shape} and labels {positive.shape} differ in shape")
-    if ignore is not None:
-        keep = ~np.asarray(ignore, bool).ravel()
-        scores, positive = scores[keep], positive[keep]
-    n_pos = int(positive.sum())
-    if n_pos == 0:
-        return float("nan"), float("nan")
-    order = np.argsort(-scores, kind="stable")
-    tp = np.cumsum(positive[order])
-    fp = np.cumsum(~positive[order])
-    rec = tp / n_pos
-    prec = tp / np.maximum(tp + fp, 1)
-    # 11-point: max precision at recall >= t
-    # thresholds i/10 exactly as the devkit's MATLAB 0:0.1:1 (np.linspace gives 0.6000000000000001, which
-    # misses a recall of exactly 3/5)
-    ap11 = float(np.mean([prec[rec >= t].max() if (rec >= t).any() else 0.0 for t in np.arange(11) / 10]))
-    mrec = np.concatenate([[0.0], rec, [1.0]])
-    mpre = np.concatenate([[0.0], prec, [0.0]])
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-    step = np.flatnonzero(mrec[1:] != mrec[:-1])
-    ap_area = float(np.sum((mrec[step + 1] - mrec[step]) * mpre[step + 1]))
-    return ap11, ap_area
 
 
 @torch.no_grad()

@@ -47,11 +47,11 @@ _FILE_LOCALS = ("filename", "fname", "name", "path", "file", "f", "fp", "fh", "f
 
 def user_errors() -> tuple:
     """The exception classes whose message already tells the user what is wrong (ours and the config's)."""
-    from .graph import UnsupportedModelError
+    from lrp.graph import UnsupportedModelError
 
     errors = [ValueError, FileNotFoundError, UnsupportedModelError]
     try:
-        from .acquire import AcquisitionError
+        from lrp.datasets.acquire import AcquisitionError
         errors.append(AcquisitionError)
     except ImportError:  # pragma: no cover - acquire is part of the package
         pass
@@ -59,11 +59,11 @@ def user_errors() -> tuple:
 
 
 def _transient_errors() -> tuple:
-    """Network failures: worth a later re-run. `TransientAcquisitionError` is what survived lrp.acquire's retries."""
+    """Network failures: worth a later re-run. `TransientAcquisitionError` is what survived lrp.datasets.acquire's retries."""
     import socket
     import urllib.error
 
-    transient = getattr(sys.modules.get(f"{__package__}.acquire"), "TransientAcquisitionError", None)
+    transient = getattr(sys.modules.get("lrp.datasets.acquire"), "TransientAcquisitionError", None)
     own = (transient,) if isinstance(transient, type) else ()  # not imported: none can have been raised
     return own + (ConnectionResetError, ConnectionRefusedError, ConnectionAbortedError, TimeoutError,
                   socket.gaierror, urllib.error.URLError)
@@ -162,7 +162,7 @@ def describe(e: BaseException) -> tuple[int, str] | None:
     if not isinstance(e, Exception):
         return None  # KeyboardInterrupt, SystemExit, ...
     if _is_transient(e):
-        if isinstance(e, user_errors()):  # lrp.acquire's own message says what failed and what to do
+        if isinstance(e, user_errors()):  # lrp.datasets.acquire's own message says what failed and what to do
             return EXIT_TRANSIENT, str(e)
         return EXIT_TRANSIENT, f"network failure ({_detail(e, None)}): check the connection and re-run " \
                                f"(downloads resume where they stopped)"
@@ -187,7 +187,7 @@ def _report(rule: str, message: str, fh) -> None:
 
 
 def _load_plugins(snakemake, fh) -> None:
-    from .plugins import load
+    from lrp.plugins import load
 
     specs = (getattr(snakemake, "config", None) or {}).get("plugins") or []
     if specs:
@@ -204,7 +204,7 @@ def run(snakemake, fn, **kwargs) -> None:
     threads = getattr(snakemake, "threads", 1)
     import torch
 
-    from .allocator import retain_freed_memory
+    from lrp.allocator import retain_freed_memory
 
     torch.set_num_threads(max(1, int(threads)))
     with (open(log_path, "w") if log_path else contextlib.nullcontext(sys.stderr)) as fh:

@@ -19,6 +19,8 @@ from lrp import __version__
 from lrp.io import atomic_path
 from lrp.models.base import sha256_file
 
+LRP = Path(__file__).resolve().parents[1]
+"""The lrp package folder: the root of the source specs ("pipeline.data:data" is lrp/pipeline/data.py)."""
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pandas", "h5py", "isal", "matplotlib", "pillow", "lxml",
             "snakemake", "protobuf")
 
@@ -31,7 +33,7 @@ def versions() -> dict:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
-    commit = git_commit(Path(__file__).resolve().parents[1])
+    commit = git_commit(LRP.parent)
     if commit:
         out["lrp_bench_commit"] = commit
     return out
@@ -68,7 +70,7 @@ def write_manifest(files: list, config: dict, out_json, root=None, plugins=None)
     doc = {"versions": versions(), "config": config, "files": listing}
     plugins = config.get("plugins") if plugins is None else plugins
     if plugins:
-        from .plugins import manifest
+        from lrp.plugins import manifest
 
         doc["plugins"] = manifest(plugins)
     with atomic_path(out_json) as tmp:
@@ -82,11 +84,11 @@ def source_hash(*specs: str, root=None, plugins=()) -> str:
 
     `plugins` (the config's): for a stage that uses the analyzer registry (`lrp.composites`), their files'
     content counts too, so editing your analyzer re-runs its attributions, panels and tables."""
-    root = Path(root) if root else Path(__file__).parent
+    root = Path(root) if root else LRP
     h = hashlib.sha256()
     used = source_specs(*specs, root=root)
     if plugins and "composites" in {spec.partition(":")[0] for spec in used}:
-        from .plugins import digest
+        from lrp.plugins import digest
 
         h.update(f"plugins {digest(plugins)}\n".encode())
     for spec in sorted(used):
@@ -110,11 +112,10 @@ def source_specs(*specs: str, root=None) -> set[str]:
     refers to, transitively. Every lrp module they import (also lazily, inside a function) is included as a
     whole file, and so are that module's own lrp imports, transitively; the package's `__init__` counts as a
     file but is not followed (it re-exports the engine, which most stages never run). Why functions:
-    `lrp.stages` holds every stage; editing the report stage must not re-run hours of model training.
+    `lrp.pipeline.stages` holds every stage; editing the report stage must not re-run hours of model training.
     """
-    import ast
 
-    root = Path(root) if root else Path(__file__).parent
+    root = Path(root) if root else LRP
     done: set[str] = set()
     todo = list(specs)
     while todo:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from lrp.io import atomic_path
-from lrp.table import _cells, _footnote, _head_label, paper_table, rank_agreement
+from lrp.report.table import _cells, _footnote, _head_label, paper_table, rank_agreement
 
 BASELINE_TOLERANCE = 0.003  # issue #4 acceptance: the Baseline row within ±0.003 of the paper's
 _STYLE = """

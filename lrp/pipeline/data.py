@@ -1,0 +1,115 @@
+"""Data stages (workflow/rules/data.smk): get a dataset's annotations and images onto disk, index its
+evaluation units, the uniform Baseline row, image shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lrp.datasets.catalog import RESIZE, class_list
+from lrp.io import log, write_json
+
+
+def _archive_limits(cfg: dict) -> dict:
+    """`datasets.<name>.limits` as keywords of lrp.datasets.acquire's extraction (unset: the module's defaults)."""
+    limits = cfg.get("limits") or {}
+    names = {"archive_bytes": "max_bytes", "archive_members": "max_members"}
+    return {kw: limits[key] for key, kw in names.items() if key in limits}
+
+
+def data(name: str, cfg: dict, out_json):
+    """Make a dataset's annotations available and record where they are (data.json). VOC and the demo keep
+    their images beside the annotations; ImageNet's images are the `images` stage's business, except for
+    Kaggle's box CSV, which has no image sizes, so that indexing it needs the images here already."""
+    source = cfg.get("source", "local")
+    if source == "demo":
+        from lrp.datasets.demo import generate_demo
+
+        root = Path(out_json).parent / "VOCdevkit" / "DEMO"
+        d = cfg.get("demo", {})
+        log(f"generating the demo data set in {root}")
+        summary = generate_demo(root, n_train=d.get("n_train", 2000), n_test=d.get("n_test", 600),
+                                image_size=cfg["input_size"], seed=d.get("seed", 0),
+                                max_objects=d.get("max_objects", 4))
+        info = {"root": str(root), "annotations": str(root), "images": str(root / "JPEGImages"), "demo": summary}
+    elif cfg["format"] == "voc":
+        from lrp.datasets.acquire import prepare_voc
+
+        root = prepare_voc(cfg.get("root"), download=source == "download", key=f"datasets.{name}.root",
+                           **_archive_limits(cfg))
+        info = {"root": str(root), "annotations": str(root), "images": str(Path(root) / "JPEGImages")}
+    else:
+        from lrp.datasets.acquire import is_box_csv, prepare_imagenet_boxes
+
+        boxes = prepare_imagenet_boxes(cfg.get("boxes"), key=f"datasets.{name}",
+                                       work_dir=Path(out_json).parent / "raw", **_archive_limits(cfg))
+        info = {"annotations": str(boxes)}
+        if is_box_csv(boxes):
+            info["images"] = str(_imagenet_images(name, cfg, out_json))
+    write_json(info, out_json)
+    log(f"data {name}: {info}")
+
+
+def _imagenet_images(name: str, cfg: dict, out_json) -> Path:
+    from lrp.datasets.acquire import prepare_imagenet_images
+
+    return prepare_imagenet_images(cfg.get("images"), key=f"datasets.{name}",
+                                   work_dir=Path(out_json).parent / "raw", **_archive_limits(cfg))
+
+
+def images(name: str, cfg: dict, data_json, out_json):
+    """Make a dataset's images available and record where they are (images.json): what the image shards
+    read. Kept apart from `data` so that the index and the Baseline row need only the annotation files."""
+    info = json.loads(Path(data_json).read_text())
+    folder = info.get("images") or _imagenet_images(name, cfg, out_json)
+    write_json({"images": str(folder)}, out_json)
+    log(f"images {name}: {folder}")
+
+
+def index(data_json, cfg: dict, out_csv, report_json, key: str = "datasets.<name>"):
+    """The evaluation units of a dataset, from annotation files alone. With `cfg["pattern_images"]` (the
+    patterns' index, ImageNet format): the training JPEGs of that folder; `key` names it in errors."""
+    from lrp.datasets.index import write_index
+
+    info = json.loads(Path(data_json).read_text())
+    size, on_error = cfg["input_size"], cfg.get("on_error", "raise")
+    if cfg.get("pattern_images"):  # ImageNet patterns: a plain folder of training JPEGs, no annotations
+        from lrp.datasets.index import index_image_folder
+
+        if not Path(cfg["pattern_images"]).is_dir():
+            raise FileNotFoundError(f"{key}.patterns.images: {cfg['pattern_images']!r} is not a folder of "
+                                    f"training JPEGs")
+        df, report = index_image_folder(cfg["pattern_images"], size=size, limit=cfg.get("max_samples"))
+    elif cfg["format"] == "voc":
+        from lrp.datasets.voc import index_voc
+        df, report = index_voc(info["annotations"], cfg["splits"], classes=class_list(cfg.get("classes", "voc")),
+                               size=size, on_error=on_error)
+    else:
+        from lrp.datasets.imagenet import index_imagenet
+        df, report = index_imagenet(info["annotations"], size=size, on_error=on_error, image_dir=info.get("images"))
+    if cfg.get("max_samples"):
+        df = df.iloc[: cfg["max_samples"]]
+        report = {**report, "truncated_to": cfg["max_samples"]}
+    write_index(df, out_csv)
+    write_json({**report, "n_samples": len(df)}, report_json)
+    log(f"index: {len(df)} evaluation units -> {out_csv}")
+
+
+def baseline(index_csv, out_csv):
+    from lrp.datasets.index import baseline_stats, read_index, write_baseline
+
+    write_baseline(baseline_stats(read_index(index_csv)), out_csv)
+
+
+def image_shard(data_json, index_csv, cfg: dict, shard: int, n_shards: int, out_h5, workers: int):
+    from lrp.datasets.index import read_index
+    from lrp.storage.images import write_image_shard
+
+    info = json.loads(Path(data_json).read_text())
+    image_dir = cfg.get("pattern_images") or info.get("images")  # the patterns' training JPEGs, or the data's
+    if image_dir is None:
+        raise ValueError(f"{data_json}: records no image folder; the image shards need the images")
+    pixels = (cfg.get("limits") or {}).get("image_pixels")
+    write_image_shard(read_index(index_csv), shard, n_shards, image_dir, transform=RESIZE[cfg["format"]],
+                      size=cfg["input_size"], out_path=out_h5, workers=workers,
+                      **({"max_pixels": pixels} if pixels else {}))

@@ -1,0 +1,40 @@
+"""Report stages (workflow/rules/report.smk): Fig. 1-style panels, the summary page, the provenance manifest."""
+
+from __future__ import annotations
+
+from lrp.io import log
+from lrp.models.base import pick_device
+from lrp.models.zoo import load_model
+from lrp.pipeline.attribution import analyzer_options
+
+
+def panel(model_spec: dict, image_shards: list, analyzers: dict, patterns_h5, sample_ids, n_images: int,
+          flat_analyzer: str, device: str, out: dict, title: str):
+    """Fig. 1-style panels: every analyzer on a few images, and the flat rule on the first n conv layers."""
+    from lrp.report.panel import select_samples, write_panels
+    from lrp.report.table import analyzer_names
+
+    dev = pick_device(device)
+    bundle = load_model(model_spec, dev)
+    opts = analyzer_options(model_spec, analyzers, patterns_h5, dev)
+    samples = select_samples(image_shards, sample_ids or None, n=n_images)
+    log(f"panel: samples {samples.sample_id}")
+    labels = dict(zip(analyzer_names()["analyzer"], analyzer_names()["label"]))
+    flat_opts = analyzer_options(model_spec, {flat_analyzer: analyzers.get(flat_analyzer, {})}, None, dev)
+    write_panels(bundle, samples, opts, dev, out, title=title, labels=labels, flat_analyzer=flat_analyzer,
+                 flat_options=flat_opts[flat_analyzer])
+
+
+def summary(dataset: str, table_csv, baseline_csv, model_card_json, paper_dataset, config: dict, out_html):
+    from lrp.pipeline.provenance import versions
+    from lrp.report.summary import write_summary
+
+    write_summary(dataset, table_csv, baseline_csv, model_card_json, paper_dataset,
+                  {"versions": versions(), "config": config}, out_html)
+
+
+def provenance(files: list, config: dict, out_json, root, plugins=None):
+    from lrp.pipeline.provenance import write_manifest
+
+    doc = write_manifest(files, config, out_json, root=root, plugins=plugins)
+    log(f"provenance: {len(doc['files'])} files")
