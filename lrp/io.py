@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -95,6 +96,32 @@ def atomic_dir(path: str | os.PathLike):
         for leftover in (tmp, old):
             if leftover.exists() or leftover.is_symlink():
                 _remove_tree(leftover)
+
+
+CHUNK = 1 << 20
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk_size: int = CHUNK) -> str:
+    """Hex digest of a file read in chunks (archives and weight files are larger than memory allows).
+
+    Why one function: every checksum the project records or checks (weights, manifests, archives,
+    plugins) is computed the same way. Raises OSError if the file cannot be read.
+    """
+    h = hashlib.new(algorithm, usedforsecurity=False) if algorithm == "md5" else hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(chunk_size):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file (weights, provenance manifests, plugins)."""
+    return file_digest(path, "sha256")
+
+
+def md5_file(path: str | os.PathLike) -> str:
+    """MD5 hex digest of a file: the checksum the VOC/ImageNet/Keras publishers give (not a security check)."""
+    return file_digest(path, "md5")
 
 
 def log(msg: str) -> None:

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from lrp import composites
+from lrp.io import sha256_file
 
 
 class PluginError(ValueError):
@@ -61,7 +62,7 @@ def origin(spec: str, key: str = "plugins") -> Path:
 
 
 def sha256(spec: str, key: str = "plugins") -> str:
-    return hashlib.sha256(origin(spec, key).read_bytes()).hexdigest()
+    return sha256_file(origin(spec, key))
 
 
 def digest(plugins) -> str:
@@ -84,7 +85,7 @@ def source_attrs(name: str) -> dict:
     if not source:
         return {}
     return {"analyzer_source": source,
-            "analyzer_source_sha256": hashlib.sha256(Path(source).read_bytes()).hexdigest()}
+            "analyzer_source_sha256": sha256_file(source)}
 
 
 def _is_path(spec: str) -> bool:

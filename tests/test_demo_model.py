@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lrp.datasets.demo import DEMO_CLASSES, generate_demo
-from lrp.models.base import sha256_file
+from lrp.io import sha256_file
 from lrp.models.checkpoint import ARCHS, load_bundle, register_arch, save_bundle, write_model_card
 from lrp.training.demo import DemoVGG, average_precision, evaluate_multilabel, train_demo_model
 

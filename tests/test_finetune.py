@@ -19,7 +19,8 @@ from PIL import Image
 from torch import nn
 
 from lrp.datasets.demo import DEMO_CLASSES, generate_demo
-from lrp.models.base import ModelBundle, sha256_file
+from lrp.io import sha256_file
+from lrp.models.base import ModelBundle
 from lrp.models.checkpoint import save_bundle
 from lrp.training.finetune import (
     ARCH_NAME, _init_model, evaluate_voc, finetune_alexnet, load_state, multilabel_loss, read_voc_labels,

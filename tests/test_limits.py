@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lrp.datasets import acquire
+from lrp.io import md5_file
 
 from lrp.pipeline import data as data_stages
 from lrp.pipeline.config import ConfigError, check_schema
@@ -48,7 +49,7 @@ def test_archive_limit_reaches_the_data_stage(tmp_path):
     assert spec.filename == tar.name
     # the registry's MD5 belongs to the real archive: a test tar is checked against its own
     registry = {"voc2007_trainval": acquire.ArchiveSpec.from_mapping(
-        "voc2007_trainval", {"filename": tar.name, "md5": acquire.md5sum(tar)}, "test")}
+        "voc2007_trainval", {"filename": tar.name, "md5": md5_file(tar)}, "test")}
     out = tmp_path / "results" / "voc" / "data.json"
     out.parent.mkdir(parents=True)
     real = acquire.load_registry

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import filecmp
-import hashlib
 import http.client
 import importlib.resources
 import json
@@ -46,7 +45,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 from tqdm import tqdm
 
-from lrp.io import atomic_path
+from lrp.io import atomic_path, md5_file
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +83,6 @@ class _Transient(Exception):
 # checksums
 
 
-def md5sum(path: str | os.PathLike, chunk_size: int = CHUNK) -> str:
-    """MD5 hex digest of a file, read in chunks (archives are far larger than memory allows)."""
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _normalise_md5(md5: str | None, where: str = "md5") -> str | None:
     if md5 is None:
         return None
@@ -105,7 +95,7 @@ def _normalise_md5(md5: str | None, where: str = "md5") -> str | None:
 def verify_md5(path: str | os.PathLike, expected: str) -> str:
     """Raise `AcquisitionError` unless `path` has MD5 `expected`; return the actual digest."""
     expected = _normalise_md5(expected)
-    actual = md5sum(path)
+    actual = md5_file(path)
     if actual != expected:
         raise AcquisitionError(
             f"{path}: MD5 mismatch: expected {expected}, actual {actual}. The file is corrupt, truncated "
@@ -300,7 +290,7 @@ def _verify_part(part: Path, dest: Path, url: str, md5: str | None, content_type
     mismatch, and without an MD5 for a web page or, under an archive name, anything but a readable archive."""
     page = _web_page(part, content_type)
     if md5 is not None:
-        actual = md5sum(part)
+        actual = md5_file(part)
         if actual != md5:
             what = f" It is a web page ({page}), probably a login or error page." if page else ""
             raise _refuse_part(part, (
@@ -321,7 +311,7 @@ def _verify_part(part: Path, dest: Path, url: str, md5: str | None, content_type
             f"{dest}: the file from {url} is not a readable {fmt} archive ({problem}); nothing was kept. "
             "Check the URL/path; if it is right, pin the archive's MD5 in lrp/data/archives.yaml."))
     log.warning("%s: no MD5 known, NOT verified (actual MD5 %s; pin it in lrp/data/archives.yaml)",
-                dest, md5sum(part))
+                dest, md5_file(part))
 
 
 def download(url: str, dest: str | os.PathLike, md5: str | None = None, retries: int = 5,

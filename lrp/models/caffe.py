@@ -48,7 +48,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrp.models.base import ModelBundle, Preprocessing, sha256_file
+from lrp.io import sha256_file
+from lrp.models.base import ModelBundle, Preprocessing
 
 #: ImageNet mean pixel in BGR order, 0–255 units: the per-channel average of Caffe's `ilsvrc_2012_mean.npy`
 #: (as in Caffe's classification example). The LRP Toolbox demonstrator subtracts the centre-cropped mean

@@ -20,13 +20,13 @@ from lrp.models.architectures import (  # noqa: F401  (register_arch: re-exporte
     ARCHS,
     register_arch,
 )
+from lrp.io import sha256_file
 from lrp.models.base import (
     ModelBundle,
     Preprocessing,
     WeightFileError,
     check_state_dict,
     check_torch_archive,
-    sha256_file,
 )
 
 FORMAT = "lrp-bench-bundle/1"

@@ -36,7 +36,8 @@ import torch
 import torchvision
 from torch import nn
 
-from lrp.models.base import ModelBundle, Preprocessing, sha256_file
+from lrp.io import md5_file, sha256_file
+from lrp.models.base import ModelBundle, Preprocessing
 
 #: MD5 of keras-applications' `vgg16_weights_tf_dim_ordering_tf_kernels.h5` (its `file_hash`).
 VGG16_MD5 = "64373286793e3c8b2b4e3219cbf3544b"
@@ -400,12 +401,6 @@ def imagenet_class_names() -> list[str]:
     )
 
     return [wnid for wnid, _ in load_synsets()]
-
-
-def md5_file(path: str | Path) -> str:
-    from lrp.datasets.acquire import md5sum
-
-    return md5sum(path)
 
 
 def keras_vgg16_bundle(path: str | Path, verify: bool = False) -> ModelBundle:

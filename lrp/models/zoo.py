@@ -26,13 +26,13 @@ import torch
 import torchvision
 from torch import nn
 
+from lrp.io import sha256_file
 from lrp.models.base import (
     ModelBundle,
     Preprocessing,
     WeightFileError,
     check_state_dict,
     check_torch_archive,
-    sha256_file,
 )
 from lrp.models.keras import imagenet_class_names, keras_vgg16_bundle
 

@@ -91,7 +91,7 @@ def model_card(model_spec: dict, index_csv, occlusion_csv, logits_h5, task: str,
     import h5py
 
     from lrp.datasets.index import read_index
-    from lrp.models.base import sha256_file
+    from lrp.io import sha256_file
 
     occ = pd.read_csv(occlusion_csv)
     card = {"model": model_spec.get("arch"), "weights": str(model_spec.get("weights")),

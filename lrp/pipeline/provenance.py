@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lrp import __version__
 from lrp.io import atomic_path
-from lrp.models.base import sha256_file
+from lrp.io import sha256_file
 
 LRP = Path(__file__).resolve().parents[1]
 """The lrp package folder: the root of the source specs ("pipeline.data:data" is lrp/pipeline/data.py)."""

@@ -37,7 +37,8 @@ from torch.nn import functional as F
 from lrp.evaluation.classification import voc07_ap
 from lrp.io import atomic_path
 from lrp.models.architectures import ALEXNET_MULTILABEL, alexnet_multilabel
-from lrp.models.base import ModelBundle, pick_device, sha256_file
+from lrp.io import sha256_file
+from lrp.models.base import ModelBundle, pick_device
 
 ARCH_NAME = ALEXNET_MULTILABEL
 STATE_FORMAT = "lrp-bench-finetune-state/1"
