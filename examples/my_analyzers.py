@@ -9,12 +9,13 @@ from dataclasses import dataclass
 
 import torch
 
-from lrp.composites import Analyzer, register, register_function
-from lrp.rules import Epsilon, Flat, Rule, expand_bias, linear_forward, linear_transpose
+import lrp
+from lrp.composites import Analyzer
+from lrp.rules import Epsilon, Flat, expand_bias, linear_forward, linear_transpose
 
 
 @dataclass(frozen=True)  # frozen: rules compare by value, so analyzers that agree share work
-class Gamma(Rule):
+class Gamma(lrp.Rule):
     """LRP-γ (Montavon et al. 2019): w → w + γw⁺ and b → b + γb⁺ favour the positive contributions.
 
     z_j = Σ_i a_i (w_ij + γw⁺_ij) + b_j + γb⁺_j, R_i = a_i Σ_j (w_ij + γw⁺_ij) R_j / (z_j + ε·sign(z_j)).
@@ -47,9 +48,9 @@ def lrp_cmp_gamma_flat(layer, n_conv, options):
     return Gamma(options["gamma"])
 
 
-register(Analyzer("lrp_cmp_gamma_flat", start="logit", family="lrp", kernel_rule=lrp_cmp_gamma_flat,
-                  defaults={"gamma": 0.25}, label="LRP_CMP:γ+♭",
-                  doc="ε (0.1) on dense layers, LRP-γ on convs, ♭ on the first flat_layers convs (default 1)"))
+lrp.register(Analyzer("lrp_cmp_gamma_flat", start="logit", family="lrp", kernel_rule=lrp_cmp_gamma_flat,
+                      defaults={"gamma": 0.25}, label="LRP_CMP:γ+♭",
+                      doc="ε (0.1) on dense layers, LRP-γ on convs, ♭ on the first flat_layers convs (default 1)"))
 
 
 def integrated_gradients(model, inputs, targets, steps=32):
@@ -66,4 +67,4 @@ def integrated_gradients(model, inputs, targets, steps=32):
     return inputs * total / steps
 
 
-register_function("integrated_gradients", integrated_gradients, defaults={"steps": 32}, label="IG")
+lrp.register_function("integrated_gradients", integrated_gradients, defaults={"steps": 32}, label="IG")

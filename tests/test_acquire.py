@@ -1,4 +1,5 @@
-"""lrp.datasets.acquire against a real HTTP server on 127.0.0.1 and archives laid out like the real ones."""
+"""lrp.datasets.acquire, .download and .extract against a real HTTP server on 127.0.0.1 and archives laid out like
+the real ones."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from lrp.datasets import acquire
-from lrp.datasets.acquire import AcquisitionError, TransientAcquisitionError
+from lrp.datasets import acquire, download, extract
+from lrp.datasets.acquire_errors import AcquisitionError, TransientAcquisitionError
 
 DATA = Path(__file__).parent / "data" / "acquire"
 VOC_FILES = sorted(p.relative_to(DATA / "voc2007_trainval")
@@ -162,12 +163,12 @@ def member(name: str, type_=tarfile.REGTYPE, linkname: str = "") -> tarfile.TarI
 def test_full_download_verify_extract(server, tmp_path):
     tar = make_voc_tar(server.root / "VOCtrainval_06-Nov-2007.tar")
     dest = tmp_path / "dl" / tar.name
-    got = acquire.download(server.put(tar), dest, md5=md5(tar), **FAST)
+    got = download.download(server.put(tar), dest, md5=md5(tar), **FAST)
     assert got == dest and dest.read_bytes() == tar.read_bytes()
     assert not dest.with_name(dest.name + ".part").exists()
     assert [r[1] for r in server.requests] == [None]  # one plain GET
 
-    out = acquire.safe_extract(dest, tmp_path / "voc", progress=False)
+    out = extract.safe_extract(dest, tmp_path / "voc", progress=False)
     for rel in VOC_FILES:
         assert (out / rel).read_bytes() == (DATA / "voc2007_trainval" / rel).read_bytes()
     assert (out / ".extracted-VOCtrainval_06-Nov-2007.tar").is_file()
@@ -175,10 +176,10 @@ def test_full_download_verify_extract(server, tmp_path):
     assert [p.name for p in (tmp_path).iterdir() if p.name.startswith(".")] == []  # no temp dirs left
 
     # re-runs are no-ops: the file is not fetched again, the marker short-cuts extraction
-    acquire.download(server.put(tar), dest, md5=md5(tar), **FAST)
+    download.download(server.put(tar), dest, md5=md5(tar), **FAST)
     assert len(server.requests) == 1
     (out / "VOCdevkit" / "VOC2007" / "JPEGImages" / "2.jpg").unlink()
-    acquire.safe_extract(dest, out, progress=False)
+    extract.safe_extract(dest, out, progress=False)
     assert not (out / "VOCdevkit" / "VOC2007" / "JPEGImages" / "2.jpg").exists()
 
 
@@ -187,7 +188,7 @@ def test_resume_after_dropped_connection(server, tmp_path):
     url, k = server.put(tgz), tgz.stat().st_size // 2
     server.drop_after[f"/{tgz.name}"] = k
     dest = tmp_path / tgz.name
-    acquire.download(url, dest, md5=md5(tgz), **FAST)
+    download.download(url, dest, md5=md5(tgz), **FAST)
     assert dest.read_bytes() == tgz.read_bytes()
     assert server.requests == [(f"/{tgz.name}", None, 200), (f"/{tgz.name}", f"bytes={k}-", 206)]
 
@@ -196,7 +197,7 @@ def test_part_file_is_resumed_across_runs(server, tmp_path):
     tgz = make_bbox_tgz(server.root / "boxes.tgz")
     dest = tmp_path / "boxes.tgz"
     dest.with_name("boxes.tgz.part").write_bytes(tgz.read_bytes()[:777])
-    acquire.download(server.put(tgz), dest, md5=md5(tgz), **FAST)
+    download.download(server.put(tgz), dest, md5=md5(tgz), **FAST)
     assert tgz.stat().st_size > 777 and dest.read_bytes() == tgz.read_bytes()
     assert [r[1:] for r in server.requests] == [("bytes=777-", 206)]
 
@@ -206,7 +207,7 @@ def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     server.ignore_range.add("/boxes.tgz")
     dest = tmp_path / "boxes.tgz"
     dest.with_name("boxes.tgz.part").write_bytes(b"X" * 500)  # wrong bytes: must not survive
-    acquire.download(server.put(tgz), dest, md5=md5(tgz), **FAST)
+    download.download(server.put(tgz), dest, md5=md5(tgz), **FAST)
     assert dest.read_bytes() == tgz.read_bytes()
     assert [r[1:] for r in server.requests] == [("bytes=500-", 200)]
 
@@ -215,7 +216,7 @@ def test_416_means_part_is_complete(server, tmp_path):
     tgz = make_bbox_tgz(server.root / "boxes.tgz")
     dest = tmp_path / "boxes.tgz"
     dest.with_name("boxes.tgz.part").write_bytes(tgz.read_bytes())
-    acquire.download(server.put(tgz), dest, md5=md5(tgz), **FAST)
+    download.download(server.put(tgz), dest, md5=md5(tgz), **FAST)
     assert dest.read_bytes() == tgz.read_bytes()
     assert [r[2] for r in server.requests] == [416]
 
@@ -224,7 +225,7 @@ def test_5xx_is_retried_then_gives_up_keeping_part(server, tmp_path):
     tgz = make_bbox_tgz(server.root / "boxes.tgz")
     server.fail_once["/boxes.tgz"] = 503
     dest = tmp_path / "boxes.tgz"
-    acquire.download(server.put(tgz), dest, md5=md5(tgz), **FAST)
+    download.download(server.put(tgz), dest, md5=md5(tgz), **FAST)
     assert [r[2] for r in server.requests] == [503, 200]
 
     # a server that always drops the connection: bounded retries, .part kept for the next run
@@ -234,7 +235,7 @@ def test_5xx_is_retried_then_gives_up_keeping_part(server, tmp_path):
     server.drop_always["/again.tgz"] = 10
     with pytest.raises(TransientAcquisitionError, match=r"failed after 4 attempts.*\(40 bytes\) is kept: re-run "
                                                         "to resume"):
-        acquire.download(server.put(server.root / "again.tgz"), dest2, md5=md5(tgz), **FAST)
+        download.download(server.put(server.root / "again.tgz"), dest2, md5=md5(tgz), **FAST)
     assert len(server.requests) == 4
     assert dest2.with_name("again.tgz.part").stat().st_size == 40
     assert not dest2.exists()
@@ -245,7 +246,7 @@ def test_md5_mismatch_leaves_nothing(server, tmp_path):
     wrong = "0" * 32
     dest = tmp_path / "boxes.tgz"
     with pytest.raises(AcquisitionError) as e:
-        acquire.download(server.put(tgz), dest, md5=wrong, **FAST)
+        download.download(server.put(tgz), dest, md5=wrong, **FAST)
     msg = str(e.value)
     assert wrong in msg and md5(tgz) in msg and "boxes.tgz" in msg
     assert not dest.exists()
@@ -254,25 +255,25 @@ def test_md5_mismatch_leaves_nothing(server, tmp_path):
     # an existing final file is checked, never silently replaced
     dest.write_bytes(b"stale")
     with pytest.raises(AcquisitionError, match=r"boxes\.tgz: MD5 mismatch"):
-        acquire.download(server.put(tgz), dest, md5=md5(tgz), **FAST)
+        download.download(server.put(tgz), dest, md5=md5(tgz), **FAST)
     assert dest.read_bytes() == b"stale" and len(server.requests) == 1
 
 
 def test_verify_md5_message_names_file_and_both_sums(tmp_path):
     f = tmp_path / "x.bin"
     f.write_bytes(b"abc")
-    assert acquire.verify_md5(f, md5(f)) == md5(f)
+    assert download.verify_md5(f, md5(f)) == md5(f)
     with pytest.raises(AcquisitionError, match=rf"x\.bin.*expected {'1' * 32}, actual {md5(f)}.*delete"):
-        acquire.verify_md5(f, "1" * 32)
+        download.verify_md5(f, "1" * 32)
     with pytest.raises(AcquisitionError, match="32 hex digits"):
-        acquire.verify_md5(f, "nope")
+        download.verify_md5(f, "nope")
 
 
 def test_404_names_the_url_without_retrying(server, tmp_path):
     server.not_found.add("/missing.tar")
     url = f"{server.url}/missing.tar"
     with pytest.raises(AcquisitionError, match=re.escape(url) + ".*404") as e:
-        acquire.download(url, tmp_path / "missing.tar", **FAST)
+        download.download(url, tmp_path / "missing.tar", **FAST)
     assert type(e.value) is AcquisitionError  # deterministic: not worth retrying
     assert len(server.requests) == 1
     assert not (tmp_path / "missing.tar").exists()
@@ -284,19 +285,19 @@ def test_connection_refused_is_bounded(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(TransientAcquisitionError, match="failed after 2 attempts.*Nothing was kept"):
-        acquire.download(f"http://127.0.0.1:{port}/x.tar", tmp_path / "x.tar",
+        download.download(f"http://127.0.0.1:{port}/x.tar", tmp_path / "x.tar",
                          retries=1, backoff=0.01, timeout=2, progress=False)
 
 
 def test_local_path_and_file_url_sources(tmp_path):
     tgz = make_bbox_tgz(tmp_path / "ILSVRC2012_bbox_val_v3.tgz")
-    a = acquire.download(str(tgz), tmp_path / "a" / tgz.name, md5=md5(tgz))  # progress bar on
-    b = acquire.download(tgz.as_uri(), tmp_path / "b" / tgz.name, md5=md5(tgz), progress=False)
+    a = download.download(str(tgz), tmp_path / "a" / tgz.name, md5=md5(tgz))  # progress bar on
+    b = download.download(tgz.as_uri(), tmp_path / "b" / tgz.name, md5=md5(tgz), progress=False)
     assert a.read_bytes() == b.read_bytes() == tgz.read_bytes()
     with pytest.raises(AcquisitionError, match="does not exist"):
-        acquire.download(str(tmp_path / "nope.tgz"), tmp_path / "c" / "nope.tgz", progress=False)
+        download.download(str(tmp_path / "nope.tgz"), tmp_path / "c" / "nope.tgz", progress=False)
     with pytest.raises(AcquisitionError, match="unsupported URL scheme"):
-        acquire.download("ftp://example.org/x.tar", tmp_path / "x.tar", progress=False)
+        download.download("ftp://example.org/x.tar", tmp_path / "x.tar", progress=False)
 
 
 # ---------------------------------------------------------------- extraction
@@ -313,7 +314,7 @@ def test_truncated_tar_is_refused(tmp_path):
         bad = tmp_path / f"VOCtrainval_{label}.tar"
         bad.write_bytes(full[:cut])
         with pytest.raises(AcquisitionError, match=rf"{bad.name}.*truncated or corrupt"):
-            acquire.safe_extract(bad, tmp_path / f"out_{label}", progress=False)
+            extract.safe_extract(bad, tmp_path / f"out_{label}", progress=False)
         assert not (tmp_path / f"out_{label}").exists(), label
     assert [p.name for p in tmp_path.iterdir() if "extracting" in p.name] == []
 
@@ -322,15 +323,15 @@ def test_truncated_tgz_and_zip_are_refused(tmp_path):
     data = make_bbox_tgz(tmp_path / "b.tgz").read_bytes()
     (tmp_path / "cut.tgz").write_bytes(data[: len(data) - 100])
     with pytest.raises(AcquisitionError, match=r"cut\.tgz.*truncated or corrupt"):
-        acquire.safe_extract(tmp_path / "cut.tgz", tmp_path / "o1", progress=False)
+        extract.safe_extract(tmp_path / "cut.tgz", tmp_path / "o1", progress=False)
     with zipfile.ZipFile(tmp_path / "z.zip", "w") as zf:
         zf.writestr("val/a.xml", "<annotation/>" * 100)
     raw = (tmp_path / "z.zip").read_bytes()
     (tmp_path / "cut.zip").write_bytes(raw[:-30])
     with pytest.raises(AcquisitionError, match=r"cut\.zip.*truncated or corrupt"):
-        acquire.safe_extract(tmp_path / "cut.zip", tmp_path / "o2", progress=False)
+        extract.safe_extract(tmp_path / "cut.zip", tmp_path / "o2", progress=False)
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
-    out = acquire.safe_extract(tmp_path / "z.zip", tmp_path / "o3", progress=False)
+    out = extract.safe_extract(tmp_path / "z.zip", tmp_path / "o3", progress=False)
     assert (out / "val" / "a.xml").is_file()
 
 
@@ -356,7 +357,7 @@ def test_malicious_tar_members_are_refused(tmp_path, case):
     arc = tar_with(tmp_path / f"{case}.tar", good, *MALICIOUS[case])
     dest = tmp_path / "sub" / "out"
     with pytest.raises(AcquisitionError, match=rf"{case}\.tar: refusing"):
-        acquire.safe_extract(arc, dest, progress=False)
+        extract.safe_extract(arc, dest, progress=False)
     assert not dest.exists()
     assert not (tmp_path / "sub" / "evil").exists() and not (tmp_path / "evil").exists()
     assert not Path("/tmp/lrp-acquire-evil").exists()
@@ -367,13 +368,13 @@ def test_malicious_zip_members_are_refused(tmp_path):
     with zipfile.ZipFile(tmp_path / "evil.zip", "w") as zf:
         zf.writestr("../evil", "x")
     with pytest.raises(AcquisitionError, match=r"evil\.zip: refusing member '\.\./evil'"):
-        acquire.safe_extract(tmp_path / "evil.zip", tmp_path / "out", progress=False)
+        extract.safe_extract(tmp_path / "evil.zip", tmp_path / "out", progress=False)
     with zipfile.ZipFile(tmp_path / "link.zip", "w") as zf:
         info = zipfile.ZipInfo("val/etc")
         info.external_attr = (0o120777) << 16  # symlink
         zf.writestr(info, "/etc")
     with pytest.raises(AcquisitionError, match="symlink"):
-        acquire.safe_extract(tmp_path / "link.zip", tmp_path / "out", progress=False)
+        extract.safe_extract(tmp_path / "link.zip", tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists() and not (tmp_path / "evil").exists()
 
 
@@ -382,9 +383,9 @@ def test_inside_symlink_needs_allow_links(tmp_path):
                    (member("val/latest.xml", tarfile.SYMTYPE, "a.xml"), None))
     with pytest.raises(AcquisitionError, match=r"ok\.tar: refusing symlink 'val/latest\.xml' -> 'a\.xml': "
                                                "archives of this data set contain no links"):
-        acquire.safe_extract(arc, tmp_path / "out", progress=False)
+        extract.safe_extract(arc, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
-    out = acquire.safe_extract(arc, tmp_path / "out", progress=False, allow_links=True)
+    out = extract.safe_extract(arc, tmp_path / "out", progress=False, allow_links=True)
     assert (out / "val" / "latest.xml").read_bytes() == b"<a/>"
 
 
@@ -395,15 +396,15 @@ def test_two_archives_merge_into_one_tree(tmp_path):
                     (member("VOCdevkit/VOC2007/Annotations/000001.xml"), b"<annotation/>"),
                     (member("VOCdevkit/VOC2007/ImageSets/Main/test.txt"), b"000001\n"))
     out = tmp_path / "voc"
-    acquire.safe_extract(tv, out, progress=False)
-    acquire.safe_extract(test, out, progress=False)
+    extract.safe_extract(tv, out, progress=False)
+    extract.safe_extract(test, out, progress=False)
     ann = out / "VOCdevkit" / "VOC2007" / "Annotations"
     assert sorted(p.name for p in ann.iterdir()) == ["000001.xml", "000002.xml", "1.xml", "2.xml"]
     assert (out / ".extracted-VOCtrainval_06-Nov-2007.tar").is_file()
     assert (out / ".extracted-VOCtest_06-Nov-2007.tar").is_file()
     clash = tar_with(tmp_path / "clash.tar", (member("VOCdevkit/VOC2007/Annotations/1.xml"), b"other"))
     with pytest.raises(AcquisitionError, match=r"clash\.tar: would overwrite .*1\.xml"):
-        acquire.safe_extract(clash, out, progress=False)
+        extract.safe_extract(clash, out, progress=False)
 
 
 # ---------------------------------------------------------------- registry and fetch
@@ -474,7 +475,7 @@ def test_fetch_falls_back_to_mirror(server, tmp_path):
 
 def test_resolve_dataset_source_kinds(server, tmp_path):
     tar = make_voc_tar(tmp_path / "VOCtrainval_06-Nov-2007.tar")
-    out = acquire.safe_extract(tar, tmp_path / "voc", progress=False)
+    out = extract.safe_extract(tar, tmp_path / "voc", progress=False)
     plan = acquire.resolve_dataset_source(out, "voc2007")
     assert (plan.action, plan.root) == ("use", out)
     # VOCdevkit or VOCdevkit/VOC2007 given: the root is still the folder holding VOCdevkit/

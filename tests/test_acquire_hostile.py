@@ -1,19 +1,23 @@
-"""lrp.datasets.acquire against hostile input (issue #17): link chains, bombs, web pages instead of archives, what a
-failed download leaves on disk, and which failures are worth retrying. Every input is built here."""
+"""lrp.datasets.acquire, .download and .extract against hostile input (issue #17): link chains, bombs, hostile tar
+headers and member names, web pages instead of archives, what a failed download leaves on disk, and which failures
+are worth retrying. Every input is built here."""
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import os
 import re
 import tarfile
 import zipfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 
-from lrp.datasets import acquire
-from lrp.datasets.acquire import AcquisitionError, TransientAcquisitionError
+from lrp.datasets import acquire, download, extract
+from lrp.datasets.acquire_errors import AcquisitionError, TransientAcquisitionError
 from test_acquire import FAST, _no_proxy, make_bbox_tgz, md5, member, registry_with, server, tar_with  # noqa: F401
 
 HOPS = 13  # d/s0 .. d/s12: each climbs one folder more, while every link on its own looks inside
@@ -59,7 +63,7 @@ def test_link_chain_is_refused(tmp_path, sentinel):
     arc = chain_tar(tmp_path / "chain.tar", sentinel)
     dest = tmp_path / "sub" / "out"
     with pytest.raises(AcquisitionError) as e:
-        acquire.safe_extract(arc, dest, progress=False)
+        extract.safe_extract(arc, dest, progress=False)
     msg = str(e.value)
     assert msg.startswith(f"{arc}: refusing symlink 'd/ILSVRC2012_val_00000001.JPEG' -> 'escape': {NO_LINKS}")
     assert "allow_links=True" in msg
@@ -74,7 +78,7 @@ def test_link_chain_is_refused_even_with_allow_links(tmp_path, sentinel):
         arc = chain_tar(tmp_path / "chain.tar", sentinel, image=image)
         with pytest.raises(AcquisitionError, match=re.escape(
                 f"{arc}: refusing symlink {first}: it resolves outside the folder (following the archive's own")):
-            acquire.safe_extract(arc, dest, progress=False, allow_links=True)
+            extract.safe_extract(arc, dest, progress=False, allow_links=True)
         assert_nothing_extracted(tmp_path, sentinel, dest)
 
 
@@ -114,7 +118,7 @@ def test_allowed_links_must_end_at_a_member_inside(tmp_path, sentinel, case):
     members, expected = HOSTILE_LINKS[case]
     arc = tar_with(tmp_path / f"{case}.tar", (member("val/a.xml"), b"<a/>"), *members)
     with pytest.raises(AcquisitionError, match=rf"{case}\.tar: {expected}"):
-        acquire.safe_extract(arc, tmp_path / "out", progress=False, allow_links=True)
+        extract.safe_extract(arc, tmp_path / "out", progress=False, allow_links=True)
     assert_nothing_extracted(tmp_path, sentinel, tmp_path / "out")
 
 
@@ -122,7 +126,7 @@ def test_allowed_links_inside_the_archive_still_work(tmp_path):
     arc = tar_with(tmp_path / "ok.tar", (member("val/a.xml"), b"<a/>"),
                    (member("val/up", tarfile.SYMTYPE, "../val/sub/.."), None),  # ends at val/
                    (member("val/sub/b.xml", tarfile.LNKTYPE, "val/a.xml"), None))
-    out = acquire.safe_extract(arc, tmp_path / "out", progress=False, allow_links=True)
+    out = extract.safe_extract(arc, tmp_path / "out", progress=False, allow_links=True)
     assert (out / "val" / "up" / "a.xml").read_bytes() == (out / "val" / "sub" / "b.xml").read_bytes() == b"<a/>"
 
 
@@ -134,12 +138,12 @@ def test_zip_links_and_names_are_refused(tmp_path, sentinel):
         zf.writestr(info, str(sentinel))
     with pytest.raises(AcquisitionError, match=re.escape(
             f"link.zip: refusing symlink 'val/etc' -> '{sentinel}': {NO_LINKS}")):
-        acquire.safe_extract(tmp_path / "link.zip", tmp_path / "out", progress=False)
+        extract.safe_extract(tmp_path / "link.zip", tmp_path / "out", progress=False)
     for name, why in (("/tmp/lrp-acquire-evil", "absolute path"), ("val/../../evil", "'..' would escape")):
         with zipfile.ZipFile(tmp_path / "names.zip", "w") as zf:
             zf.writestr(name, "x")
         with pytest.raises(AcquisitionError, match=rf"names\.zip: refusing member '{re.escape(name)}': {why}"):
-            acquire.safe_extract(tmp_path / "names.zip", tmp_path / "out", progress=False)
+            extract.safe_extract(tmp_path / "names.zip", tmp_path / "out", progress=False)
     assert not Path("/tmp/lrp-acquire-evil").exists() and not (tmp_path.parent / "evil").exists()
     assert_nothing_extracted(tmp_path, sentinel, tmp_path / "out")
 
@@ -152,11 +156,11 @@ def test_existing_symlink_in_dest_is_never_written_through(tmp_path, sentinel):
     tgz = make_bbox_tgz(tmp_path / "b.tgz")
     with pytest.raises(AcquisitionError, match=re.escape(
             f"b.tgz: refusing to extract onto {dest / 'val'}: a symlink (to '{sentinel.parent}') is in the way")):
-        acquire.safe_extract(tgz, dest, progress=False)
+        extract.safe_extract(tgz, dest, progress=False)
     assert list(sentinel.parent.iterdir()) == [sentinel] and sentinel.read_text() == "secret"
     assert sorted(p.name for p in dest.iterdir()) == ["val"]  # no marker: not extracted
     (dest / "val").unlink()
-    acquire.safe_extract(tgz, dest, progress=False)
+    extract.safe_extract(tgz, dest, progress=False)
     assert (dest / "val" / "ILSVRC2012_val_00000001.xml").is_file()
 
 
@@ -185,12 +189,12 @@ def test_bomb_is_refused_by_bytes(tmp_path, make):
     assert arc.stat().st_size < 20_000  # a real bomb: tiny archive, large contents
     dest = tmp_path / "out"
     with pytest.raises(AcquisitionError) as e:
-        acquire.safe_extract(arc, dest, progress=False, max_bytes=1_000_000)
+        extract.safe_extract(arc, dest, progress=False, max_bytes=1_000_000)
     assert str(e.value).startswith(f"{arc}: refusing to extract: it unpacks to more than 1,000,000 bytes, beyond "
                                    "the limit max_bytes=1,000,000; nothing was extracted.")
-    assert "lrp.datasets.acquire.MAX_EXTRACT_BYTES" in str(e.value)
+    assert "lrp.datasets.extract.MAX_EXTRACT_BYTES" in str(e.value)
     assert not dest.exists() and list(tmp_path.iterdir()) == [arc]
-    out = acquire.safe_extract(arc, dest, progress=False, max_bytes=1_100_000)  # at the limit: fine
+    out = extract.safe_extract(arc, dest, progress=False, max_bytes=1_100_000)  # at the limit: fine
     assert (out / "val" / "1.xml").stat().st_size == 700_000
 
 
@@ -199,7 +203,7 @@ def test_bomb_is_refused_by_member_count(tmp_path, make):
     arc = make(tmp_path / f"many.{make.__name__[6:]}", *[1] * 6)
     with pytest.raises(AcquisitionError, match=re.escape(
             f"{arc}: refusing to extract: it has more than 5 members, beyond the limit max_members=5")):
-        acquire.safe_extract(arc, tmp_path / "out", progress=False, max_members=5)
+        extract.safe_extract(arc, tmp_path / "out", progress=False, max_members=5)
     assert not (tmp_path / "out").exists()
 
 
@@ -215,12 +219,12 @@ def test_zip_whose_header_understates_its_size_is_refused(tmp_path):
     raw[26 - 4:26] = (100).to_bytes(4, "little")  # and the local header's
     arc.write_bytes(bytes(raw))
     with pytest.raises(AcquisitionError, match=r"liar\.zip: truncated or corrupt archive \(BadZipFile: Bad CRC"):
-        acquire.safe_extract(arc, tmp_path / "out", progress=False, max_bytes=1000)
+        extract.safe_extract(arc, tmp_path / "out", progress=False, max_bytes=1000)
     assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == [arc]
 
 
 def test_byte_budget_counts_what_is_written(tmp_path):
-    budget = acquire._ByteBudget(tmp_path / "x.zip", 10)
+    budget = extract._ByteBudget(tmp_path / "x.zip", 10)
     budget.take(6)
     budget.take(4)
     with pytest.raises(AcquisitionError, match=r"x\.zip: refusing to extract: it unpacks to more than 10 bytes"):
@@ -238,12 +242,12 @@ def test_limits_reach_the_prepare_functions_and_module_defaults(tmp_path, monkey
     with pytest.raises(AcquisitionError, match=r"`datasets\.imagenet\.boxes` = .*max_members=1;"):
         acquire.prepare_imagenet(images, tgz, work_dir=tmp_path / "raw", registry=reg, progress=False,
                                  max_members=1)
-    monkeypatch.setattr(acquire, "MAX_EXTRACT_BYTES", 100)  # the documented module default, lowered
+    monkeypatch.setattr(extract, "MAX_EXTRACT_BYTES", 100)  # the documented module default, lowered
     with pytest.raises(AcquisitionError, match=r"max_bytes=100;"):
-        acquire.safe_extract(tgz, tmp_path / "boxes", progress=False)
+        extract.safe_extract(tgz, tmp_path / "boxes", progress=False)
     assert not (tmp_path / "boxes").exists() and not (tmp_path / "raw" / "boxes").exists()
     with pytest.raises(AcquisitionError, match=r"max_bytes must be a non-negative whole number, got -1"):
-        acquire.safe_extract(tgz, tmp_path / "boxes", progress=False, max_bytes=-1)
+        extract.safe_extract(tgz, tmp_path / "boxes", progress=False, max_bytes=-1)
 
 
 def test_prepare_voc_passes_the_limits(tmp_path):
@@ -275,7 +279,7 @@ def test_web_page_without_md5_is_refused(server, tmp_path):
     server.headers["/ILSVRC2012_img_val.tar"] = {"Content-Type": "text/html; charset=utf-8"}
     dest = tmp_path / "dl" / page.name
     with pytest.raises(AcquisitionError) as e:
-        acquire.download(server.put(page), dest, **FAST)
+        download.download(server.put(page), dest, **FAST)
     assert type(e.value) is AcquisitionError  # retrying cannot help
     assert str(e.value).startswith(f"{dest}: the server returned a web page (Content-Type: text/html), not the "
                                    "file: probably a login or error page. Nothing was kept.")
@@ -293,7 +297,7 @@ def test_web_page_without_md5_is_refused(server, tmp_path):
     dest.write_bytes(LOGIN_PAGE)
     with pytest.raises(AcquisitionError, match=rf"{re.escape(str(dest))}: exists but is a web page \(it starts "
                                                r"with '<!DOCTYPE html'\).*delete it and re-run"):
-        acquire.download(server.put(page), dest, **FAST)
+        download.download(server.put(page), dest, **FAST)
     assert dest.read_bytes() == LOGIN_PAGE  # the user's file: reported, not deleted
 
 
@@ -302,7 +306,7 @@ def test_web_page_with_md5_says_what_it_is(server, tmp_path):
     page.write_bytes(LOGIN_PAGE)
     with pytest.raises(AcquisitionError, match=r"w\.h5: MD5 mismatch .* It is a web page \(it starts with "
                                                r"'<!DOCTYPE html'\), probably a login or error page\."):
-        acquire.download(server.put(page), tmp_path / "w.h5", md5="0" * 32, **FAST)
+        download.download(server.put(page), tmp_path / "w.h5", md5="0" * 32, **FAST)
     assert_nothing_kept(tmp_path / "w.h5")
 
 
@@ -314,13 +318,13 @@ def test_unreadable_archive_without_md5_is_refused(server, tmp_path):
         fmt = "zip" if name.endswith(".zip") else "tar"
         with pytest.raises(AcquisitionError, match=rf"{re.escape(str(tmp_path / name))}: the file from .* is not "
                                                    rf"a readable {fmt} archive \(.*\); nothing was kept"):
-            acquire.download(server.put(server.root / name), tmp_path / name, **FAST)
+            download.download(server.put(server.root / name), tmp_path / name, **FAST)
         assert_nothing_kept(tmp_path / name)
     # what is right passes unverified by MD5 (with a warning), and so does a non-archive name
     (server.root / "good.tar").write_bytes(tar.read_bytes())
-    assert acquire.download(server.put(server.root / "good.tar"), tmp_path / "good2.tar", **FAST).is_file()
+    assert download.download(server.put(server.root / "good.tar"), tmp_path / "good2.tar", **FAST).is_file()
     (server.root / "weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
-    assert acquire.download(server.put(server.root / "weights.h5"), tmp_path / "weights.h5", **FAST).is_file()
+    assert download.download(server.put(server.root / "weights.h5"), tmp_path / "weights.h5", **FAST).is_file()
 
 
 def test_repeated_5xx_says_nothing_was_kept(server, tmp_path):
@@ -328,7 +332,7 @@ def test_repeated_5xx_says_nothing_was_kept(server, tmp_path):
     server.fail_always["/boxes.tgz"] = 500
     dest = tmp_path / "boxes.tgz"
     with pytest.raises(TransientAcquisitionError) as e:
-        acquire.download(server.put(tgz), dest, **FAST)
+        download.download(server.put(tgz), dest, **FAST)
     msg = str(e.value)
     assert "failed after 4 attempts" in msg and "HTTP Error 500" in msg
     assert msg.endswith("Nothing was kept (no partial file): re-run to try again.") and "is kept" not in msg
@@ -337,7 +341,7 @@ def test_repeated_5xx_says_nothing_was_kept(server, tmp_path):
     server.fail_always.clear()
     server.drop_always["/boxes.tgz"] = 0
     with pytest.raises(TransientAcquisitionError, match=r"connection closed after 0 of \d+ bytes\. Nothing was kept"):
-        acquire.download(server.put(tgz), dest, **FAST)
+        download.download(server.put(tgz), dest, **FAST)
     assert_nothing_kept(dest)
 
 
@@ -366,8 +370,154 @@ def test_disk_full_while_downloading_is_not_transient(server, tmp_path):
     dest = tmp_path / "boxes.tgz"
     dest.with_name("boxes.tgz.part").symlink_to("/dev/full")  # every write fails with ENOSPC
     with pytest.raises(AcquisitionError) as e:
-        acquire.download(server.put(tgz), dest, **FAST)
+        download.download(server.put(tgz), dest, **FAST)
     assert type(e.value) is AcquisitionError
     assert re.match(rf"{re.escape(str(dest))}\.part: writing the download failed \(\[Errno 28\] No space left on "
                     r"device\)\. Nothing was kept .* Free disk space", str(e.value))
     assert len(server.requests) == 1 and not dest.exists()  # not retried
+
+
+# ---------------------------------------------------------------- 10. hostile tar headers and member names
+
+
+def header_bomb(path: Path, kind: bytes, size: int) -> Path:
+    """A .tar.bz2 whose first header (GNU long name/link, pax extended/global) declares `size` bytes of header
+    data: tarfile would read all of it into memory before any member is seen."""
+    info = tarfile.TarInfo("././@LongLink" if kind in (b"L", b"K") else "././@PaxHeader")
+    info.type, info.size = kind, size
+    path.write_bytes(bz2.compress(info.tobuf(tarfile.GNU_FORMAT) + b"\0" * (1 << 16)))
+    return path
+
+
+@pytest.mark.parametrize("kind, what", [(b"L", "GNU long-name"), (b"K", "GNU long-link"), (b"x", "pax extended"),
+                                        (b"g", "pax global")])
+def test_tar_header_declaring_a_huge_payload_is_refused_before_reading_it(tmp_path, kind, what):
+    arc = header_bomb(tmp_path / "headers.tar.bz2", kind, 1_600_000_000)
+    assert arc.stat().st_size < 1000
+    name = "././@LongLink" if kind in (b"L", b"K") else "././@PaxHeader"
+    with pytest.raises(AcquisitionError, match=re.escape(
+            f"{arc}: refusing member '{name}' (a {what} header at byte 0): it declares 1,600,000,000 bytes of "
+            f"header data, beyond the limit of {extract.MAX_TAR_HEADER_BYTES:,}")):
+        extract.safe_extract(arc, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    # without an archive name, by content: still recognised as a (hostile) tar, and refused the same way
+    plain = arc.rename(tmp_path / "headers")
+    with pytest.raises(AcquisitionError, match=r"headers: refusing member .* bytes of header data"):
+        extract.safe_extract(plain, tmp_path / "out", progress=False)
+
+
+def test_tar_long_names_within_the_limits_still_extract(tmp_path):
+    name = "val/" + "d" * 200 + "/" + "n" * 250 + ".xml"  # GNU long-name and pax headers of a few hundred bytes
+    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        arc = tmp_path / f"long{fmt}.tar"
+        with tarfile.open(arc, "w", format=fmt) as tf:
+            info = member(name)
+            info.size = 4
+            tf.addfile(info, io.BytesIO(b"<a/>"))
+        out = extract.safe_extract(arc, tmp_path / f"out{fmt}", progress=False)
+        assert (out / name).read_bytes() == b"<a/>"
+
+
+def hostile_names() -> dict[str, tuple[str, str]]:
+    deep = "/".join(["d"] * 300) + "/x.xml"
+    return {  # case -> (member name, expected message after "refusing member ")
+        "long": ("val/" + "n" * 5000, re.escape(f"'val/{'n' * 56}...': name of 5,004 bytes, longer than the limit "
+                                                "of 4,096 bytes (MAX_MEMBER_NAME_BYTES)")),
+        "deep": (deep, re.escape(f"'{deep[:60]}...': 301 path components, deeper than the limit of 256 "
+                                 "(MAX_MEMBER_DEPTH)")),
+        "marker": (".extracted-VOCtest_06-Nov-2007.tar", r"'\.extracted-VOCtest_06-Nov-2007\.tar': names like "
+                                                        r"\.extracted-\* are the extraction's own markers"),
+        "marker_below": ("val/.extracted-x.tgz", r"'val/\.extracted-x\.tgz': names like \.extracted-\*"),
+    }
+
+
+@pytest.mark.parametrize("fmt", ["tar", "zip"])
+@pytest.mark.parametrize("case", sorted(hostile_names()))
+def test_long_deep_and_marker_names_are_refused(tmp_path, fmt, case):
+    name, expected = hostile_names()[case]
+    arc = tmp_path / f"names.{fmt}"
+    if fmt == "tar":
+        tar_with(arc, (member("val/a.xml"), b"<a/>"), (member(name), b"<b/>"))
+    else:
+        with zipfile.ZipFile(arc, "w") as zf:
+            zf.writestr("val/a.xml", "<a/>")
+            zf.writestr(name, "<b/>")
+    dest = tmp_path / "out"
+    with pytest.raises(AcquisitionError, match=rf"names\.{fmt}: refusing member {expected}"):
+        extract.safe_extract(arc, dest, progress=False, allow_links=fmt == "tar")
+    assert not dest.exists()
+
+
+def test_planted_marker_does_not_skip_another_archive(tmp_path):
+    """The marker an archive would plant is exactly the one that makes a later archive count as extracted."""
+    root = tmp_path / "voc"
+    evil = tar_with(tmp_path / "evil.tar", (member(".extracted-VOCtest_06-Nov-2007.tar"), b"{}"))
+    with pytest.raises(AcquisitionError, match=r"evil\.tar: refusing member '\.extracted-VOCtest"):
+        extract.safe_extract(evil, root, progress=False)
+    assert not extract.marker_path(root, "VOCtest_06-Nov-2007.tar").exists()
+
+
+def tail_tgz(path: Path, tail: int) -> Path:
+    """A .tgz of one small member whose tar stream goes on with `tail` zero bytes after its end-of-archive marker."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tf:
+        info = member("val/a.xml")
+        info.size = 4
+        tf.addfile(info, io.BytesIO(b"<a/>"))
+    path.write_bytes(gzip.compress(raw.getvalue() + b"\0" * tail, compresslevel=9))
+    return path
+
+
+def test_data_after_the_tar_end_counts_against_the_byte_limit(tmp_path):
+    arc = tail_tgz(tmp_path / "tail.tgz", 3 << 20)
+    assert arc.stat().st_size < 10_000
+    with pytest.raises(AcquisitionError, match=re.escape(
+            f"{arc}: refusing to extract: ") + r"[\d,]+\+ bytes of data follow the end-of-archive marker \(after the "
+            r"last member 'val/a\.xml'\): with the members it unpacks to more than 2,000,000 bytes, beyond the "
+            r"limit max_bytes=2,000,000; nothing was extracted"):
+        extract.safe_extract(arc, tmp_path / "out", progress=False, max_bytes=2_000_000)
+    assert not (tmp_path / "out").exists()
+    # normal padding (up to a 1 MiB record) is not data, and the default limit lets the tail through
+    assert (extract.safe_extract(tail_tgz(tmp_path / "pad.tgz", 1 << 19), tmp_path / "pad", progress=False,
+                                 max_bytes=4) / "val" / "a.xml").is_file()
+    assert (extract.safe_extract(arc, tmp_path / "out", progress=False) / "val" / "a.xml").is_file()
+
+
+def test_zip_empty_and_duplicate_names_are_refused(tmp_path):
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w") as zf:
+        zf.writestr("val/a.xml", "<a/>")
+        zf.writestr(zipfile.ZipInfo(""), "x")
+    with pytest.raises(AcquisitionError, match=r"empty\.zip: refusing member '': empty name"):
+        extract.safe_extract(tmp_path / "empty.zip", tmp_path / "out", progress=False)
+    for second in ("val/a.xml", "val\\a.xml", "./val//a.xml"):
+        with pytest.warns(UserWarning, match="Duplicate name") if second == "val/a.xml" else nullcontext():
+            with zipfile.ZipFile(tmp_path / "dup.zip", "w") as zf:
+                zf.writestr("val/a.xml", "<a/>")
+                zf.writestr(second, "<evil/>")
+        with pytest.raises(AcquisitionError, match=re.escape(
+                f"dup.zip: refusing member {second!r}: duplicate name (another member, 'val/a.xml', is extracted "
+                "to the same path)")):
+            extract.safe_extract(tmp_path / "dup.zip", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+WEB_PAGES = {
+    "xml_prologue": b'<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0//EN">',
+    "comment": b"<!-- served by nginx -->\n<html><body>Not found</body></html>",
+    "bom": b"\xef\xbb\xbf<!DOCTYPE html><html/>",
+    "whitespace": b"\r\n\t   \n<HTML><body>log in</body></HTML>",
+    "utf16": "\ufeff<!DOCTYPE html><html/>".encode("utf-16-le"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WEB_PAGES))
+def test_web_pages_with_a_prologue_are_refused(tmp_path, case):
+    page = tmp_path / "src" / "page.tar"
+    page.parent.mkdir()
+    page.write_bytes(WEB_PAGES[case])
+    dest = tmp_path / "dl" / "ILSVRC2012_img_val.tar"
+    prologue = " after an XML declaration or comment" if case in ("xml_prologue", "comment") else ""
+    with pytest.raises(AcquisitionError, match=re.escape(f"{dest}: the source is a web page (it starts with '<")
+                       + r"(!DOCTYPE html|html|HTML)[^']*'" + re.escape(f"{prologue}), not the file")):
+        download.download(page, dest, progress=False)
+    assert_nothing_kept(dest)

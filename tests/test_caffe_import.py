@@ -20,7 +20,10 @@ from torch import nn
 
 import lrp
 from lrp.datasets.voc import VOC_CLASSES
-from lrp.models.caffe import CAFFENET_BGR_MEAN, caffe_bundle, from_caffe, messages, read_caffemodel
+from lrp.models.caffe import caffe_bundle, from_caffe
+from lrp.models.caffe.bundle import CAFFENET_BGR_MEAN
+from lrp.models.caffe.files import read_caffemodel
+from lrp.models.caffe.schema import messages
 from lrp.models.zoo import load_model
 
 SIZE = 37
@@ -153,7 +156,8 @@ def np_conv(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1):
         xg, wg = xp[g * cg:(g + 1) * cg], w[g * ng:(g + 1) * ng]
         for i in range(oh):
             for j in range(ow):
-                patch = xg[:, i * stride[0]:i * stride[0] + eh:dilation[0], j * stride[1]:j * stride[1] + ew:dilation[1]]
+                hs, ws = i * stride[0], j * stride[1]
+                patch = xg[:, hs:hs + eh:dilation[0], ws:ws + ew:dilation[1]]
                 out[g * ng:(g + 1) * ng, i, j] = np.einsum("ocij,cij->o", wg, patch)
     return out + (0 if b is None else b[:, None, None])
 
@@ -295,6 +299,23 @@ def test_blob_shape_mismatch_names_file_and_layer(tmp_path):
     model_path, proto, _ = write_net(tmp_path, weights=weights)
     with pytest.raises(ValueError, match=rf"{model_path.name}: layer 'conv2': weight blob has shape "
                                          r"\(12, 8, 3, 3\) but the prototxt .* implies \(12, 4, 3, 3\)"):
+        from_caffe(model_path, proto)
+
+
+@pytest.mark.parametrize("style", ["new", "v1"])
+def test_non_finite_blob_names_file_layer_and_count(tmp_path, style):
+    """NaN/±Inf weights would load and give NaN maps later: refused, with the layer, the blob and the count."""
+    weights = random_weights()
+    weights["conv2"][0][0, 0, 0, :3] = [np.nan, np.inf, np.nan]
+    model_path, proto, _ = write_net(tmp_path, weights=weights, style=style)
+    with pytest.raises(ValueError, match=rf"{model_path.name}: layer 'conv2': weight blob: 3 of 432 values are "
+                                         r"non-finite \(2 NaN, 1 ±Inf\)"):
+        from_caffe(model_path, proto)
+    weights = random_weights()
+    weights["fc7"][1][5] = -np.inf
+    model_path, proto, _ = write_net(tmp_path, weights=weights, style=style)
+    with pytest.raises(ValueError, match=rf"{model_path.name}: layer 'fc7': bias blob: 1 of 16 values are "
+                                         r"non-finite \(0 NaN, 1 ±Inf\)"):
         from_caffe(model_path, proto)
 
 

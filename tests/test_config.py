@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lrp.pipeline.config import ConfigError, check_schema, non_finite
+from lrp.pipeline.config import ConfigError, check_schema, non_finite, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -94,3 +94,69 @@ def _merge(cfg: dict, edit: dict) -> dict:
     for k, v in edit.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+@pytest.mark.parametrize("yaml_edit, message", [
+    ("datasets: {demo: {input_size: 64.0}}", "datasets.demo.input_size: 64.0 is not of type 'integer'"),
+    ("datasets: {demo: {n_shards: true}}", "datasets.demo.n_shards: True is not of type 'integer'"),
+    ("analyzers: {lrp_epsilon: {epsilon: yes}}", "analyzers.lrp_epsilon.epsilon: True is not of type 'number'"),
+    (f"analyzers: {{lrp_epsilon: {{epsilon: {'9' * 400}}}}}",
+     "analyzers.lrp_epsilon.epsilon: an integer of 400 digits is too large (at most 2**64)"),
+    (f"evaluation: {{n_boot: {'1' * 25}}}", "evaluation.n_boot: an integer of 25 digits is too large"),
+])
+def test_numbers_must_be_what_the_jobs_take(yaml_edit, message):
+    """A float where a count belongs (`64.0` reaches range() or a tensor shape), a boolean where a number
+    belongs (YAML's `yes`), an integer no float can hold: refused by key, before any job."""
+    problems = _problems(_merge(_config(), yaml.safe_load(yaml_edit)))
+    assert any(p.startswith(message) for p in problems), problems
+
+
+def test_validate_fills_every_default_once():
+    """The schema is the one place a default lives: `validate` fills them (recipe branches included) and the
+    rules read keys, never `.get(key, default)`."""
+    cfg = yaml.safe_load("""
+results: r
+datasets:
+  a: {format: voc, source: demo, splits: [test], input_size: 32, model: m, n_shards: 1}
+  b: {format: voc, root: /data/VOC2007, splits: [test], input_size: 32, model: m, n_shards: 1}
+  c: {format: imagenet, images: /i, boxes: /b, input_size: 224, model: f, n_shards: 1}
+models:
+  m: {arch: checkpoint, bias: innvestigate, train: {dataset: a}}
+  f: {arch: checkpoint, bias: toolbox, train: {dataset: b, recipe: finetune_alexnet, init_weights: null}}
+analyzers: {lrp_z: {}}
+""")
+    validate(cfg, SCHEMA)
+    a, b, c = (cfg["datasets"][k] for k in "abc")
+    assert (a["classes"], b["classes"], c["classes"]) == ("demo", "voc", "imagenet")
+    assert a["demo"] == {"n_train": 2000, "n_test": 600, "seed": 0, "max_objects": 4}  # inside a branch's default
+    assert "demo" not in b and "demo" not in c
+    assert a["limits"] == b["limits"] and a["limits"] is not b["limits"]  # copies: no dataset shares another's
+    assert cfg["models"]["m"]["train"] == {"dataset": "a", "recipe": "demo_vgg", "epochs": 10, "batch_size": 64,
+                                           "lr": 0.002, "seed": 0, "threads": 2}
+    assert cfg["attribution"] == {"batch_size": 16, "device": "auto", "precision": "float32", "tf32": False,
+                                  "fused": "auto", "deterministic": False, "threads": 2}
+    assert cfg["report"]["panel"] == {"n_images": 4, "flat_analyzer": "lrp_cmp_alpha1_flat"}
+    assert cfg["plugins"] == [] and cfg["training_data"] == {}
+
+
+def test_schema_defaults_equal_the_library_defaults():
+    """Where the library has a default of its own (its functions are called outside the pipeline too), the
+    schema gives the same value: the finetune recipe's hyper-parameters and the bounds on untrusted data."""
+    import inspect
+
+    from lrp.datasets.extract import MAX_EXTRACT_BYTES, MAX_EXTRACT_MEMBERS
+    from lrp.storage.images import MAX_IMAGE_PIXELS
+    from lrp.training.finetune import RECIPE_KEYS, finetune_alexnet
+
+    cfg = _config("ci.yaml")
+    cfg["models"]["demo_vgg"]["train"] = {"dataset": "demo", "recipe": "finetune_alexnet", "init_weights": None}
+    validate(cfg, SCHEMA)
+    train = cfg["models"]["demo_vgg"]["train"]
+    signature = inspect.signature(finetune_alexnet).parameters
+    assert train["eval_split"] == "test"  # run_finetune's, not finetune_alexnet's
+    for key in set(RECIPE_KEYS) - {"eval_split"}:
+        default = signature[key].default
+        assert train[key] == (list(default) if isinstance(default, tuple) else default), key
+    limits = cfg["datasets"]["demo"]["limits"]
+    assert (limits["archive_bytes"], limits["archive_members"], limits["image_pixels"]) == (
+        MAX_EXTRACT_BYTES, MAX_EXTRACT_MEMBERS, MAX_IMAGE_PIXELS)

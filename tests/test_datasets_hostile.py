@@ -12,12 +12,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from configs import dataset_entry
 from lrp.pipeline import data as data_stages
 from lrp.datasets.imagenet import index_imagenet, parse_imagenet_xml
 from lrp.datasets.index import (
     Annotation, AnnotationError, UnsafePathError, finish_index, read_index, unit_row, unsafe_path_reason,
 )
 from lrp.datasets.voc import index_voc, read_image_set
+from lrp.storage import images
 from lrp.storage.images import MAX_IMAGE_PIXELS, ImageDecodeError, load_rgb, read_image_shard, write_image_shard
 
 VOC = Path(__file__).parent / "data" / "voc2007"
@@ -179,7 +181,7 @@ GRADIENT = (np.arange(256, dtype=np.int64).reshape(8, 32) * 254).astype(np.uint1
 
 
 @pytest.mark.parametrize("mode, dtype, fmt", [("I;16", np.uint16, "PNG"), ("I;16B", ">u2", "TIFF"),
-                                              ("I", np.int32, "TIFF")])
+                                              ("I", np.uint16, "PPM")])  # a 16-bit PGM opens as "I", 0..65535
 def test_wide_grey_images_are_scaled_not_clipped(tmp_path, mode, dtype, fmt):
     path = tmp_path / f"g.{fmt.lower()}"
     Image.fromarray(GRADIENT.astype(dtype)).save(path, format=fmt)
@@ -201,16 +203,23 @@ def test_sixteen_bit_grey_agrees_with_pil_sixteen_bit_rgb(tmp_path):
     np.testing.assert_array_equal(grey, rgb)
 
 
-@pytest.mark.parametrize("array, message", [
-    (np.full((4, 4), 0.5, np.float32), "32-bit floating-point image (mode F)"),
-    (np.array([[-1, 70000]], np.int32), "I image has values -1..70000, outside 16-bit 0..65535"),
+I_TIFF = "32-bit integer image (mode I, format TIFF): its value range is undefined"
+
+
+@pytest.mark.parametrize("image, message", [
+    (Image.fromarray(np.full((4, 4), 0.5, np.float32)), "32-bit floating-point image (mode F)"),
+    (Image.fromarray(np.arange(256, dtype=np.int32).reshape(8, 32)), I_TIFF),  # 0..255: >> 8 made it black
+    (Image.fromarray(np.array([[-1, 70000]], np.int32)), I_TIFF),
+    (Image.new("LAB", (4, 3), (50, 10, 200)), "CIELAB image (mode LAB): PIL's RGB conversion would copy L, a, b"),
 ])
-def test_images_without_an_8_bit_mapping_are_refused(tmp_path, array, message):
+def test_images_without_an_8_bit_mapping_are_refused(tmp_path, image, message):
     path = tmp_path / "odd.tif"
-    Image.fromarray(array).save(path)
+    image.save(path)
     with pytest.raises(ImageDecodeError) as err:
         load_rgb(path)
     assert str(err.value).startswith(f"{path}: {message}")
+    with pytest.raises(ImageDecodeError, match=r"image mode La: no meaningful conversion to 8-bit RGB"):
+        images._to_rgb(path, Image.new("La", (2, 2)))  # no decoder yields La; any mode not known is refused
 
 
 def test_eight_bit_modes_decode_as_before(tmp_path):
@@ -218,7 +227,8 @@ def test_eight_bit_modes_decode_as_before(tmp_path):
     rgb = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
     cases = {"rgb.jpg": Image.fromarray(rgb), "l.png": Image.fromarray(rgb[..., 0]),
              "p.png": Image.fromarray(rgb).quantize(16), "cmyk.jpg": Image.fromarray(rgb).convert("CMYK"),
-             "rgba.png": Image.fromarray(rgb).convert("RGBA"), "one.png": Image.fromarray(rgb[..., 0]).convert("1")}
+             "rgba.png": Image.fromarray(rgb).convert("RGBA"), "one.png": Image.fromarray(rgb[..., 0]).convert("1"),
+             "la.png": Image.fromarray(rgb).convert("LA")}
     for name, im in cases.items():
         im.save(tmp_path / name)
         img, mode = load_rgb(tmp_path / name)
@@ -269,6 +279,39 @@ def test_max_pixels_is_configurable_and_reaches_the_shard(tmp_path):
     assert no_leftovers(tmp_path, "s.h5")
 
 
+def imagenet_index(image_file: str, width: int, height: int, size: int) -> pd.DataFrame:
+    ann = Annotation("x", image_file, width, height, [])
+    return finish_index([unit_row(ann, "val", "x", 0, "c", [[0, 0, width, height]], "imagenet", size)])
+
+
+def test_extreme_aspect_ratio_refused_from_the_header_before_resizing(tmp_path):
+    """A 1 x 20000 image passes the input bound (20,000 pixels), but the ImageNet transform scales its short side
+    to 224: the resized copy would be 224 x 4,480,000 pixels (3 GB of RGB) from a file of a few hundred bytes."""
+    Image.new("L", (1, 20000), 128).save(tmp_path / "thin.png")
+    assert (tmp_path / "thin.png").stat().st_size < 1000
+    with pytest.raises(ImageDecodeError) as err:
+        write_image_shard(imagenet_index("thin.png", 1, 20000, 224), 0, 1, tmp_path, "imagenet", 224,
+                          tmp_path / "s.h5")
+    assert str(err.value).startswith(
+        f"{tmp_path / 'thin.png'}: image is 1x20000, which the 'imagenet' transform to 224 would resize to "
+        "224x4480000 = 1,003,520,000 pixels, above the limit of 89,478,485 (max_pixels); refused before decoding")
+    assert "datasets.<name>.limits.image_pixels" in str(err.value) and no_leftovers(tmp_path, "s.h5")
+    (tmp_path / "garbage.png").write_bytes(png_bytes(1, 20000, b"not zlib"))  # the header alone decides
+    with pytest.raises(ImageDecodeError, match="would resize to 224x4480000"):
+        write_image_shard(imagenet_index("garbage.png", 1, 20000, 224), 0, 1, tmp_path, "imagenet", 224,
+                          tmp_path / "s.h5")
+    # the bound is the configured one, inclusive; the warp transform (size x size) never grows an image
+    Image.new("L", (1, 2000), 128).save(tmp_path / "small.png")  # imagenet to 16: 16 x 32000 = 512,000 pixels
+    with pytest.raises(ImageDecodeError, match="16x32000 = 512,000 pixels, above the limit of 511,999"):
+        write_image_shard(imagenet_index("small.png", 1, 2000, 16), 0, 1, tmp_path, "imagenet", 16,
+                          tmp_path / "s.h5", max_pixels=511_999)
+    write_image_shard(imagenet_index("small.png", 1, 2000, 16), 0, 1, tmp_path, "imagenet", 16, tmp_path / "s.h5",
+                      max_pixels=512_000)
+    assert (read_image_shard(tmp_path / "s.h5")["images"] == 128).all()
+    write_image_shard(one_image_index("thin.png", 1, 20000), 0, 1, tmp_path, "warp", 16, tmp_path / "w.h5")
+    assert read_image_shard(tmp_path / "w.h5")["images"].shape == (1, 16, 16, 3)
+
+
 def test_csv_index_reports_a_bomb_header_as_a_skip(tmp_path):
     val = tmp_path / "val"
     val.mkdir()
@@ -309,7 +352,7 @@ def test_index_and_baseline_stages_without_images(tmp_path, images):
     if images != "missing key":
         info["images"] = None if images is None else str(tmp_path / images)
     (tmp_path / "data.json").write_text(json.dumps(info))
-    cfg = {"format": "imagenet", "input_size": 16}
+    cfg = dataset_entry(format="imagenet", input_size=16, model="m", n_shards=1)
     data_stages.index(tmp_path / "data.json", cfg, tmp_path / "samples.csv", tmp_path / "index.json")
     data_stages.baseline(tmp_path / "samples.csv", tmp_path / "baseline.csv")
     assert read_index(tmp_path / "samples.csv")["image_file"].tolist() == ["ILSVRC2012_val_00000001.JPEG"]

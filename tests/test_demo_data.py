@@ -10,7 +10,8 @@ import pytest
 from lxml import etree
 from PIL import Image
 
-from lrp.datasets.demo import DEMO_CLASSES, generate_demo
+from lrp.datasets.catalog import DEMO_CLASSES
+from lrp.datasets.demo import generate_demo
 
 
 def _tree_digest(root: Path) -> dict[str, str]:

@@ -263,7 +263,7 @@ def test_model_card_map_separates_11_point_and_area():
 
 
 def test_training_data_entry_is_located(hand_voc, tmp_path):
-    from lrp.datasets.acquire import AcquisitionError
+    from lrp.datasets.acquire_errors import AcquisitionError
     from lrp.training.finetune import prepare_training_data
 
     src, ids = hand_voc
@@ -274,4 +274,4 @@ def test_training_data_entry_is_located(hand_voc, tmp_path):
                                              "root": str(tmp_path / "data")}, tmp_path / "out" / "data.json")
     assert info["root"] == str(voc.parent) and json.loads((tmp_path / "out" / "data.json").read_text()) == info
     with pytest.raises(AcquisitionError, match=r"training_data\.voc2012\.root"):
-        prepare_training_data("voc2012", {"format": "voc", "root": str(tmp_path / "nope")}, tmp_path / "x.json")
+        prepare_training_data("voc2012", {"format": "voc", "source": "local", "year": 2012, "root": str(tmp_path / "nope")}, tmp_path / "x.json")

@@ -1,13 +1,17 @@
 """ImageNet val boxes: XML (§2.2 schema, written from real box values) and Kaggle CSV -> the same index."""
 
+import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from lrp.datasets.imagenet import index_imagenet, load_synsets, parse_imagenet_xml, parse_loc_val_csv, wnid_index
+from lrp.datasets.catalog import load_synsets, wnid_index
+from lrp.datasets.imagenet import index_imagenet, parse_imagenet_xml, parse_loc_val_csv
 from lrp.datasets.index import AnnotationError
 
 DATA = Path(__file__).parent / "data" / "imagenet"
@@ -164,6 +168,8 @@ def test_xml_errors_and_duplicates(tmp_path):
     ("ILSVRC2012_val_00000001,n01751748 111 108 441 193\nILSVRC2012_val_00000001,n01751748 1 1 2 2\n", 3,
      "duplicate ImageId"),
     ("ILSVRC2012_val_00000001,n01751748 441 108 111 193\n", 2, "impossible box"),
+    ("ILSVRC2012_val_00000001,n01751748 111 108 " + "9" * 400 + " 193\n", 2,
+     "box coordinate of n01751748 is out of range"),  # was an OverflowError in float()
 ])
 def test_malformed_csv_names_line(tmp_path, body, line, message):
     csv = tmp_path / "LOC_val_solution.csv"
@@ -181,3 +187,23 @@ def test_csv_box_outside_image_and_bad_header(tmp_path):
     csv.write_text("id,boxes\n")
     with pytest.raises(AnnotationError, match=r"csv:1: expected header"):
         parse_loc_val_csv(csv)
+
+
+def test_catalog_holds_the_class_lists_and_stays_light():
+    """The class lists live in the catalog, which imports only the standard library: the parsers, the index and
+    the model loaders read them from there, none through another (no lazy import to dodge a cycle)."""
+    code = ("import sys; from lrp.datasets import catalog; print(','.join(sorted(m for m in sys.modules if "
+            "m.split('.')[0] in ('pandas', 'PIL', 'lxml') or m.startswith('lrp.datasets.') and m != "
+            "'lrp.datasets.catalog')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"lrp.datasets.catalog also imports {out}"
+    from lrp.datasets import catalog
+    assert catalog.class_list("imagenet") == [w for w, _ in load_synsets()]
+    assert catalog.class_list("voc")[14] == "person" and catalog.class_list("demo")[0] == "disc"
+    with pytest.raises(ValueError, match="unknown class list 'coco'"):
+        catalog.class_list("coco")
+    for name in ("catalog", "index", "imagenet", "voc", "demo", "boxes"):
+        tree = ast.parse((Path(catalog.__file__).parent / f"{name}.py").read_text())
+        lazy = [n.module for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) for n in ast.walk(f)
+                if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("lrp.datasets")]
+        assert not lazy, f"lrp.datasets.{name} imports {lazy} inside a function"

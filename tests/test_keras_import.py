@@ -359,15 +359,16 @@ def _peak_rss_mb() -> float:
 H = 200_000_000  # fc1 outputs: fc1 (54, H) + fc2 (H, 10) declare 48.4 GiB of float32
 
 
-def _huge_dense_file(path, **dataset_kw):
-    """small_vgg with consistent but huge fc1/fc2 that are declared, not written (only a sliver when chunked)."""
+def _huge_dense_file(path, hidden=H, dtype="f4", **dataset_kw):
+    """small_vgg with consistent but huge fc1/fc2 (`hidden` fc1 outputs) that are declared, not written (only a
+    sliver when chunked)."""
     layers = small_vgg(np.random.default_rng(9))
     write_keras_h5(path, layers)
     with h5py.File(path, "a") as f:
-        for name, shape in (("fc1/kernel:0", (54, H)), ("fc1/bias:0", (H,)), ("fc2/kernel:0", (H, 10))):
+        for name, shape in (("fc1/kernel:0", (54, hidden)), ("fc1/bias:0", (hidden,)), ("fc2/kernel:0", (hidden, 10))):
             group = f[name.split("/")[0]]
             del group[name]
-            ds = group.create_dataset(name, shape=shape, dtype="f4", **dataset_kw)
+            ds = group.create_dataset(name, shape=shape, dtype=dtype, **dataset_kw)
             if "compression" in dataset_kw:  # one chunk stored: the file holds data, the rest is its fill value
                 ds[(slice(0, 1),) * len(shape)] = 1.0
     assert path.stat().st_size < 200_000
@@ -386,11 +387,52 @@ def test_declared_but_unwritten_huge_layer_is_refused_unread(tmp_path):
 def test_compressed_huge_layer_is_refused_by_its_declared_size(tmp_path):
     rss = _peak_rss_mb()
     path = _huge_dense_file(tmp_path / "packed.h5", chunks=True, compression="gzip")
-    with pytest.raises(KerasFormatError, match=r"packed\.h5: the weights declare 48\.4 GiB of float32 parameters "
-                                               r"\(layer 'fc1': /fc1/fc1/kernel:0 of shape \(54, 200000000\)\), more "
-                                               r"than the 2 GiB"):
+    with pytest.raises(KerasFormatError, match=r"packed\.h5: the weights declare 48\.4 GiB of parameters as stored "
+                                               r"\(layer 'fc1': /fc1/fc1/kernel:0 of shape \(54, 200000000\), "
+                                               r"float32\), more than the 2 GiB"):
         from_keras_h5(path)
     assert _peak_rss_mb() - rss < 500
+
+
+def test_size_limit_counts_float64_weights_at_8_bytes(tmp_path):
+    """fc1/fc2 declared as float64 with 65 · 6M values: 1.45 GiB at 4 bytes each (under the 2 GiB limit), but the
+    file stores, and the importer would read, 2.9 GiB."""
+    from lrp.models.keras import MAX_WEIGHT_BYTES
+
+    hidden = 6_000_000
+    path = _huge_dense_file(tmp_path / "wide.h5", hidden=hidden, dtype="f8", chunks=True, compression="gzip")
+    n = (54 + 1 + 10) * hidden
+    assert 4 * n < MAX_WEIGHT_BYTES < 8 * n
+    with pytest.raises(KerasFormatError, match=r"wide\.h5: the weights declare 2\.9 GiB of parameters as stored "
+                                               r"\(layer 'fc1': /fc1/fc1/kernel:0 of shape \(54, 6000000\), float64\)"):
+        from_keras_h5(path)
+
+
+def test_float64_weights_load_as_float32(tmp_path):
+    rng = np.random.default_rng(14)
+    layers = small_vgg(rng)
+    wide = [(name, [a.astype(np.float64) for a in arrays]) for name, arrays in layers]
+    module = from_keras_h5(write_keras_h5(tmp_path / "f8.h5", wide))
+    x = rng.uniform(-1, 1, (2, 12, 12, 3)).astype(np.float32)
+    np.testing.assert_allclose(run(module, x), numpy_forward(layers, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer, index, values, message", [
+    ("block2_conv1", 0, {(0, 0, 0, 0): np.nan, (1, 2, 3, 4): np.nan},
+     r"2 of 216 values are non-finite \(2 NaN, 0 ±Inf\)"),
+    ("fc2", 1, {(3,): np.inf, (4,): -np.inf, (5,): np.nan}, r"3 of 10 values are non-finite \(1 NaN, 2 ±Inf\)"),
+], ids=["conv-kernel-nan", "dense-bias-inf"])
+def test_non_finite_weight_names_file_layer_and_count(tmp_path, layer, index, values, message):
+    """NaN/±Inf weights would load and give NaN maps later: refused, naming the dataset and the count."""
+    layers = small_vgg(np.random.default_rng(15))
+    arrays = dict(layers)[layer]
+    for where, value in values.items():
+        arrays[index][where] = value
+    path = write_keras_h5(tmp_path / "m.h5", layers)
+    suffix = ("kernel:0", "bias:0")[index]
+    with pytest.raises(KerasFormatError, match=rf"m\.h5: layer '{layer}' weight /{layer}/{layer}/{suffix}: "
+                                               + message):
+        from_keras_h5(path)
 
 
 def test_paper_vgg16_fits_the_size_limit():

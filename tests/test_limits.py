@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from configs import dataset_entry
+
 from lrp.datasets import acquire
 from lrp.io import md5_file
 
@@ -20,8 +22,9 @@ TRAINVAL = ROOT / "tests" / "data" / "acquire" / "voc2007_trainval"
 
 
 def _voc_cfg(**extra) -> dict:
-    return {"format": "voc", "source": "local", "splits": ["trainval", "test"], "classes": "voc", "input_size": 64,
-            "model": "m", "n_shards": 1, **extra}
+    keys = dict(format="voc", source="local", splits=["trainval", "test"], classes="voc", input_size=64, model="m",
+                n_shards=1)
+    return dataset_entry(**{**keys, **extra})
 
 
 def test_limits_keys_are_validated(tmp_path):
@@ -76,7 +79,7 @@ def test_pixel_limit_reaches_the_image_shard_stage(tmp_path):
     out = tmp_path / "images.h5"
     with pytest.raises(ValueError, match=r"JPEGImages/.*above the limit of 100 \(max_pixels\).*"
                                          r"datasets\.<name>\.limits\.image_pixels"):
-        data_stages.image_shard(data, tmp_path / "samples.csv", {**cfg, "limits": {"image_pixels": 100}}, 0, 1, out, 1)
+        data_stages.image_shard(data, tmp_path / "samples.csv", {**cfg, "limits": {**cfg["limits"], "image_pixels": 100}}, 0, 1, out, 1)
     assert not out.exists() and not list(tmp_path.glob(".images.h5*"))
     data_stages.image_shard(data, tmp_path / "samples.csv", cfg, 0, 1, out, 1)
     assert out.stat().st_size > 0

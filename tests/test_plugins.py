@@ -18,7 +18,7 @@ from zennit.types import Convolution
 
 import lrp
 from lrp import composites, plugins
-from lrp.pipeline.config import ConfigError, check_config
+from lrp.pipeline.config import ConfigError, check_config, fill_defaults
 from lrp.pipeline.provenance import source_hash
 
 from test_engine_zennit import STAB, _base, _build, _onehot, assert_close_per_sample, zennit_attribution
@@ -286,7 +286,8 @@ def test_integrated_gradients_is_complete(example):
 
 
 def _ci_config() -> dict:
-    return yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
+    """config/ci.yaml with the schema's defaults filled in, as the Snakefile hands it to check_config."""
+    return fill_defaults(yaml.safe_load((ROOT / "config" / "ci.yaml").read_text()), ROOT / "config" / "schema.yaml")
 
 
 def test_ci_config_uses_the_example():

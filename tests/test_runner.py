@@ -23,7 +23,8 @@ import torch
 from lxml import etree
 from PIL import Image
 
-import lrp.datasets.acquire
+from configs import dataset_entry
+import lrp.datasets.acquire_errors
 import lrp.datasets.demo as demo
 from lrp.pipeline import runner
 from lrp.io import atomic_dir, atomic_path
@@ -192,11 +193,8 @@ def test_network_failure_exits_transient(tmp_path, capfd):
                            "refused>): check the connection and re-run")
 
 
-def test_acquisitions_transient_error_keeps_its_message_and_exits_75(tmp_path, capfd, monkeypatch):
-    cls = getattr(lrp.datasets.acquire, "TransientAcquisitionError", None)
-    if cls is None:  # not there yet: the runner finds it by name in lrp.datasets.acquire, so give it one
-        cls = type("TransientAcquisitionError", (lrp.datasets.acquire.AcquisitionError,), {})
-        monkeypatch.setattr(lrp.datasets.acquire, "TransientAcquisitionError", cls, raising=False)
+def test_acquisitions_transient_error_keeps_its_message_and_exits_75(tmp_path, capfd):
+    cls = lrp.datasets.acquire_errors.TransientAcquisitionError  # the runner finds it by name in that module
 
     def stage():
         raise cls("http://x/VOC.tar: download failed after 6 attempts; re-run to resume")
@@ -206,7 +204,7 @@ def test_acquisitions_transient_error_keeps_its_message_and_exits_75(tmp_path, c
                                     "re-run to resume"
 
     def deterministic():
-        raise lrp.datasets.acquire.AcquisitionError("VOC.tar: MD5 mismatch")
+        raise lrp.datasets.acquire_errors.AcquisitionError("VOC.tar: MD5 mismatch")
 
     assert _run_expected(tmp_path, capfd, deterministic) == (1, "ERROR in rule data: VOC.tar: MD5 mismatch")
 
@@ -290,7 +288,8 @@ def test_leftovers_of_a_killed_demo_writer_are_removed(tmp_path):
 
 def test_data_stage_disk_full_is_one_line_and_writes_no_data_json(tmp_path, capfd, monkeypatch):
     out_json = tmp_path / "results" / "demo" / "data.json"
-    cfg = {"source": "demo", "format": "voc", "input_size": 32, "demo": {"n_train": 4, "n_test": 2}}
+    cfg = dataset_entry(source="demo", format="voc", input_size=32, model="m", n_shards=1,
+                        demo={"n_train": 4, "n_test": 2})
     _fail_after(monkeypatch, 2, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
     status, line = _run_expected(tmp_path, capfd, data, name="demo", cfg=cfg, out_json=out_json)
     root = out_json.parent / "VOCdevkit" / "DEMO"

@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lrp.datasets.catalog import VOC_CLASSES
 from lrp.datasets.index import (
     INDEX_COLUMNS, AnnotationError, baseline_stats, read_index, write_baseline, write_index,
 )
-from lrp.datasets.voc import VOC_CLASSES, index_voc, parse_voc_xml, read_image_set
+from lrp.datasets.voc import index_voc, parse_voc_xml, read_image_set
 
 DATA = Path(__file__).parent / "data" / "voc2007"
 
@@ -130,6 +131,12 @@ def test_malformed_xml_names_file_and_line(tmp_path):
     ("<height>375</height>", "<height></height>", 16, "<height> is empty"),
     ("<difficult>0</difficult>", "", 20, "<object> has no <difficult>"),
     ("<filename>1.jpg</filename>", "", 1, "<annotation> has no <filename>"),
+    # numbers beyond int64 overflowed in numpy (OverflowError), or wrapped to a negative width without an error
+    ("<width>500</width>", "<width>12345678901234567890</width>", 15,
+     "<width> is out of range, got 12345678901234567890 (at most 2,147,483,647 in magnitude"),
+    ("<height>375</height>", "<height>99999999999999999999</height>", 16, "<height> is out of range"),
+    ("<xmin>135</xmin>", "<xmin>-99999999999999999999</xmin>", 26, "<xmin> is out of range, got -9999"),
+    ("<xmax>236</xmax>", "<xmax>" + "9" * 400 + "</xmax>", 28, "got 99999999999999999999...(400 digits)"),
 ])
 def test_invalid_annotations_name_file_and_line(tmp_path, old, new, line, message):
     path = tmp_path / "000123.xml"

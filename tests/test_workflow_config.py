@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from configs import dataset_entry
 from snakemake_run import ROOT, dry_run_jobs, snakemake, write_config
 
 
@@ -70,7 +71,8 @@ def test_missing_pattern_folder_names_the_key(tmp_path):
 
     data = tmp_path / "data.json"
     data.write_text(json.dumps({"images": str(tmp_path), "annotations": str(tmp_path)}))
-    cfg = {"format": "imagenet", "input_size": 64, "pattern_images": str(tmp_path / "nope"), "max_samples": 4}
+    cfg = {**dataset_entry(format="imagenet", input_size=64, model="m", n_shards=1),
+           "pattern_images": str(tmp_path / "nope"), "max_samples": 4}
     with pytest.raises(FileNotFoundError, match=r"datasets\.imagenet\.patterns\.images: .*nope.* not a folder"):
         index(data, cfg, tmp_path / "s.csv", tmp_path / "r.json", key="datasets.imagenet")
     assert not (tmp_path / "s.csv").exists()

@@ -191,9 +191,13 @@ def _set_state(key, value):
      r"'features\.0\.weight' has dtype torch\.float64, expected torch\.float32"),
     (_set_state("features.0.bias", [0.0, 0.0]), r"'features\.0\.bias' is a list, expected a dense torch\.float32"),
     (_set_state("features.0.bias", torch.zeros(2).to_sparse()), r"'features\.0\.bias' is a torch\.sparse_coo tensor"),
+    (_set_state("features.0.weight", torch.zeros(2, 3, 3, 3).index_fill_(1, torch.tensor([1]), float("nan"))),
+     r"'features\.0\.weight': 18 of 54 values are non-finite \(18 NaN, 0 ±Inf\); such weights give NaN"),
+    (_set_state("classifier.6.bias", torch.tensor([0.0, float("inf"), -float("inf")])),
+     r"'classifier\.6\.bias': 2 of 3 values are non-finite \(0 NaN, 2 ±Inf\)"),
 ], ids=["kwargs-str", "missing-key", "extra-key", "size-str", "size-bool", "size-0", "class-int", "state-list",
         "kwargs-unknown", "kwargs-bad", "kwargs-huge", "info-tensor", "mean-str", "std-nan", "std-0", "pre-keys",
-        "state-missing", "state-extra", "shape", "dtype", "not-tensor", "sparse"])
+        "state-missing", "state-extra", "shape", "dtype", "not-tensor", "sparse", "state-nan", "state-inf"])
 def test_bad_checkpoint_payload_names_file_and_key(tmp_path, edit, message):
     from lrp.models.base import WeightFileError
 
@@ -278,6 +282,18 @@ def test_torchvision_state_dict_of_wrong_type_names_file_and_key(tmp_path, edits
     path = save_with_hash_name(_alexnet_state(**edits), tmp_path, "alexnet-owt")
     with pytest.raises(WeightFileError, match=rf"{re.escape(str(path))}: not a torchvision_alexnet state dict: "
                                               rf"{message}"):
+        load_model({"name": "anet", "arch": "torchvision_alexnet", "weights": str(path)})
+
+
+def test_torchvision_state_dict_with_non_finite_values_names_file_key_and_count(tmp_path):
+    """NaN/±Inf weights would load and give NaN maps later: refused before the network is allocated."""
+    from lrp.models.base import WeightFileError
+
+    bias = torch.zeros(1000)
+    bias[[1, 7]], bias[9] = float("nan"), -float("inf")
+    path = save_with_hash_name(_alexnet_state(**{"classifier.6.bias": bias}), tmp_path, "alexnet-owt")
+    with pytest.raises(WeightFileError, match=rf"^{re.escape(str(path))}: 'classifier\.6\.bias': 3 of 1000 values "
+                                              r"are non-finite \(2 NaN, 1 ±Inf\)"):
         load_model({"name": "anet", "arch": "torchvision_alexnet", "weights": str(path)})
 
 

@@ -19,10 +19,8 @@ import numpy as np
 from lxml import etree
 from PIL import Image
 
+from lrp.datasets.catalog import DEMO_CLASSES
 from lrp.io import atomic_dir
-
-# Each class = a shape + a texture; colours are random so colour alone never identifies a class.
-DEMO_CLASSES: tuple[str, ...] = ("disc", "square", "triangle", "cross", "ring", "star")
 
 SPLITS = ("train", "val", "trainval", "test")
 _MIN_VISIBLE_PX = 6  # an object with fewer visible pixels is not annotated (nobody could see it)

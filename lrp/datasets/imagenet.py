@@ -1,7 +1,8 @@
 """ILSVRC2012 validation: box annotations (official XML or Kaggle CSV) -> one evaluation unit per image.
 
-Class index = position of the image's WNID in sorted-WNID order (torchvision ImageFolder == Keras
-imagenet_class_index.json == Kaggle LOC_synset_mapping.txt; data_protocol.md §2.3). Every val box carries
+Class index = position of the image's WNID in sorted-WNID order (`lrp.datasets.catalog.wnid_index`;
+torchvision ImageFolder == Keras imagenet_class_index.json == Kaggle LOC_synset_mapping.txt;
+data_protocol.md §2.3). Every val box carries
 the image's own WNID, so an image with two different WNIDs means corrupted input and is an error.
 Boxes are 0-based inclusive in both sources (§2.2) and become half-open [x0, y0, x1 + 1, y1 + 1).
 """
@@ -9,8 +10,6 @@ Boxes are 0-based inclusive in both sources (§2.2) and become half-open [x0, y0
 from __future__ import annotations
 
 import csv
-import functools
-import importlib.resources
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,11 +18,13 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from lrp.datasets.catalog import wnid_index
 from lrp.datasets.index import (
     Annotation,
     AnnotationError,
     Obj,
     UnsafePathError,
+    check_coordinate,
     check_on_error,
     check_relative_path,
     finish_index,
@@ -32,41 +33,10 @@ from lrp.datasets.index import (
     unit_row,
 )
 
-__all__ = ["IMAGENET_TRANSFORM", "load_synsets", "wnid_index", "parse_imagenet_xml", "parse_loc_val_csv",
-           "index_imagenet"]
+__all__ = ["IMAGENET_TRANSFORM", "parse_imagenet_xml", "parse_loc_val_csv", "index_imagenet"]
 
 IMAGENET_TRANSFORM = "imagenet"  # shorter side -> size, centre crop (paper / Keras preprocessing)
 _EXT = ".JPEG"
-
-
-@functools.cache
-def load_synsets() -> tuple[tuple[str, str], ...]:
-    """The 1000 (wnid, names) pairs in class-index (sorted-WNID) order, from lrp/data/imagenet_synsets.txt.
-
-    Class names elsewhere are the WNIDs (`[w for w, _ in load_synsets()]`): unique, unlike the human names
-    ('crane' occurs twice). Immutable because it is cached.
-    """
-    res = importlib.resources.files("lrp") / "data" / "imagenet_synsets.txt"
-    pairs = []
-    for lineno, line in enumerate(res.read_text(encoding="utf-8").splitlines(), 1):
-        wnid, _, names = line.partition(" ")
-        if not (wnid.startswith("n") and len(wnid) == 9 and names):
-            raise AnnotationError(res, lineno, f"expected '<wnid> <names>', got {line!r}")
-        pairs.append((wnid, names))
-    wnids = [w for w, _ in pairs]
-    if len(pairs) != 1000 or wnids != sorted(set(wnids)):
-        raise AnnotationError(res, None, "expected 1000 distinct WNIDs in sorted order")
-    return tuple(pairs)
-
-
-@functools.cache
-def _wnid_index() -> dict[str, int]:
-    return {w: i for i, (w, _) in enumerate(load_synsets())}
-
-
-def wnid_index() -> dict[str, int]:
-    """{wnid: class index} (a fresh dict; callers may modify it)."""
-    return dict(_wnid_index())
 
 
 def parse_imagenet_xml(path) -> Annotation:
@@ -115,6 +85,8 @@ def parse_loc_val_csv(path) -> dict[str, list[Obj]]:
                 x0, y0, x1, y1 = map(int, coords)
             except ValueError:
                 raise AnnotationError(path, lineno, f"non-integer coordinates {coords} for {wnid}") from None
+            for v in (x0, y0, x1, y1):
+                check_coordinate(v, path, lineno, f"box coordinate of {wnid}")
             if x0 > x1 or y0 > y1 or x0 < 0 or y0 < 0:
                 raise AnnotationError(path, lineno, f"impossible box {coords} for {wnid}")
             objs.append(Obj(wnid, False, (float(x0), float(y0), float(x1 + 1), float(y1 + 1)), lineno))
@@ -122,8 +94,8 @@ def parse_loc_val_csv(path) -> dict[str, list[Obj]]:
     return out
 
 
-def _check_unit(ann: Annotation, source) -> int:
-    """Validate one image's objects (known, single WNID, inside the image); return the class index."""
+def _check_unit(ann: Annotation, source, classes: Mapping[str, int]) -> int:
+    """Validate one image's objects (known, single WNID, inside the image); return its index in `classes`."""
     if not ann.objects:
         raise AnnotationError(source, None, f"image {ann.image_id!r} has no boxes")
     first = ann.objects[0]
@@ -135,9 +107,9 @@ def _check_unit(ann: Annotation, source) -> int:
         if x0 < 0 or y0 < 0 or x1 > ann.width or y1 > ann.height:
             raise AnnotationError(source, obj.line, f"box of {ann.image_id!r} lies outside the "
                                                     f"{ann.width}x{ann.height} image")
-    if first.name not in _wnid_index():
+    if first.name not in classes:
         raise AnnotationError(source, first.line, f"unknown WNID {first.name!r}")
-    return _wnid_index()[first.name]
+    return classes[first.name]
 
 
 def _image_size(image_id: str, image_dir, image_sizes, source, line) -> tuple[int, int]:
@@ -209,7 +181,7 @@ def index_imagenet(boxes, size: int = 224, on_error: str = "raise", image_dir=No
     """
     check_on_error(on_error)
     boxes = Path(boxes)
-    rows, skipped, seen = [], [], {}
+    rows, skipped, seen, classes = [], [], {}, wnid_index()
     n_sources = n_boxes = n_multi = 0
     for source, ann in tqdm(_annotations(boxes, image_dir, image_sizes), desc="index ImageNet", unit="img",
                             file=sys.stderr, mininterval=5):
@@ -220,7 +192,7 @@ def index_imagenet(boxes, size: int = 224, on_error: str = "raise", image_dir=No
             if ann.image_id in seen:
                 raise AnnotationError(source, None, f"image {ann.image_id!r} is annotated twice "
                                                     f"(also in {seen[ann.image_id]})")
-            cls = _check_unit(ann, source)
+            cls = _check_unit(ann, source, classes)
         except AnnotationError as e:
             if on_error == "raise":
                 raise

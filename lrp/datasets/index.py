@@ -24,12 +24,14 @@ from lxml import etree
 from PIL import Image
 
 from lrp.datasets.boxes import make_transform, union_mask
+from lrp.datasets.catalog import wnid_index
 from lrp.io import atomic_path
 
 __all__ = [
     "AnnotationError", "Obj", "Annotation", "INDEX_COLUMNS", "parse_annotation_xml", "unit_row",
     "finish_index", "index_image_folder", "write_index", "read_index", "baseline_stats", "write_baseline",
     "check_on_error", "UnsafePathError", "unsafe_path_reason", "check_relative_path", "resolve_inside",
+    "MAX_COORDINATE", "check_coordinate",
 ]
 
 INDEX_COLUMNS = [
@@ -155,12 +157,29 @@ def _text(path, el, tag: str) -> tuple[str, int]:
     return text, child.sourceline
 
 
+MAX_COORDINATE = 2**31 - 1
+"""Largest magnitude of an image size or box coordinate in an annotation (the largest width a PNG may declare).
+Why a bound: larger values wrap around or overflow in the index's int64 columns and the boxes' float64
+arithmetic, and no real image comes near it."""
+
+
+def check_coordinate(value: int, source, line: int | None, what: str) -> int:
+    """Return `value` if |value| <= MAX_COORDINATE; else raise AnnotationError naming source:line, `what` and the
+    value (rather than an OverflowError, or a silently wrapped size, from numpy or pandas later)."""
+    if abs(value) > MAX_COORDINATE:
+        shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:20]}...({len(str(value))} digits)"
+        raise AnnotationError(source, line, f"{what} is out of range, got {shown} (at most {MAX_COORDINATE:,} in "
+                                            "magnitude: no image is that large)")
+    return value
+
+
 def _int(path, el, tag: str) -> int:
     text, line = _text(path, el, tag)
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise AnnotationError(path, line, f"<{tag}> must be an integer, got {text!r}") from None
+    return check_coordinate(value, path, line, f"<{tag}>")
 
 
 def parse_annotation_xml(path, one_based: bool,
@@ -248,8 +267,6 @@ def index_image_folder(folder, size: int = 224, limit: int | None = None,
     first N sorted files would cover only the first few classes). `size` is accepted for symmetry with
     the other index builders; without boxes it changes nothing.
     """
-    from lrp.datasets.imagenet import wnid_index  # local: imagenet imports this module
-
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: image folder not found")

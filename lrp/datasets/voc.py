@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from lrp.datasets.catalog import VOC_CLASSES
 from lrp.datasets.index import (
     Annotation,
     AnnotationError,
@@ -26,13 +27,8 @@ from lrp.datasets.index import (
     unit_row,
 )
 
-__all__ = ["VOC_CLASSES", "VOC_TRANSFORM", "parse_voc_xml", "read_image_set", "index_voc"]
+__all__ = ["VOC_TRANSFORM", "parse_voc_xml", "read_image_set", "index_voc"]
 
-# Canonical order of the devkit (VOCcode/VOCinit.m); class_index = position here.
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
 VOC_TRANSFORM = "warp"  # VOC inputs are rescaled to size x size, not cropped (paper; CaffeNet demonstrator)
 
 

@@ -114,6 +114,32 @@ def check_state_dict(state, expected: dict[str, torch.Tensor], where: str) -> No
             raise WeightFileError(f"{where}: {k!r} has dtype {v.dtype}, expected {ref.dtype}")
 
 
+def non_finite_problem(values: torch.Tensor) -> str | None:
+    """'N of M values are non-finite (a NaN, b ±Inf)' if the float tensor `values` holds NaN or ±Inf, else None.
+
+    Why: such weights load without complaint and turn every attribution map into NaN much later. The normal case
+    (all finite) costs one `torch.isfinite(values).all()` pass; the values are counted only for the message.
+    Every weight loader (zoo, checkpoint, Keras, Caffe) words its refusal with this.
+    """
+    if not (values.is_floating_point() or values.is_complex()) or bool(torch.isfinite(values).all()):
+        return None
+    n_nan, n_bad = int(torch.isnan(values).sum()), int((~torch.isfinite(values)).sum())
+    return f"{n_bad} of {values.numel()} values are non-finite ({n_nan} NaN, {n_bad - n_nan} ±Inf)"
+
+
+def check_finite_state(state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse a state dict (already passed by check_state_dict) whose floating tensors hold NaN or ±Inf.
+
+    Separate from check_state_dict so that callers first rule out broadcast tensors (a stride-0 tensor of a huge
+    shape would make the isfinite pass allocate its full size). Raises WeightFileError naming `where` (the file),
+    the key and how many values are non-finite.
+    """
+    for key, value in state.items():
+        if problem := non_finite_problem(value):
+            raise WeightFileError(f"{where}: {key!r}: {problem}; such weights give NaN attribution maps "
+                                  "(a corrupt file or a diverged training run?)")
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """`auto` = CUDA when available; asking for CUDA without it is an error, not a silent CPU run."""
     if name == "auto":

@@ -15,22 +15,21 @@ from pathlib import Path
 
 import torch
 
-from lrp.io import atomic_path
+from lrp.io import atomic_path, sha256_file
 from lrp.models.architectures import (  # noqa: F401  (register_arch: re-exported)
     ARCHS,
     register_arch,
 )
-from lrp.io import sha256_file
 from lrp.models.base import (
     ModelBundle,
     Preprocessing,
     WeightFileError,
+    check_finite_state,
     check_state_dict,
     check_torch_archive,
 )
 
 FORMAT = "lrp-bench-bundle/1"
-
 
 
 def _plain(obj, where: str):
@@ -91,9 +90,9 @@ def save_bundle(bundle: ModelBundle, path, arch: str | None = None, arch_kwargs:
 def load_bundle(path, map_location="cpu") -> ModelBundle:
     """Rebuild the eval-mode module from the registry and load its weights (strict, weights_only=True).
 
-    Every key of the payload, the architecture's kwargs and each tensor's name, shape and dtype are checked
-    (against the network built on the meta device) before the network is allocated. Raises FileNotFoundError, or
-    WeightFileError (a ValueError) naming the file, the key and the problem.
+    Every key of the payload, the architecture's kwargs and each tensor's name, shape, dtype and finiteness (no NaN
+    or ±Inf) are checked (against the network built on the meta device) before the network is allocated. Raises
+    FileNotFoundError, or WeightFileError (a ValueError) naming the file, the key and the problem.
     """
     path = Path(path)
     if not path.is_file():
@@ -107,6 +106,7 @@ def load_bundle(path, map_location="cpu") -> ModelBundle:
     arch, kwargs, state = payload["arch"], payload["arch_kwargs"], payload["state_dict"]
     check_state_dict(state, _expected_state(arch, kwargs, path), f"{path}: state_dict does not fit {arch}({kwargs})")
     _check_backed(state, path)
+    check_finite_state(state, str(path))  # after _check_backed: a broadcast tensor would make it allocate its shape
     preprocessing = _preprocessing(payload["preprocessing"], path)
     module = ARCHS[arch](**kwargs)
     try:

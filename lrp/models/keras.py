@@ -16,7 +16,7 @@ Rules (a weights-only file carries no layer configuration, so these are assumpti
   activations, pool size, channels_last); a mismatch is an error, never a silent wrong network.
 - Only floating-point weights stored in the file itself are read: links (external or soft), external or virtual
   storage, weights declared but not written, and files declaring over MAX_WEIGHT_BYTES are refused, by file and
-  dataset, before anything is read or allocated.
+  dataset, before anything is read or allocated. Weights holding NaN or ±Inf are refused as they are read.
 The first Dense after the conv stack gets its input axis permuted from Keras' (H, W, C) flatten order to torch's
 (C, H, W); H = W is taken from `input_size` (tracking the pools) or, without it, from in_features / channels
 assuming square maps.
@@ -37,7 +37,7 @@ import torchvision
 from torch import nn
 
 from lrp.io import md5_file, sha256_file
-from lrp.models.base import ModelBundle, Preprocessing
+from lrp.models.base import ModelBundle, Preprocessing, non_finite_problem
 
 #: MD5 of keras-applications' `vgg16_weights_tf_dim_ordering_tf_kernels.h5` (its `file_hash`).
 VGG16_MD5 = "64373286793e3c8b2b4e3219cbf3544b"
@@ -45,8 +45,9 @@ VGG16_MD5 = "64373286793e3c8b2b4e3219cbf3544b"
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 _WEIGHTLESS_CLASSES = {"InputLayer", "MaxPooling2D", "Flatten", "Dropout"}
-#: Most float32 bytes of weights a file may declare (VGG-16: 0.55 GB, VGG-19: 0.57 GB). Checked before the network
-#: is allocated or any weight read, so that a small file declaring a huge (compressed) layer fails at once.
+#: Most bytes of weights a file may declare, at their stored dtypes (VGG-16 in float32: 0.55 GB, VGG-19: 0.57 GB).
+#: Checked before the network is allocated or any weight read, so that a small file declaring a huge (compressed)
+#: layer fails at once.
 MAX_WEIGHT_BYTES = 2 << 30
 
 
@@ -141,13 +142,26 @@ def _check_dataset(ds: h5py.Dataset, where: str) -> None:
 
 
 def _check_budget(layers: Sequence[tuple[str, Sequence[h5py.Dataset]]], source: str) -> None:
-    """Refuse a file declaring more than MAX_WEIGHT_BYTES of float32 weights (names the largest weight)."""
-    total = 4 * sum(ds.size for _, weights in layers for ds in weights)
+    """Refuse a file declaring more than MAX_WEIGHT_BYTES of weights, each counted at its stored dtype's size
+    (a float64 layer is read as 8 bytes per value before the cast to float32). Raises KerasFormatError naming
+    the largest weight."""
+    total = sum(ds.size * ds.dtype.itemsize for _, weights in layers for ds in weights)
     if total > MAX_WEIGHT_BYTES:
-        name, ds = max(((n, ds) for n, weights in layers for ds in weights), key=lambda item: item[1].size)
-        raise KerasFormatError(f"{source}: the weights declare {total / 2**30:.1f} GiB of float32 parameters (layer "
-                               f"{name!r}: {ds.name} of shape {ds.shape}), more than the {MAX_WEIGHT_BYTES / 2**30:g} "
-                               "GiB this importer accepts (VGG-16: 0.5 GiB); a corrupt or hostile file?")
+        name, ds = max(((n, ds) for n, weights in layers for ds in weights),
+                       key=lambda item: item[1].size * item[1].dtype.itemsize)
+        raise KerasFormatError(f"{source}: the weights declare {total / 2**30:.1f} GiB of parameters as stored "
+                               f"(layer {name!r}: {ds.name} of shape {ds.shape}, {ds.dtype}), more than the "
+                               f"{MAX_WEIGHT_BYTES / 2**30:g} GiB this importer accepts (VGG-16: 0.5 GiB); a corrupt "
+                               "or hostile file?")
+
+
+def _read_float32(ds: h5py.Dataset, where: str) -> np.ndarray:
+    """The values of a checked weight dataset as float32; NaN or ±Inf (also from a float64 value beyond float32's
+    range) is a KerasFormatError naming `where` (file, layer, dataset) and how many values are non-finite."""
+    values = np.asarray(ds[()], dtype=np.float32)
+    if problem := non_finite_problem(torch.from_numpy(values)):
+        raise KerasFormatError(f"{where}: {problem} as float32; such weights give NaN attribution maps")
+    return values
 
 
 def _weights_root(f: h5py.File, source: str) -> h5py.Group:
@@ -360,7 +374,8 @@ def from_keras_h5(path: str | Path, input_size: int | None = None, n_outputs: in
     Input: NCHW float in Keras' own preprocessed space (for the model-zoo VGG-16: BGR, Caffe mean subtracted,
     0–255). `input_size` (square side) checks the first Dense against the pooled map size; `n_outputs`, the last
     Dense's outputs. Every weight's shape, dtype, storage and total size is checked before any is read or the
-    network allocated. Raises FileNotFoundError, or KerasFormatError naming the file and the layer.
+    network allocated; each weight's values, for NaN/±Inf as it is read. Raises FileNotFoundError, or
+    KerasFormatError naming the file and the layer.
     """
     path = Path(path)
     source = str(path)
@@ -382,7 +397,8 @@ def from_keras_h5(path: str | Path, input_size: int | None = None, n_outputs: in
         params = [m for m in list(module.features) + list(module.classifier) if isinstance(m, (nn.Conv2d, nn.Linear))]
         with torch.no_grad():
             for p, m in zip((p for p in plan if p.kind != "pool"), params, strict=True):
-                kernel, bias = (np.asarray(w[()], dtype=np.float32) for w in weights[p.name])
+                kernel, bias = (_read_float32(ds, f"{source}: layer {p.name!r} weight {ds.name}")
+                                for ds in weights[p.name])
                 m.weight.copy_(torch.from_numpy(np.ascontiguousarray(_torch_layout(p, kernel))))
                 m.bias.copy_(torch.from_numpy(bias))
     return module.eval()
@@ -396,9 +412,7 @@ def imagenet_class_names() -> list[str]:
 
     WNIDs, not human names, so that `bundle.class_names` compares directly with `lrp.datasets.imagenet.wnid_index`.
     """
-    from lrp.datasets.imagenet import (
-        load_synsets,  # lazy: pulls in pandas/PIL, needed only for ImageNet models
-    )
+    from lrp.datasets.catalog import load_synsets
 
     return [wnid for wnid, _ in load_synsets()]
 

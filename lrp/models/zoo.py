@@ -31,6 +31,7 @@ from lrp.models.base import (
     ModelBundle,
     Preprocessing,
     WeightFileError,
+    check_finite_state,
     check_state_dict,
     check_torch_archive,
 )
@@ -105,8 +106,8 @@ def _torchvision_bundle(arch: str, path: Path) -> ModelBundle:
     """A torchvision ImageNet model from its state-dict file, after torch.hub's sha256-prefix check.
 
     The file is read with weights_only=True (no code unpickled) and every tensor's name, shape and dtype is checked
-    against the network (built on the meta device) before any parameter memory is allocated. Raises
-    WeightFileError (a ValueError) naming the file and the key.
+    against the network (built on the meta device), and its values for NaN/±Inf, before any parameter memory is
+    allocated. Raises WeightFileError (a ValueError) naming the file and the key.
     """
     build, official = TORCHVISION_ARCHS[arch]
     match = _HASH_IN_NAME.search(path.name)
@@ -124,6 +125,7 @@ def _torchvision_bundle(arch: str, path: Path) -> ModelBundle:
     with torch.device("meta"):
         module = build(weights=None)  # no random init of 100M+ parameters; load_state_dict fills every tensor
     check_state_dict(state, module.state_dict(), f"{path}: not a {arch} state dict")  # before allocating the network
+    check_finite_state(state, str(path))
     module = module.to_empty(device="cpu")
     try:
         module.load_state_dict(state, strict=True)

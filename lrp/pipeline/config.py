@@ -1,14 +1,14 @@
-"""Checks of a study config that a JSON schema cannot express; every message names the config key.
+"""A study config checked once, before any job: every problem named by its key, then the schema's defaults
+filled in (config/schema.yaml is the one place a default lives), then what a schema cannot express.
 
-The schema (config/schema.yaml, applied by `check_schema` before this) covers types, ranges and names, and
-`check_schema` refuses NaN/±Inf anywhere; `check_config` covers references between sections and what each data
-source needs.
+`validate` is what the Snakefile calls; `check_schema` (types, ranges, names; NaN/±Inf and floats posing as
+integers refused) and `check_config` (references between sections, what each data source needs) are its parts.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-
 
 class ConfigError(ValueError):
     pass
@@ -16,6 +16,11 @@ class ConfigError(ValueError):
 
 def _key(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
+
+
+#: Largest magnitude an integer in a config may have: above every real count, seed (torch takes < 2**64) or
+#: byte budget, and far below what overflows a float (a 400-digit `epsilon` would reach a job as OverflowError).
+MAX_CONFIG_INT = 2**64
 
 
 def non_finite(value, path=()) -> list[tuple[tuple, float]]:
@@ -33,19 +38,55 @@ def non_finite(value, path=()) -> list[tuple[tuple, float]]:
     return []
 
 
-def check_schema(config: dict, schema_path) -> None:
-    """Validate against the JSON schema, reporting EVERY problem as `key.path: message` (no schema dump).
+def too_large(value, path=()) -> list[tuple[tuple, int]]:
+    """(key path, value) of every integer beyond ±MAX_CONFIG_INT anywhere in `value`.
 
-    Also refuses NaN/±Inf anywhere (`non_finite`). Raises ConfigError listing all problems.
-    """
+    Why: YAML reads any run of digits as an int; `maximum`-less keys would pass a 400-digit number on to a
+    job, to fail there as OverflowError (a float option) or MemoryError (a count)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_CONFIG_INT:
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [hit for k, v in value.items() for hit in too_large(v, (*path, k))]
+    if isinstance(value, (list, tuple)):
+        return [hit for i, v in enumerate(value) for hit in too_large(v, (*path, i))]
+    return []
+
+
+def _describe(value) -> str:
+    if isinstance(value, int):
+        return f"an integer of {len(str(abs(value)))} digits is too large (at most 2**64)"
+    return f"{value} is not a finite number"
+
+
+def _validator_class():
+    """Draft 2020-12 with Python's types: `integer` means an int (YAML's `64.0` is a float and would reach
+    range() or a tensor shape as one), `number` excludes booleans (YAML's `yes`)."""
     import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine_many({
+        "integer": lambda _, v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda _, v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    })
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
+def _load_schema(schema_path) -> dict:
     import yaml
 
     with open(schema_path) as f:
-        schema = yaml.safe_load(f)
-    validator = jsonschema.Draft202012Validator(schema)
-    hits = non_finite(config)
-    problems = [f"{_key(path)}: {value} is not a finite number" for path, value in hits]
+        return yaml.safe_load(f)
+
+
+def check_schema(config: dict, schema_path) -> None:
+    """Validate against the JSON schema, reporting EVERY problem as `key.path: message` (no schema dump).
+
+    Also refuses NaN/±Inf and integers beyond ±2**64 anywhere (`non_finite`, `too_large`). Raises ConfigError listing all
+    problems.
+    """
+    validator = _validator_class()(_load_schema(schema_path))
+    hits = non_finite(config) + too_large(config)
+    problems = [f"{_key(path)}: {_describe(value)}" for path, value in hits]
     hit_paths = {path for path, _ in hits}
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
         if tuple(err.absolute_path) in hit_paths:
@@ -63,15 +104,54 @@ def check_schema(config: dict, schema_path) -> None:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 
 
+def fill_defaults(config: dict, schema_path) -> dict:
+    """Set every default the schema gives for an absent key, in place (also inside `if`/`then` branches, such
+    as a training recipe's own defaults); returns `config`. Call after `check_schema` passed.
+
+    Why here and not in code: a default written once, in the schema, is the value every rule, script and
+    stage sees; `.get(key, default)` scattered through the pipeline drifts. Defaults are deep-copied (a shared
+    `{}` filled twice would leak one dataset's settings into another's).
+    """
+    import jsonschema
+
+    cls = _validator_class()
+    properties = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if isinstance(sub, dict) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from properties(validator, props, instance, schema)
+
+    filler = jsonschema.validators.extend(cls, {"properties": set_defaults})(_load_schema(schema_path))
+    for _ in range(8):  # a default set by a later keyword (allOf/then) may hold defaults of its own: repeat
+        before = copy.deepcopy(config)
+        for _error in filler.iter_errors(config):
+            pass
+        if config == before:
+            return config
+    raise RuntimeError(f"{schema_path}: defaults did not settle after 8 passes")  # a schema bug, not the user's
+
+
+def validate(config: dict, schema_path) -> dict:
+    """The one check of a study config, before any job runs: the schema (every problem by key), its defaults
+    filled in, then `check_config`. Raises ConfigError listing every problem; returns `config` (filled)."""
+    check_schema(config, schema_path)
+    fill_defaults(config, schema_path)
+    check_config(config)
+    return config
+
+
 def check_config(config: dict) -> None:
-    """Also imports the config's `plugins`, whose analyzers the `analyzers` section may then name."""
+    """For a config whose defaults are filled in (`fill_defaults`). Also imports the config's `plugins`, whose analyzers the `analyzers` section may then name."""
     from lrp import plugins
     from lrp.composites import check_options, get, names, option_names
 
     problems = []
     models, analyzers = config["models"], config["analyzers"]
     try:
-        plugins.load(config.get("plugins") or [])
+        plugins.load(config["plugins"])
     except plugins.PluginError as e:
         problems.append(str(e))
     for a, opts in analyzers.items():
@@ -89,7 +169,7 @@ def check_config(config: dict) -> None:
                 check_options(a, opts)  # the values (flat_layers' bound needs the model: checked when it runs)
             except ValueError as e:
                 problems.append(f"analyzers.{a}: {e}")
-    flat = ((config.get("report") or {}).get("panel") or {}).get("flat_analyzer")
+    flat = config["report"]["panel"]["flat_analyzer"]
     if flat is not None and flat in names() and "flat_layers" not in option_names(get(flat)):
         problems.append(f"report.panel.flat_analyzer: {flat!r} takes no flat_layers option; name a ♭ analyzer "
                         f"(e.g. lrp_cmp_alpha1_flat)")
@@ -97,7 +177,7 @@ def check_config(config: dict) -> None:
         key = f"datasets.{name}"
         if ds["model"] not in models:
             problems.append(f"{key}.model: {ds['model']!r} is not a key of `models` ({', '.join(models)})")
-        source = ds.get("source", "local")
+        source = ds["source"]
         if ds["format"] == "voc" and source != "demo" and not ds.get("root"):
             problems.append(f"{key}.root: required for VOC data (an extracted VOCdevkit/VOC2007 folder, or the "
                             f"folder to download the tars to with source: download)")

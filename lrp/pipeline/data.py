@@ -11,26 +11,23 @@ from lrp.io import log, write_json
 
 
 def _archive_limits(cfg: dict) -> dict:
-    """`datasets.<name>.limits` as keywords of lrp.datasets.acquire's extraction (unset: the module's defaults)."""
-    limits = cfg.get("limits") or {}
-    names = {"archive_bytes": "max_bytes", "archive_members": "max_members"}
-    return {kw: limits[key] for key, kw in names.items() if key in limits}
+    """`datasets.<name>.limits` (defaults in config/schema.yaml) as keywords of the archive extraction."""
+    return {"max_bytes": cfg["limits"]["archive_bytes"], "max_members": cfg["limits"]["archive_members"]}
 
 
 def data(name: str, cfg: dict, out_json):
     """Make a dataset's annotations available and record where they are (data.json). VOC and the demo keep
     their images beside the annotations; ImageNet's images are the `images` stage's business, except for
     Kaggle's box CSV, which has no image sizes, so that indexing it needs the images here already."""
-    source = cfg.get("source", "local")
+    source = cfg["source"]
     if source == "demo":
         from lrp.datasets.demo import generate_demo
 
         root = Path(out_json).parent / "VOCdevkit" / "DEMO"
-        d = cfg.get("demo", {})
+        d = cfg["demo"]
         log(f"generating the demo data set in {root}")
-        summary = generate_demo(root, n_train=d.get("n_train", 2000), n_test=d.get("n_test", 600),
-                                image_size=cfg["input_size"], seed=d.get("seed", 0),
-                                max_objects=d.get("max_objects", 4))
+        summary = generate_demo(root, n_train=d["n_train"], n_test=d["n_test"], image_size=cfg["input_size"],
+                                seed=d["seed"], max_objects=d["max_objects"])
         info = {"root": str(root), "annotations": str(root), "images": str(root / "JPEGImages"), "demo": summary}
     elif cfg["format"] == "voc":
         from lrp.datasets.acquire import prepare_voc
@@ -72,7 +69,7 @@ def index(data_json, cfg: dict, out_csv, report_json, key: str = "datasets.<name
     from lrp.datasets.index import write_index
 
     info = json.loads(Path(data_json).read_text())
-    size, on_error = cfg["input_size"], cfg.get("on_error", "raise")
+    size, on_error = cfg["input_size"], cfg["on_error"]
     if cfg.get("pattern_images"):  # ImageNet patterns: a plain folder of training JPEGs, no annotations
         from lrp.datasets.index import index_image_folder
 
@@ -82,7 +79,7 @@ def index(data_json, cfg: dict, out_csv, report_json, key: str = "datasets.<name
         df, report = index_image_folder(cfg["pattern_images"], size=size, limit=cfg.get("max_samples"))
     elif cfg["format"] == "voc":
         from lrp.datasets.voc import index_voc
-        df, report = index_voc(info["annotations"], cfg["splits"], classes=class_list(cfg.get("classes", "voc")),
+        df, report = index_voc(info["annotations"], cfg["splits"], classes=class_list(cfg["classes"]),
                                size=size, on_error=on_error)
     else:
         from lrp.datasets.imagenet import index_imagenet
@@ -109,7 +106,6 @@ def image_shard(data_json, index_csv, cfg: dict, shard: int, n_shards: int, out_
     image_dir = cfg.get("pattern_images") or info.get("images")  # the patterns' training JPEGs, or the data's
     if image_dir is None:
         raise ValueError(f"{data_json}: records no image folder; the image shards need the images")
-    pixels = (cfg.get("limits") or {}).get("image_pixels")
     write_image_shard(read_index(index_csv), shard, n_shards, image_dir, transform=RESIZE[cfg["format"]],
                       size=cfg["input_size"], out_path=out_h5, workers=workers,
-                      **({"max_pixels": pixels} if pixels else {}))
+                      max_pixels=cfg["limits"]["image_pixels"])

@@ -29,8 +29,8 @@ def train_model(data_json, spec: dict, out_model, card_json, threads: int):
     from lrp.training.demo import evaluate_multilabel, train_demo_model
 
     root = json.loads(Path(data_json).read_text())["root"]
-    classes = class_list(spec.get("classes", "demo"))
-    recipe = spec.get("recipe", "demo_vgg")
+    classes = class_list(spec["classes"])
+    recipe = spec["recipe"]
     if recipe == "finetune_alexnet":
         from lrp.training.finetune import run_finetune
 
@@ -39,12 +39,11 @@ def train_model(data_json, spec: dict, out_model, card_json, threads: int):
         run_finetune(root, classes, {**spec, "train_root": train_root}, out_model, card_json, threads, log=log)
         return
     if recipe != "demo_vgg":
-        raise ValueError(f"models.{spec.get('name', '?')}.train.recipe: unknown recipe {recipe!r} "
+        raise ValueError(f"models.{spec['name']}.train.recipe: unknown recipe {recipe!r} "
                          f"(demo_vgg, finetune_alexnet)")
-    bundle, history = train_demo_model(root, classes, split="train", epochs=spec.get("epochs", 10),
-                                       batch_size=spec.get("batch_size", 64), lr=spec.get("lr", 2e-3),
-                                       seed=spec.get("seed", 0), image_size=spec["input_size"], threads=threads,
-                                       log=log)
+    bundle, history = train_demo_model(root, classes, split="train", epochs=spec["epochs"],
+                                       batch_size=spec["batch_size"], lr=spec["lr"], seed=spec["seed"],
+                                       image_size=spec["input_size"], threads=threads, log=log)
     checksum = save_bundle(bundle, out_model)
     test = evaluate_multilabel(bundle, root, classes, "test")
     log(f"trained model: test mAP {test['mAP']:.3f}")

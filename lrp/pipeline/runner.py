@@ -51,19 +51,19 @@ def user_errors() -> tuple:
 
     errors = [ValueError, FileNotFoundError, UnsupportedModelError]
     try:
-        from lrp.datasets.acquire import AcquisitionError
+        from lrp.datasets.acquire_errors import AcquisitionError
         errors.append(AcquisitionError)
-    except ImportError:  # pragma: no cover - acquire is part of the package
+    except ImportError:  # pragma: no cover - acquire_errors is part of the package
         pass
     return tuple(errors)
 
 
 def _transient_errors() -> tuple:
-    """Network failures: worth a later re-run. `TransientAcquisitionError` is what survived lrp.datasets.acquire's retries."""
+    """Network failures: worth a later re-run. `TransientAcquisitionError` is what survived lrp.datasets.download's retries."""
     import socket
     import urllib.error
 
-    transient = getattr(sys.modules.get("lrp.datasets.acquire"), "TransientAcquisitionError", None)
+    transient = getattr(sys.modules.get("lrp.datasets.acquire_errors"), "TransientAcquisitionError", None)
     own = (transient,) if isinstance(transient, type) else ()  # not imported: none can have been raised
     return own + (ConnectionResetError, ConnectionRefusedError, ConnectionAbortedError, TimeoutError,
                   socket.gaierror, urllib.error.URLError)

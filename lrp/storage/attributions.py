@@ -324,12 +324,6 @@ def _relevance(f: h5py.File, rows: slice) -> np.ndarray:
     return maps
 
 
-def iter_analyzer(directory: str | Path, batch_size: int = 256):
-    """All shards of one analyzer (`results/<dataset>/attributions/<analyzer>/*.h5`) in shard order."""
-    for path in sorted(Path(directory).glob("*.h5"), key=lambda p: int(p.stem) if p.stem.isdigit() else p.stem):
-        yield from iter_shard(path, batch_size)
-
-
 def _decode(v):
     if isinstance(v, bytes):
         v = v.decode()

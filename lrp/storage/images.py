@@ -7,8 +7,9 @@ agree pixel for pixel. Images are stored once per shard (a VOC image with 3 clas
 image); `image_row` maps samples to images.
 
 Hostile files: an index row's image_file is opened only if it resolves (symlinks included) inside the image
-folder (`lrp.datasets.index.resolve_inside`); an image whose header declares more than `max_pixels` pixels
-is refused before it is decoded; 16-bit and 32-bit integer grey images are scaled to 8 bit, not clipped.
+folder (`lrp.datasets.index.resolve_inside`); an image whose header declares more than `max_pixels` pixels,
+or whose resized copy would have more, is refused before it is decoded; 16-bit grey images are scaled to 8 bit,
+not clipped; modes without a meaningful RGB conversion (32-bit integer or float, LAB) are refused.
 
 Shard layout (HDF5):
   images       uint8 (n_images, size, size, 3), one chunk per image, lzf
@@ -35,7 +36,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from lrp.datasets.boxes import make_transform, union_mask
+from lrp.datasets.boxes import BoxTransform, make_transform, union_mask
 from lrp.datasets.index import resolve_inside
 from lrp.io import atomic_path
 
@@ -51,9 +52,17 @@ MAX_IMAGE_PIXELS = 89_478_485
 PIL's global setting is left alone: PIL itself still refuses images above twice its limit at open, so a
 larger `max_pixels` cannot admit those."""
 
-_WIDE_GREY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
-"""Grey modes with more than 8 bits (16-bit PNG/TIFF; "I" is PIL's 32-bit integer mode, which holds
-16-bit data from some decoders). PIL's convert("RGB") would clip them at 255."""
+_RGB_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV"})
+"""8-bit modes whose PIL convert("RGB") is meaningful: it drops alpha, expands palettes, and maps CMYK
+(which real ImageNet JPEGs use) and YCbCr/HSV by their formulas."""
+
+_WIDE_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+"""16-bit grey modes (PNG, TIFF, JPEG 2000). PIL's convert("RGB") would clip them at 255."""
+
+_SIXTEEN_BIT_I = frozenset({"PNG", "PPM"})
+"""Formats whose "I" (PIL's 32-bit integer mode) holds 16-bit grey, 0..65535: PGM with a maxval above 255
+(the decoder scales any maxval to 65535), and 16-bit PNG in Pillow versions before "I;16". Elsewhere
+(TIFF, ...) an "I" image may hold 0..255, 0..65535 or any int32, so no 8-bit mapping can be right."""
 
 
 class ImageDecodeError(ValueError):
@@ -82,12 +91,19 @@ def load_rgb(path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> tuple[Image.Ima
     `.load()` forces decoding, so a truncated file fails here rather than yielding grey pixels. Content
     decides the format (a PNG named .JPEG decodes as PNG). EXIF orientation is deliberately ignored: the
     boxes were drawn on the stored pixel grid. Raises ImageDecodeError for an image above `max_pixels`
-    (from its header, before decoding; None: no bound but PIL's own) and for one with no defined 8-bit
-    mapping (mode F); see `_to_rgb` for 16-bit images.
+    (from its header, before decoding; None: no bound but PIL's own) and for one whose mode has no meaningful
+    8-bit RGB conversion (see `_to_rgb`).
     """
+    return _load_rgb(path, max_pixels)
+
+
+def _load_rgb(path, max_pixels: int | None, check_header=None) -> tuple[Image.Image, str]:
+    """load_rgb, with `check_header(size)` called on the header's (width, height) before decoding."""
     try:
         with Image.open(path) as im:
             _check_pixels(path, im.size, max_pixels)
+            if check_header is not None:
+                check_header(im.size)
             im.load()
             mode = im.mode
             rgb = _to_rgb(path, im)
@@ -100,36 +116,74 @@ def load_rgb(path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> tuple[Image.Ima
     return rgb, mode
 
 
+_LIMIT_HINT = "(config datasets.<name>.limits.image_pixels; max_pixels in Python)"
+
+
 def _check_pixels(path, size: tuple[int, int], max_pixels: int | None) -> None:
     """Refuse a decompression bomb from the header's size: decoding it would take size[0] * size[1] * 3 bytes."""
     w, h = size
     if max_pixels is not None and w * h > max_pixels:
         raise ImageDecodeError(path, f"image is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} "
                                      "(max_pixels); refused before decoding (a decompression bomb?). Shrink the "
-                                     "image, or raise the limit if it is genuine (config "
-                                     "datasets.<name>.limits.image_pixels; max_pixels in Python)")
+                                     f"image, or raise the limit if it is genuine {_LIMIT_HINT}")
+
+
+def _check_resized(path, size: tuple[int, int], transform: str, t: BoxTransform, max_pixels: int | None) -> None:
+    """Refuse an image whose resized copy would exceed `max_pixels`, before decoding it.
+
+    Why: the ImageNet transform scales the short side to the input size, so a 1 x 20000 image (a file of a
+    few bytes, within the input bound) would resize to 224 x 4,480,000, about 3 GB of RGB."""
+    (w, h), rw, rh = size, t.resized_w, t.resized_h
+    if max_pixels is not None and rw * rh > max_pixels:
+        raise ImageDecodeError(path, f"image is {w}x{h}, which the {transform!r} transform to {t.size} would resize "
+                                     f"to {rw}x{rh} = {rw * rh:,} pixels, above the limit of {max_pixels:,} "
+                                     "(max_pixels); refused before decoding (an extreme aspect ratio). Crop the "
+                                     f"image, or raise the limit if it is genuine {_LIMIT_HINT}")
 
 
 def _to_rgb(path, im: Image.Image) -> Image.Image:
-    """8-bit RGB. 16-bit grey (and "I" holding 0..65535) keeps its high byte, value >> 8 (floor(v / 256)):
-    the same mapping PIL's PNG decoder uses for 16-bit RGB(A), so grey and colour 16-bit files agree.
-    Other "I" values and float images (mode F, no defined range) raise ImageDecodeError."""
-    if im.mode == "F":
+    """8-bit RGB of a decoded image; raises ImageDecodeError (naming the file and mode) where no mapping is right.
+
+    The _RGB_MODES convert as PIL does. 16-bit grey ("I;16*", and "I" from _SIXTEEN_BIT_I formats) keeps its
+    high byte, value >> 8 (floor(v / 256)): the same mapping PIL's PNG decoder uses for 16-bit RGB(A), so grey
+    and colour 16-bit files agree. Refused: "I" from other formats (undefined range: 0..255 would come out
+    black), float "F" (undefined range), "LAB" (PIL copies L, a, b as R, G, B: false colours) and any other
+    mode."""
+    mode = im.mode
+    if mode in _RGB_MODES:
+        return im.convert("RGB")
+    if mode == "F":
         raise ImageDecodeError(path, "32-bit floating-point image (mode F): its value range is undefined, so it "
                                      "has no 8-bit mapping; convert it to an 8-bit RGB or grey image first")
-    if im.mode not in _WIDE_GREY:
-        return im.convert("RGB")
+    if mode == "I" and im.format not in _SIXTEEN_BIT_I:
+        raise ImageDecodeError(path, f"32-bit integer image (mode I, format {im.format}): its value range is "
+                                     "undefined (0..255, 0..65535 or any int32), so it has no 8-bit mapping; "
+                                     "convert it to an 8-bit or 16-bit RGB or grey image first")
+    if mode == "LAB":
+        raise ImageDecodeError(path, "CIELAB image (mode LAB): PIL's RGB conversion would copy L, a, b as R, G, B "
+                                     "(false colours); convert it to RGB with a colour-managed tool first")
+    if mode not in _WIDE_GREY and mode != "I":
+        raise ImageDecodeError(path, f"image mode {mode}: no meaningful conversion to 8-bit RGB; convert it to an "
+                                     "8-bit RGB or grey image first")
     a = np.asarray(im)
     if a.size and (a.min() < 0 or a.max() > 65535):
-        raise ImageDecodeError(path, f"{im.mode} image has values {a.min()}..{a.max()}, outside 16-bit 0..65535, "
+        raise ImageDecodeError(path, f"{mode} image has values {a.min()}..{a.max()}, outside 16-bit 0..65535, "
                                      "so it has no 8-bit mapping; convert it to an 8-bit RGB or grey image first")
     return Image.fromarray((a >> 8).astype(np.uint8)).convert("RGB")
 
 
 def _prepare(path: Path, width: int, height: int, transform: str, size: int,
              max_pixels: int | None) -> tuple[np.ndarray, str]:
-    img, mode = load_rgb(path, max_pixels)
-    if img.size != (width, height):
+    """The transformed uint8 image of one index row. From the header, before decoding: the image must have the
+    index's size, and its resized copy must stay within `max_pixels` (ImageDecodeError otherwise)."""
+    def check_header(header_size):
+        if header_size != (width, height):
+            raise ImageDecodeError(path, f"image is {header_size[0]}x{header_size[1]} but the index says "
+                                         f"{width}x{height}")
+        _check_resized(path, header_size, transform, make_transform(transform, width, height, size), max_pixels)
+
+    img, mode = _load_rgb(path, max_pixels, check_header)
+    if img.size != (width, height):  # pragma: no cover - a decoder whose image differs from its header
         raise ImageDecodeError(path, f"image is {img.size[0]}x{img.size[1]} but the index says {width}x{height}")
     arr = np.asarray(make_transform(transform, width, height, size).apply_image(img), dtype=np.uint8)
     if arr.shape != (size, size, 3):  # pragma: no cover - guards the PIL contract

@@ -44,10 +44,10 @@ ARCH_NAME = ALEXNET_MULTILABEL
 STATE_FORMAT = "lrp-bench-finetune-state/1"
 LOSSES = ("bce", "hinge")
 
-#: defaults of the finetune_alexnet recipe (models.<name>.train.*; config/schema.yaml documents each key)
-DEFAULTS = dict(splits=["train"], exclude_prefix="2007_", val_split=None, eval_split="test", init_weights=None,
-                loss="bce", epochs=30, batch_size=64, lr=1e-3, head_lr_mult=10.0, momentum=0.9,
-                weight_decay=5e-4, lr_step=20, lr_gamma=0.1, crop_scale=[0.08, 1.0], seed=0, device="auto")
+#: the finetune_alexnet recipe's keys (models.<name>.train.*): config/schema.yaml documents each and holds
+#: its default, so the pipeline always passes all of them.
+RECIPE_KEYS = ("splits", "exclude_prefix", "val_split", "eval_split", "init_weights", "loss", "epochs", "batch_size",
+               "lr", "head_lr_mult", "momentum", "weight_decay", "lr_step", "lr_gamma", "crop_scale", "seed", "device")
 
 
 def _stderr(msg: str) -> None:
@@ -442,8 +442,12 @@ def run_finetune(root, classes, spec: dict, out_model, card_json, threads: int, 
     from lrp import __version__
     from lrp.models.checkpoint import save_bundle, write_model_card
 
-    opts = {**DEFAULTS, **{k: v for k, v in spec.items() if k in DEFAULTS}}
-    name = spec.get("name", "pvoc_alexnet")
+    missing = [k for k in RECIPE_KEYS if k not in spec]
+    if missing:
+        raise ValueError(f"finetune_alexnet spec lacks {', '.join(missing)} (the schema's defaults fill them: "
+                         f"lrp.pipeline.config.validate)")
+    opts = {k: spec[k] for k in RECIPE_KEYS}
+    name = spec["name"]
     train_root = spec.get("train_root") or root
     state_path = Path(out_model).with_name("finetune_state.pt")
     device = pick_device(opts.pop("device"))
@@ -471,10 +475,10 @@ def prepare_training_data(name: str, cfg: dict, out_json) -> dict:
     `voc<year>_trainval` registry entry) and record its root in `out_json`."""
     from lrp.datasets.acquire import prepare_voc
 
-    if cfg.get("format", "voc") != "voc":
-        raise ValueError(f"training_data.{name}.format: only 'voc' is supported, got {cfg.get('format')!r}")
-    year = str(cfg.get("year", 2012))
-    root = prepare_voc(cfg.get("root"), download=cfg.get("source", "local") == "download",
+    if cfg["format"] != "voc":
+        raise ValueError(f"training_data.{name}.format: only 'voc' is supported, got {cfg['format']!r}")
+    year = str(cfg["year"])
+    root = prepare_voc(cfg["root"], download=cfg["source"] == "download",
                        key=f"training_data.{name}.root", year=year)
     info = {"root": str(root), "year": year, "annotations": str(root), "images": str(Path(root) / "JPEGImages")}
     with atomic_path(out_json) as tmp:

@@ -30,7 +30,7 @@ rule pattern_images:
     params:
         cfg=pattern_dataset_cfg,
         code=lrp_sources("pipeline.data:image_shard"),
-    threads: config.get("preprocess", {}).get("workers", 4)
+    threads: config["preprocess"]["workers"]
     conda:
         ENV
     script:
@@ -53,9 +53,9 @@ rule patterns:
         model=network_cfg,
         max_images=pattern_max_images,
         code=lrp_sources("pipeline.attribution:patterns"),
-    threads: config.get("attribution", {}).get("threads", 2)
+    threads: config["attribution"]["threads"]
     resources:
-        gpu=1,
+        **run_resources(),
     conda:
         ENV
     script:
@@ -85,9 +85,9 @@ for _ds in config["datasets"]:
             analyzers=canonical(analyzer_options(_ds)),  # one file each: their order changes nothing
             settings=attribution_settings(),
             code=lrp_sources("pipeline.attribution:attribute", plugins=plugins_of(_ds)),
-        threads: config.get("attribution", {}).get("threads", 2)
+        threads: config["attribution"]["threads"]
         resources:
-            gpu=1,
+            **run_resources(),
         conda:
             ENV
         script:

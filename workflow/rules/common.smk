@@ -3,15 +3,14 @@ import json
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
-from lrp.pipeline.config import ConfigError, check_config, check_schema
+from lrp.pipeline.config import ConfigError, validate
 
 
+# Validated once, here: every problem by key, then the schema's defaults filled in (config/schema.yaml is the
+# one place a default lives; the rules and scripts below read keys, never `.get(key, default)`).
 try:
-    check_schema(config, Path(workflow.basedir) / "config" / "schema.yaml")  # every problem, by key
-    validate(config, "../../config/schema.yaml")  # fills in the schema's defaults
-    check_config(config)
+    validate(config, Path(workflow.basedir) / "config" / "schema.yaml")
 except ConfigError as e:
     raise WorkflowError(str(e))
 
@@ -49,9 +48,20 @@ depends on."""
 
 RUN_SETTINGS = ("batch_size", "device", "threads", "fused")
 """Attribution/occlusion settings that say where and in what slices a job runs, not what it computes (a
-batch size, a device or fused kernels change maps at float round-off only): kept out of params, so that a run resumed on
-another machine, with a batch size that fits its GPU, computes only what is missing. The scripts read them
-from the config; attribution shards record them (attributes `config` and `device`)."""
+batch size, a device or fused kernels change maps at float round-off only): kept out of params, so that a
+run resumed on another machine, with a batch size that fits its GPU, computes only what is missing. They
+reach the scripts as the jobs' threads and resources (run_resources), which Snakemake does
+not compare for re-runs and which a profile can override per rule (`set-resources`, `set-threads`);
+attribution shards record them (attributes `config` and `device`)."""
+
+
+def run_resources(batch_size=None):
+    """Resources of the jobs that run the model: the device, the batch size (the attribution's unless the
+    stage has its own, e.g. occlusion's) and whether LRP steps run fused (a string: resources are ints or
+    strings; the scripts read "auto", "true", "false"). gpu=1 lets a one-GPU profile run them one at a time."""
+    att = config["attribution"]
+    return dict(gpu=1, device=att["device"], batch_size=att["batch_size"] if batch_size is None else batch_size,
+                fused=str(att["fused"]).lower())
 
 
 def dataset(name):
@@ -100,7 +110,6 @@ def attribution_shards(wildcards):
                   analyzer=wildcards.analyzer, shard=shards(wildcards.dataset))
 
 
-
 def metric_files(wildcards):
     return {a: f"{R}/{wildcards.dataset}/metrics/{a}.csv" for a in analyzers(wildcards.dataset)}
 
@@ -124,17 +133,17 @@ def pattern_dataset_cfg(wildcards):
     pattern_images): VOC format, the `patterns.split` image set; ImageNet format, the `patterns.images`
     folder of training JPEGs (`pattern_images`), not the evaluated val images."""
     d = dataset(wildcards.dataset)
-    pat = d.get("patterns") or {}
+    pat = d["patterns"]  # check_config: a dataset with pattern_attribution has its patterns section
     cfg = {k: v for k, v in d.items() if k not in EVALUATION_KEYS + ("n_shards", "patterns")}
     if cfg["format"] == "voc":
-        cfg["splits"] = [pat.get("split", "train")]
-    cfg["max_samples"] = pat.get("max_images", 1000)
-    cfg["pattern_images"] = pat.get("images")
+        cfg["splits"] = [pat["split"]]
+    cfg["max_samples"] = pat["max_images"]
+    cfg["pattern_images"] = pat.get("images")  # ImageNet format only
     return canonical(cfg)
 
 
 def pattern_max_images(wildcards):
-    return (dataset(wildcards.dataset).get("patterns") or {}).get("max_images", 1000)
+    return dataset(wildcards.dataset)["patterns"]["max_images"]
 
 
 def train_data(wildcards):
@@ -152,25 +161,27 @@ def train_cfg(model):
     spec = config["models"][model].get("train")
     if spec is None:
         raise WorkflowError(f"models.{model} has no `train` section: nothing to train")
-    spec = {"recipe": "demo_vgg", **spec}
     data = spec.get("data")
-    if data is not None and data not in (config.get("training_data") or {}):
+    if data is not None and data not in config["training_data"]:
         raise WorkflowError(f"models.{model}.train.data: {data!r} is not a key of `training_data` "
-                            f"({', '.join(config.get('training_data') or {}) or 'none defined'})")
+                            f"({', '.join(config['training_data']) or 'none defined'})")
     return spec
 
 
 def train_threads(wildcards):
-    spec = train_cfg(wildcards.model)
-    return spec.get("threads", 8 if spec["recipe"] == "finetune_alexnet" else 2)
+    return train_cfg(wildcards.model)["threads"]
 
 
 def train_gpus(wildcards):
     """finetune_alexnet asks for a GPU unless its device is cpu; the demo VGG trains on the CPU."""
     spec = train_cfg(wildcards.model)
-    return int(spec["recipe"] == "finetune_alexnet" and spec.get("device", "auto") != "cpu")
+    return int(spec["recipe"] == "finetune_alexnet" and spec["device"] != "cpu")
 
 
+def train_device(wildcards):
+    """Where finetune_alexnet trains (a run setting: not a param); the demo VGG trains on the CPU."""
+    spec = train_cfg(wildcards.model)
+    return spec["device"] if spec["recipe"] == "finetune_alexnet" else "cpu"
 
 
 def training_data_cfg(wildcards):
@@ -188,7 +199,7 @@ def lrp_sources(*specs, plugins=None):
     stages that use analyzers, the plugin files count too (`plugins`; default: all of the config's)."""
     from lrp.pipeline.provenance import source_hash
 
-    return source_hash(*specs, plugins=config.get("plugins") or [] if plugins is None else plugins)
+    return source_hash(*specs, plugins=config["plugins"] if plugins is None else plugins)
 
 
 def dataset_code(spec):
@@ -212,7 +223,7 @@ def plugins_of(name):
     from lrp import composites, plugins
 
     used = {composites.get(a).source for a in computed_analyzers(name)}
-    return [p for p in config.get("plugins") or [] if str(plugins.origin(p)) in used]
+    return [p for p in config["plugins"] if str(plugins.origin(p)) in used]
 
 
 def outputs_of(name):
@@ -261,13 +272,13 @@ def dataset_analyzer_options(wildcards):
 
 def panel_settings(wildcards):
     """Which samples the Fig. 1-style panels show and which analyzer's flat_layers row they draw."""
-    p = config.get("report", {}).get("panel", {})
-    return {"sample_ids": dataset(wildcards.dataset).get("panel_samples"), "n_images": p.get("n_images", 4),
-            "flat_analyzer": p.get("flat_analyzer", "lrp_cmp_alpha1_flat")}
+    p = config["report"]["panel"]
+    return {"sample_ids": dataset(wildcards.dataset).get("panel_samples"), "n_images": p["n_images"],
+            "flat_analyzer": p["flat_analyzer"]}
 
 
 def paper_of(wildcards):
-    paper = dataset(wildcards.dataset).get("paper", "none")
+    paper = dataset(wildcards.dataset)["paper"]
     return None if paper == "none" else paper
 
 
@@ -299,25 +310,23 @@ def network_cfg(wildcards):
 
 
 def dataset_task(wildcards):
-    return dataset(wildcards.dataset).get("task", "multi_label")
+    return dataset(wildcards.dataset)["task"]
 
 
 def attribution_settings(wildcards=None):
     """The attribution section less RUN_SETTINGS: precision, TF32 and determinism change the maps."""
-    return canonical({k: v for k, v in config.get("attribution", {}).items() if k not in RUN_SETTINGS})
+    return canonical({k: v for k, v in config["attribution"].items() if k not in RUN_SETTINGS})
 
 
 def evaluation_cfg(wildcards=None):
     """What Table 1's bootstrap uses (Fig. 3's min_bin_count is its own param)."""
-    return canonical({k: v for k, v in config.get("evaluation", {}).items() if k != "min_bin_count"})
-
-
+    return canonical({k: v for k, v in config["evaluation"].items() if k != "min_bin_count"})
 
 
 RUN_ONLY_TRAIN_KEYS = ("threads", "device")
 """Train keys that say where a training runs, not what it computes: kept out of params (a params change
-re-runs the job, and re-training gives a new model that shifts every attribution); the script reads them
-from the config."""
+re-runs the job, and re-training gives a new model that shifts every attribution); they reach the script
+as the rule's `threads:` and `resources: device`."""
 
 
 def model_train_spec(wildcards):
@@ -325,11 +334,11 @@ def model_train_spec(wildcards):
     model name, and the training data's data.json (an input of the rule) when it is a `training_data` entry."""
     spec = {k: v for k, v in train_cfg(wildcards.model).items() if k not in RUN_ONLY_TRAIN_KEYS}
     ds = dataset(spec["dataset"])
-    out = {**spec, "name": wildcards.model, "classes": ds.get("classes", "voc"), "input_size": ds["input_size"]}
+    out = {**spec, "name": wildcards.model, "classes": ds["classes"], "input_size": ds["input_size"]}
     if spec.get("data"):
         out["train_data_json"] = f"{R}/training_data/{spec['data']}/data.json"
     return canonical(out)
 
 
 def model_thresholds(wildcards):
-    return canonical(config["models"][dataset(wildcards.dataset)["model"]].get("min_accuracy", {}))
+    return canonical(config["models"][dataset(wildcards.dataset)["model"]].get("min_accuracy") or {})

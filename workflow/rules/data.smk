@@ -16,7 +16,7 @@ rule data:
     # No Snakemake retries: `retries:` re-runs a job after ANY failure (Snakemake 9.27 takes only an int here,
     # with no per-exit-code rule), and most failures of this job are deterministic (disk full, a corrupt
     # archive, an MD5 mismatch, a missing path) and would fail the same way again. The one failure a retry
-    # can cure, the network, is retried inside the job (lrp.datasets.acquire.download: retries with backoff, resuming
+    # can cure, the network, is retried inside the job (lrp.datasets.download.download: retries with backoff, resuming
     # the .part file); what survives that exits with lrp.pipeline.runner.EXIT_TRANSIENT (75) and a re-run resumes.
     # 0, not omitted, so that a global `--retries` does not re-run the deterministic failures either.
     retries: 0
@@ -89,7 +89,7 @@ rule image_shard:
     params:
         cfg=index_cfg,
         code=lrp_sources("pipeline.data:image_shard"),
-    threads: config.get("preprocess", {}).get("workers", 4)
+    threads: config["preprocess"]["workers"]
     conda:
         ENV
     script:

@@ -48,7 +48,7 @@ rule fig3:
     log:
         f"{R}/logs/fig3/{{dataset}}.log",
     params:
-        min_count=config.get("evaluation", {}).get("min_bin_count", 20),
+        min_count=config["evaluation"]["min_bin_count"],
         code=dataset_code("pipeline.evaluation:fig3"),
     conda:
         ENV

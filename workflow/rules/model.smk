@@ -40,6 +40,7 @@ rule train_model:
     threads: train_threads
     resources:
         gpu=train_gpus,
+        device=train_device,
     conda:
         ENV
     script:
@@ -61,9 +62,9 @@ rule occlusion:
     params:
         model=network_cfg,
         code=lrp_sources("pipeline.model:occlusion"),
-    threads: config.get("attribution", {}).get("threads", 2)
+    threads: config["attribution"]["threads"]
     resources:
-        gpu=1,
+        **run_resources(batch_size=config["occlusion"]["batch_size"]),
     conda:
         ENV
     script:

@@ -23,9 +23,9 @@ rule panel:
         analyzers=dataset_analyzer_options,
         panel=panel_settings,
         code=dataset_code("pipeline.report:panel"),
-    threads: config.get("attribution", {}).get("threads", 2)
+    threads: config["attribution"]["threads"]
     resources:
-        gpu=1,
+        **run_resources(),
     conda:
         ENV
     script:

@@ -5,8 +5,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the
 from lrp.pipeline.runner import run
 from lrp.pipeline.model import occlusion
 
-# where and in what slices it runs: read here, not params (RUN_SETTINGS in workflow/rules/common.smk)
-occ, att = snakemake.config.get("occlusion", {}), snakemake.config.get("attribution", {})
+# where and in what slices it runs: the rule's resources, not params (RUN_SETTINGS in workflow/rules/common.smk)
 run(snakemake, occlusion, model_spec=snakemake.params.model, image_shards=list(snakemake.input.shards),
-    out_csv=snakemake.output.csv, out_logits=snakemake.output.logits, batch_size=occ.get("batch_size", 32),
-    device=att.get("device", "auto"))
+    out_csv=snakemake.output.csv, out_logits=snakemake.output.logits, batch_size=snakemake.resources.batch_size,
+    device=snakemake.resources.device)

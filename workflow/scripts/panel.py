@@ -6,10 +6,9 @@ from lrp.pipeline.runner import run
 from lrp.pipeline.report import panel
 
 p = snakemake.params.panel
-# where and in what slices it runs: read here, not params (RUN_SETTINGS in workflow/rules/common.smk)
-device = snakemake.config.get("attribution", {}).get("device", "auto")
+# where it runs: the rule's resources, not params (RUN_SETTINGS in workflow/rules/common.smk)
 run(snakemake, panel, model_spec=snakemake.params.model, image_shards=list(snakemake.input.shards),
     analyzers=snakemake.params.analyzers, patterns_h5=snakemake.input.patterns or None,
     sample_ids=p["sample_ids"], n_images=p["n_images"], flat_analyzer=p["flat_analyzer"],
-    device=device, out=dict(snakemake.output.items()),
+    device=snakemake.resources.device, out=dict(snakemake.output.items()),
     title=f"{snakemake.wildcards.dataset}")

@@ -8,4 +8,4 @@ from lrp.pipeline.evaluation import table1
 ev = snakemake.params.evaluation
 run(snakemake, table1, metric_csvs=dict(snakemake.input.items()), paper_dataset=snakemake.params.paper,
     out_csv=snakemake.output.csv, out_md=snakemake.output.md, out_tex=snakemake.output.tex,
-    n_boot=ev.get("n_boot", 1000), seed=ev.get("seed", 0), title=f"Table 1 — {snakemake.wildcards.dataset}")
+    n_boot=ev["n_boot"], seed=ev["seed"], title=f"Table 1 — {snakemake.wildcards.dataset}")

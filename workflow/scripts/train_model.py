@@ -5,7 +5,6 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the
 from lrp.pipeline.runner import run
 from lrp.pipeline.model import train_model
 
-train = snakemake.config["models"][snakemake.wildcards.model]["train"]
-spec = {**snakemake.params.spec, **{k: train[k] for k in ("device",) if k in train}}  # not a rerun trigger
+spec = {**snakemake.params.spec, "device": snakemake.resources.device}  # a resource: not a re-run trigger
 run(snakemake, train_model, data_json=snakemake.input[0], spec=spec,
     out_model=snakemake.output.model, card_json=snakemake.output.card, threads=snakemake.threads)
