@@ -34,7 +34,10 @@ TEST_WORKERS ?= 2
 test: venv
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
+# Lint gate (CI runs it before the tests): Python style and imports, Snakemake formatting, Snakemake's own lint.
 lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/snakefmt --check Snakefile workflow/rules/
 	$(VENV)/bin/snakemake --lint --configfile config/demo.yaml
 
 clean-demo:

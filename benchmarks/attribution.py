@@ -30,7 +30,6 @@ import platform
 import statistics
 import sys
 import time
-
 from pathlib import Path
 
 import torch
@@ -69,8 +68,10 @@ def zennit_composites():
     return {
         "lrp_z": lambda: layer_map(zr.Epsilon(epsilon=stab), zr.Epsilon(epsilon=stab)),
         "lrp_epsilon": lambda: layer_map(zr.Epsilon(epsilon=1e-7), zr.Epsilon(epsilon=1e-7)),
-        "lrp_alpha1": lambda: layer_map(zr.AlphaBeta(1.0, 0.0, stabilizer=stab), zr.AlphaBeta(1.0, 0.0, stabilizer=stab)),
-        "lrp_alpha2": lambda: layer_map(zr.AlphaBeta(2.0, 1.0, stabilizer=stab), zr.AlphaBeta(2.0, 1.0, stabilizer=stab)),
+        "lrp_alpha1": lambda: layer_map(zr.AlphaBeta(1.0, 0.0, stabilizer=stab),
+                                        zr.AlphaBeta(1.0, 0.0, stabilizer=stab)),
+        "lrp_alpha2": lambda: layer_map(zr.AlphaBeta(2.0, 1.0, stabilizer=stab),
+                                        zr.AlphaBeta(2.0, 1.0, stabilizer=stab)),
         "lrp_cmp_alpha1": lambda: zc.EpsilonPlus(epsilon=0.1, stabilizer=stab),
         "lrp_cmp_alpha2": lambda: zc.EpsilonAlpha2Beta1(epsilon=0.1, stabilizer=stab),
         "lrp_cmp_alpha1_flat": lambda: zc.EpsilonPlusFlat(epsilon=0.1, stabilizer=stab),

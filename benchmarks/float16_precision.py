@@ -2,8 +2,8 @@
 
 Reads the float32 attribution shards of a finished run (default: the demo, `make demo`; the trained demo
 model at 64²), and scores every analyzer's maps three ways: as computed (float32), cast to float16 as is,
-and stored as `lrp.storage.attributions.ShardWriter` stores float16 (divided by a power-of-two scale per map). It reports
-the largest and the mean per-sample |Δμ| and |Δμ_w| against float32, the shift of their means (Table 1's
+and stored as `lrp.storage.attributions.ShardWriter` stores float16 (divided by a power-of-two scale per map). It
+reports the largest and the mean per-sample |Δμ| and |Δμ_w| against float32, the shift of their means (Table 1's
 numbers), and how many samples became or stopped being undefined (no positive relevance left).
 `--divide` also shrinks the maps first: a 224² VGG-16 spreads the same relevance over 12.25× the pixels of
 a 64² map, so its values are about that much smaller, and the plain cast loses more of them.

@@ -2,9 +2,9 @@
 
 Builds an image shard of N random 224² images with random box masks, explains them with a random-weight
 torchvision VGG-16 (all Table 1 analyzers of the ImageNet study, one forward pass per batch) with the
-pipeline's own job code (`lrp.pipeline.attribution.attribute_shard`: it also computes μ's sums of every map on the device),
-writes the attribution shards, then runs the metrics as the pipeline does: `lrp.pipeline.evaluation.metrics`, one
-single-threaded process per analyzer, `--metric-jobs` at once (Snakemake's `--cores`). Times each phase; the
+pipeline's own job code (`lrp.pipeline.attribution.attribute_shard`: it also computes μ's sums of every map on the
+device), writes the attribution shards, then runs the metrics as the pipeline does: `lrp.pipeline.evaluation.metrics`,
+one single-threaded process per analyzer, `--metric-jobs` at once (Snakemake's `--cores`). Times each phase; the
 overhead counts everything but the attribution itself and the writer's own (overlapping) time. Goal (issue:
 full scale): the I/O and metrics around the attributions cost ≤ 20 % of the attribution time on one H100.
 
@@ -63,7 +63,8 @@ def synthetic_shard(path: Path, n: int, size: int, seed: int = 0) -> None:
 
 
 def _metrics_worker() -> None:
-    """What `lrp.pipeline.runner` sets up in a metrics job: one thread (the rule's default), glibc keeping freed memory."""
+    """What `lrp.pipeline.runner` sets up in a metrics job: one thread (the rule's default),
+    glibc keeping freed memory."""
     torch.set_num_threads(1)
     retain_freed_memory()
 
@@ -137,12 +138,14 @@ def main(argv=None):
     res = {"device": device_name, "n": a.n, "io_threads": io_threads, "metric_jobs": jobs, "batch": a.batch,
            "size": a.size, "analyzers": len(ANALYZERS), "fused": fused,
            "precision": a.precision, "torch": torch.__version__, "malloc": malloc, "timings_s": timings,
-           "images_per_s": a.n / timings["attribute"], "overhead_fraction_of_attribution": overhead / timings["attribute"]}
+           "images_per_s": a.n / timings["attribute"],
+           "overhead_fraction_of_attribution": overhead / timings["attribute"]}
     print(f"device {device_name}; {a.n} images, batch {a.batch}, {len(ANALYZERS)} analyzers, {a.precision} shards, "
           f"{io_threads} compression threads, {jobs} metrics jobs at once; {malloc}")
     for k, v in timings.items():
         note = {"writer_busy": "  (background thread: overlaps the rest; not part of the overhead)",
-                "metrics_startup": "  (starting the metrics processes: once per analyzer job in the pipeline; not counted)",
+                "metrics_startup": "  (starting the metrics processes: once per analyzer job in the pipeline; "
+                                   "not counted)",
                 }.get(k, "")
         print(f"  {k:22s} {v:8.3f} s  ({v / timings['attribute'] * 100:5.1f} % of attribution){note}")
     print(f"  throughput: {res['images_per_s']:.1f} images/s (all analyzers); overhead = "
@@ -150,7 +153,8 @@ def main(argv=None):
     if timings["writer_busy"] > 0:
         res["writer_images_per_s"] = a.n / timings["writer_busy"]
         print(f"  the shard writer alone sustains {res['writer_images_per_s']:.1f} images/s "
-              f"({res['writer_images_per_s'] / res['images_per_s']:.1f}× the attribution rate; below 1× it limits the job)")
+              f"({res['writer_images_per_s'] / res['images_per_s']:.1f}× the attribution rate; "
+              "below 1× it limits the job)")
     print(f"  => 50,000 images: {50000 / res['images_per_s'] / 60:.1f} min of attribution")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))

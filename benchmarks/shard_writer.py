@@ -1,8 +1,8 @@
 """How many relevance maps per second can an attribution job store? (HDF5 filters vs parallel chunk encoding)
 
 A GPU attribution job hands every batch's maps (one per analyzer and image) to a background writer that
-byte-shuffles, deflate-compresses and stores them (`lrp.storage.attributions.ShardWriter`). If the writer is slower than the
-GPU, it, not the GPU, sets the job's speed. This times, in one process on the same maps, interleaved, each
+byte-shuffles, deflate-compresses and stores them (`lrp.storage.attributions.ShardWriter`). If the writer is slower than
+the GPU, it, not the GPU, sets the job's speed. This times, in one process on the same maps, interleaved, each
 up to and including `close()`:
 - `hdf5-filters`: the maps assigned to an h5py dataset with gzip + shuffle, float16 by a plain cast (how
   shards were written before `ShardWriter` scaled float16 maps and encoded chunks itself);
@@ -40,8 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lrp  # noqa: E402
 from benchmarks.attribution import device_name  # noqa: E402
 from benchmarks.pipeline import ANALYZERS  # noqa: E402
-from lrp.storage.attributions import (GZIP_LEVEL, ISAL_LEVEL, ShardWriter, encode_maps, power_of_two_scale,  # noqa: E402
-                        to_precision)
+from lrp.storage.attributions import GZIP_LEVEL, ISAL_LEVEL, ShardWriter, encode_maps, power_of_two_scale, to_precision  # noqa: E402
 
 
 def real_maps(n_images: int, size: int) -> dict[str, np.ndarray]:

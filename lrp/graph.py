@@ -203,7 +203,8 @@ def compile_model(model: nn.Module, example: torch.Tensor) -> list[Layer]:
     with torch.no_grad():
         ours = forward_trace(layers, example[:1]).logits
         theirs = model(example[:1])
-    if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5 * float(theirs.abs().max()) + 1e-6):
+    if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=1e-4,
+                                                        atol=1e-5 * float(theirs.abs().max()) + 1e-6):
         diff = (ours - theirs).abs().max().item() if ours.shape == theirs.shape else float("nan")
         raise UnsupportedModelError(
             "walking the model's modules in registration order does not reproduce model(x) "

@@ -96,5 +96,6 @@ def load(path: str | Path, device=None) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"pattern file {path} does not exist (run the 'patterns' rule first)")
     out = {}
     with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name.replace("/", "."), obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(lambda name, obj: out.__setitem__(name.replace("/", "."), obj[()])
+                     if isinstance(obj, h5py.Dataset) else None)
     return {k: torch.from_numpy(np.asarray(v)).to(device) for k, v in out.items()}

@@ -15,14 +15,16 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
+from test_acquire import FAST, make_bbox_tgz, md5, member, registry_with, tar_with
 
 from lrp.datasets import acquire, download, extract
 from lrp.datasets.acquire_errors import AcquisitionError, TransientAcquisitionError
-from test_acquire import FAST, _no_proxy, make_bbox_tgz, md5, member, registry_with, server, tar_with  # noqa: F401
 
 HOPS = 13  # d/s0 .. d/s12: each climbs one folder more, while every link on its own looks inside
 NO_LINKS = "archives of this data set contain no links"
 JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 60
+
+pytestmark = pytest.mark.usefixtures("no_proxy")  # fixtures no_proxy and server: conftest.py
 
 
 def chain_tar(path: Path, sentinel: Path, image: bool = True) -> Path:

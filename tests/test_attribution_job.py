@@ -19,9 +19,9 @@ import lrp
 from lrp.evaluation.metrics import mu_from_sums, relevance_sums
 from lrp.models.base import ModelBundle
 from lrp.models.zoo import TORCHVISION_PREPROCESSING
-from lrp.storage.attributions import read_attrs, read_shard, read_sums
 from lrp.pipeline.attribution import attribute_shard
 from lrp.pipeline.evaluation import metrics
+from lrp.storage.attributions import read_attrs, read_shard, read_sums
 
 from test_kernels import skip_unless_compiles
 
@@ -104,7 +104,8 @@ def test_metrics_read_the_sums_and_do_not_depend_on_storage_precision(tmp_path):
         pd.testing.assert_frame_equal(lo, hi)  # the sums come from the float32 maps either way
         _, sums, _ = read_sums(tmp_path / "float32" / a / "0.h5")
         mu, mu_w = mu_from_sums(**sums)
-        np.testing.assert_allclose(lo["mu"].to_numpy(), mu, rtol=1e-14)  # through CSV text (pandas 3.0 reads it back to 1 ulp)
+        # through CSV text (pandas 3.0 reads it back to 1 ulp)
+        np.testing.assert_allclose(lo["mu"].to_numpy(), mu, rtol=1e-14)
         assert np.isnan(lo["mu"].iloc[-1]) and lo["box_fraction"].iloc[-1] == 0
         assert list(lo.columns) == ["sample_id", "box_fraction", "mu", "mu_w", "r_in", "r_tot"]
 

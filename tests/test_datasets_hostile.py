@@ -12,15 +12,22 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from configs import dataset_entry
-from lrp.pipeline import data as data_stages
 from lrp.datasets.imagenet import index_imagenet, parse_imagenet_xml
 from lrp.datasets.index import (
-    Annotation, AnnotationError, UnsafePathError, finish_index, read_index, unit_row, unsafe_path_reason,
+    Annotation,
+    AnnotationError,
+    UnsafePathError,
+    finish_index,
+    read_index,
+    unit_row,
+    unsafe_path_reason,
 )
 from lrp.datasets.voc import index_voc, read_image_set
+from lrp.pipeline import data as data_stages
 from lrp.storage import images
 from lrp.storage.images import MAX_IMAGE_PIXELS, ImageDecodeError, load_rgb, read_image_shard, write_image_shard
+
+from configs import dataset_entry
 
 VOC = Path(__file__).parent / "data" / "voc2007"
 WNID = "n01751748"

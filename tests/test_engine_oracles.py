@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import lrp
-from lrp.composites import Analyzer, register, _uniform
+from lrp.composites import Analyzer, _uniform, register
 from lrp.rules import AlphaBeta, Epsilon, Flat
+
 from oracle_models import innvestigate_toy, toolbox_toy
 
 # Custom rule assignments the oracle holds beyond Table 1 (also shows how users add analyzers).

@@ -16,6 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_engine_zennit import STAB, _base, _layer_map, _onehot, assert_close_per_sample, zennit_attribution
 from torch import nn
 from zennit import composites as zc
 from zennit import rules as zr
@@ -24,8 +25,6 @@ import lrp
 from lrp import composites
 from lrp.graph import UnsupportedModelError, forward_trace, layers_of
 from lrp.rules import AlphaBeta, Epsilon, Flat
-
-from test_engine_zennit import STAB, _base, _layer_map, _onehot, assert_close_per_sample, zennit_attribution
 
 D64 = torch.float64
 ALL = list(composites.TABLE1)  # the 13 built-ins (other test modules register extra analyzers)
@@ -193,16 +192,16 @@ def explicit_conv_relevance(conv: nn.Conv2d, x: torch.Tensor, R: torch.Tensor, r
     cols = F.unfold(x, **args)  # (N, C·kh·kw, L)
     valid = F.unfold(torch.ones_like(x[:1]), **args)  # 1 on image pixels, 0 on zero padding
     N, L = x.shape[0], cols.shape[2]
-    O, I = conv.weight.shape[0], conv.weight[0].numel()
+    n_out, fan_in = conv.weight.shape[0], conv.weight[0].numel()
     G = conv.groups
-    Og = O // G
-    R = R.reshape(N, O, L)
+    Og = n_out // G
+    R = R.reshape(N, n_out, L)
     out = torch.zeros_like(cols)
-    b = conv.bias if conv.bias is not None else torch.zeros(O, dtype=x.dtype)
-    for o in range(O):
+    b = conv.bias if conv.bias is not None else torch.zeros(n_out, dtype=x.dtype)
+    for o in range(n_out):
         g = o // Og
-        xs, vs = cols[:, g * I:(g + 1) * I], valid[:, g * I:(g + 1) * I]
-        zij = xs * conv.weight[o].reshape(1, I, 1)  # (N, I, L)
+        xs, vs = cols[:, g * fan_in:(g + 1) * fan_in], valid[:, g * fan_in:(g + 1) * fan_in]
+        zij = xs * conv.weight[o].reshape(1, fan_in, 1)  # (N, fan_in, L)
         Rj = R[:, o:o + 1]
         if rule == "z":
             c = zij / safe(zij.sum(1, keepdim=True) + b[o]) * Rj
@@ -213,7 +212,7 @@ def explicit_conv_relevance(conv: nn.Conv2d, x: torch.Tensor, R: torch.Tensor, r
                       "ignore": (0.0, 0.0)}[bias]
             zp, zn = zij.clamp(min=0), zij.clamp(max=0)  # (a w)⁺ = a⁺w⁺ + a⁻w⁻, (a w)⁻ = a⁺w⁻ + a⁻w⁺
             c = (alpha * zp / safe(zp.sum(1, keepdim=True) + bp) - beta * zn / safe(zn.sum(1, keepdim=True) + bn)) * Rj
-        out[:, g * I:(g + 1) * I] += c
+        out[:, g * fan_in:(g + 1) * fan_in] += c
     return F.fold(out, x.shape[2:], **args)
 
 

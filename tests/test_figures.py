@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from scipy.stats import t as student_t
 
-from lrp.report import figures
 from lrp.evaluation.metrics import baseline_mu, size_curve
+from lrp.report import figures
 
 
 def _png_shape(path):

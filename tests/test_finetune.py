@@ -22,11 +22,17 @@ from lrp.datasets.demo import DEMO_CLASSES, generate_demo
 from lrp.io import sha256_file
 from lrp.models.base import ModelBundle
 from lrp.models.checkpoint import save_bundle
+from lrp.models.zoo import TORCHVISION_PREPROCESSING, load_model
 from lrp.training.finetune import (
-    ARCH_NAME, _init_model, evaluate_voc, finetune_alexnet, load_state, multilabel_loss, read_voc_labels,
+    ARCH_NAME,
+    _init_model,
+    evaluate_voc,
+    finetune_alexnet,
+    load_state,
+    multilabel_loss,
+    read_voc_labels,
     select_ids,
 )
-from lrp.models.zoo import TORCHVISION_PREPROCESSING, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(epochs=2, batch_size=40, input_size=64, threads=2, device="cpu", log=lambda _: None)  # 1 step/epoch
@@ -247,7 +253,8 @@ def test_bad_train_config_is_a_clear_error(tmp_path, edit, messages):
 
 
 def test_model_card_map_separates_11_point_and_area():
-    """lrp.pipeline.model._multilabel_map: `mAP` is the 11-point (VOC07 interpolation) mean, `mAP_area` the area mean (not a mix)."""
+    """lrp.pipeline.model._multilabel_map: `mAP` is the 11-point (VOC07 interpolation) mean, `mAP_area` the area
+    mean (not a mix)."""
     import pandas as pd
 
     from lrp.pipeline.model import _multilabel_map
@@ -259,7 +266,8 @@ def test_model_card_map_separates_11_point_and_area():
     # class 0: +, -, + -> precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1; class 1: i1 (0.5) then i2 (0.2), both +
     ap11_0, area_0 = (6 * 1 + 5 * 2 / 3) / 11, 0.5 * 1 + 0.5 * 2 / 3
     assert r["mAP"] == pytest.approx((ap11_0 + 1.0) / 2) and r["mAP_area"] == pytest.approx((area_0 + 1.0) / 2)
-    assert r["mAP_kind"].startswith("11-point AP over the evaluated images") and r["n_images"] == 3 and r["n_classes_evaluated"] == 2
+    assert (r["mAP_kind"].startswith("11-point AP over the evaluated images")
+            and r["n_images"] == 3 and r["n_classes_evaluated"] == 2)
 
 
 def test_training_data_entry_is_located(hand_voc, tmp_path):
@@ -274,4 +282,5 @@ def test_training_data_entry_is_located(hand_voc, tmp_path):
                                              "root": str(tmp_path / "data")}, tmp_path / "out" / "data.json")
     assert info["root"] == str(voc.parent) and json.loads((tmp_path / "out" / "data.json").read_text()) == info
     with pytest.raises(AcquisitionError, match=r"training_data\.voc2012\.root"):
-        prepare_training_data("voc2012", {"format": "voc", "source": "local", "year": 2012, "root": str(tmp_path / "nope")}, tmp_path / "x.json")
+        prepare_training_data("voc2012", {"format": "voc", "source": "local", "year": 2012,
+                                          "root": str(tmp_path / "nope")}, tmp_path / "x.json")

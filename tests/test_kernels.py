@@ -11,12 +11,11 @@ import functools
 
 import pytest
 import torch
+from test_engine_properties import ALL, _all, _data, _materialise, _targets, alexnet_like, vgg_like
 
 import lrp
 from lrp import kernels
 from lrp.kernels import EAGER, SAFE_EPS, Fused, FusedKernelError
-
-from test_engine_properties import ALL, _all, _data, _materialise, _targets, alexnet_like, vgg_like
 
 IMPLS = [EAGER, kernels.FUSED]
 IDS = ["eager", "fused"]

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from configs import dataset_entry
-
 from lrp.datasets import acquire
 from lrp.io import md5_file
-
 from lrp.pipeline import data as data_stages
 from lrp.pipeline.config import ConfigError, check_schema
+
+from configs import dataset_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 VOC = ROOT / "tests" / "data" / "voc2007"
@@ -79,7 +78,8 @@ def test_pixel_limit_reaches_the_image_shard_stage(tmp_path):
     out = tmp_path / "images.h5"
     with pytest.raises(ValueError, match=r"JPEGImages/.*above the limit of 100 \(max_pixels\).*"
                                          r"datasets\.<name>\.limits\.image_pixels"):
-        data_stages.image_shard(data, tmp_path / "samples.csv", {**cfg, "limits": {**cfg["limits"], "image_pixels": 100}}, 0, 1, out, 1)
+        data_stages.image_shard(data, tmp_path / "samples.csv",
+                                {**cfg, "limits": {**cfg["limits"], "image_pixels": 100}}, 0, 1, out, 1)
     assert not out.exists() and not list(tmp_path.glob(".images.h5*"))
     data_stages.image_shard(data, tmp_path / "samples.csv", cfg, 0, 1, out, 1)
     assert out.stat().st_size > 0

@@ -5,8 +5,15 @@ import pytest
 import torch
 
 from lrp.evaluation import metrics
-from lrp.evaluation.metrics import (baseline_mu, bin_index, inside_total_ratio, mu_from_sums, relevance_sums,
-                         size_curve, summarize)
+from lrp.evaluation.metrics import (
+    baseline_mu,
+    bin_index,
+    inside_total_ratio,
+    mu_from_sums,
+    relevance_sums,
+    size_curve,
+    summarize,
+)
 
 
 def _mask(shape, *pixels):

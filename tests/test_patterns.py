@@ -72,4 +72,5 @@ def test_save_load_and_attribution_uses_patterns(tmp_path):
     logits = model(x)
     (g,) = torch.autograd.grad(h, xg, torch.zeros_like(h).scatter_(1, t[:, None], 1.0) * logits)
     torch.testing.assert_close(R, g)
-    assert (R - lrp.attribute(model, x, t, "gradient") * logits.gather(1, t[:, None])[:, :, None, None]).abs().max() > 1e-3
+    assert (R - lrp.attribute(model, x, t, "gradient")
+            * logits.gather(1, t[:, None])[:, :, None, None]).abs().max() > 1e-3

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_engine_zennit import STAB, _base, _build, _onehot, assert_close_per_sample, zennit_attribution
 from torch import nn
 from zennit import composites as zc
 from zennit import rules as zr
@@ -20,8 +21,6 @@ import lrp
 from lrp import composites, plugins
 from lrp.pipeline.config import ConfigError, check_config, fill_defaults
 from lrp.pipeline.provenance import source_hash
-
-from test_engine_zennit import STAB, _base, _build, _onehot, assert_close_per_sample, zennit_attribution
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "my_analyzers.py"
@@ -320,10 +319,13 @@ def test_editing_a_plugin_reruns_only_the_stages_that_use_analyzers(tmp_path, re
     path = _plugin(tmp_path, "from lrp.composites import register_function\n"
                              "register_function('mine', lambda model, x, t: x)\n")
     specs = [str(path)]
-    before = {s: source_hash(s, plugins=specs) for s in ("pipeline.attribution:attribute", "pipeline.evaluation:table1", "pipeline.model:train_model")}
-    assert source_hash("pipeline.attribution:attribute") != before["pipeline.attribution:attribute"]  # the plugin counts
+    before = {s: source_hash(s, plugins=specs)
+              for s in ("pipeline.attribution:attribute", "pipeline.evaluation:table1", "pipeline.model:train_model")}
+    # the plugin counts
+    assert source_hash("pipeline.attribution:attribute") != before["pipeline.attribution:attribute"]
     path.write_text(path.read_text() + "# an edit\n")
     after = {s: source_hash(s, plugins=specs) for s in before}
     assert after["pipeline.attribution:attribute"] != before["pipeline.attribution:attribute"]
     assert after["pipeline.evaluation:table1"] != before["pipeline.evaluation:table1"]  # labels come from the registry
-    assert after["pipeline.model:train_model"] == before["pipeline.model:train_model"] == source_hash("pipeline.model:train_model")
+    assert (after["pipeline.model:train_model"] == before["pipeline.model:train_model"]
+            == source_hash("pipeline.model:train_model"))

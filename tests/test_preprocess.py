@@ -14,7 +14,13 @@ from lrp.datasets.imagenet import index_imagenet
 from lrp.datasets.index import Annotation, finish_index, index_image_folder, unit_row
 from lrp.datasets.voc import index_voc
 from lrp.storage.images import (
-    ImageDecodeError, iter_shard_batches, load_rgb, read_image_shard, read_shard_attrs, shard_ranges, shard_size,
+    ImageDecodeError,
+    iter_shard_batches,
+    load_rgb,
+    read_image_shard,
+    read_shard_attrs,
+    shard_ranges,
+    shard_size,
     write_image_shard,
 )
 

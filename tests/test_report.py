@@ -15,12 +15,12 @@ from matplotlib.image import imread
 from lrp import attribute, attribute_many
 from lrp.datasets.imagenet import index_imagenet
 from lrp.models.base import ModelBundle, Preprocessing
-from lrp.training.demo import DemoVGG
-from lrp.report.panel import PanelSamples, compute_maps, heatmap_rgb, n_conv_layers, select_samples, write_panels
-from lrp.storage.images import write_image_shard
 from lrp.pipeline.provenance import source_hash, source_specs, stamp, versions, write_manifest
+from lrp.report.panel import compute_maps, heatmap_rgb, n_conv_layers, select_samples, write_panels
 from lrp.report.summary import write_summary
 from lrp.report.table import build_table1
+from lrp.storage.images import write_image_shard
+from lrp.training.demo import DemoVGG
 
 DATA = Path(__file__).parent / "data" / "imagenet"
 # The iNNvestigate example images (ILSVRC2012 val) that tests/data holds, with their sorted-WNID classes.
@@ -216,4 +216,5 @@ def test_source_hash_follows_the_functions_a_stage_uses(tmp_path):
     attribute = source_specs("pipeline.attribution:attribute")
     assert {"attribution", "rules", "composites", "graph", "storage.attributions", "storage.loader",
             "evaluation.sums"} <= attribute
-    assert not {"evaluation.metrics", "training.demo", "training.finetune"} & attribute  # the jobs store μ's sums (lrp.evaluation.sums); Table 1's statistics are not theirs
+    # the jobs store μ's sums (lrp.evaluation.sums); Table 1's statistics are not theirs
+    assert not {"evaluation.metrics", "training.demo", "training.finetune"} & attribute

@@ -23,12 +23,13 @@ import torch
 from lxml import etree
 from PIL import Image
 
-from configs import dataset_entry
 import lrp.datasets.acquire_errors
 import lrp.datasets.demo as demo
-from lrp.pipeline import runner
 from lrp.io import atomic_dir, atomic_path
+from lrp.pipeline import runner
 from lrp.pipeline.data import data
+
+from configs import dataset_entry
 
 DISK_FULL = "disk full (No space left on device): free space, or set `results` in the config to a folder on " \
             "another disk, then re-run"

@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 
 from lrp.evaluation.metrics import mu_from_sums, relevance_sums
-from lrp.storage.attributions import (ShardWriter, encode_batch, encode_chunk, encode_maps, iter_shard, power_of_two_scale, read_attrs,
-                        read_shard, to_precision)
+from lrp.storage.attributions import (
+    ShardWriter,
+    encode_batch,
+    encode_chunk,
+    encode_maps,
+    iter_shard,
+    power_of_two_scale,
+    read_attrs,
+    read_shard,
+    to_precision,
+)
 
 
 def _maps(n, h=37, w=53, seed=0, magnitude=1.0):
@@ -264,7 +273,8 @@ def test_encode_batch_equals_one_analyzer_at_a_time():
             alone = encode_maps(m, precision)
             np.testing.assert_array_equal(together[name].chunks, alone.chunks)
             np.testing.assert_array_equal(together[name].scale, alone.scale)
-            assert (together[name].shape, together[name].finite, together[name].peak) == (alone.shape, alone.finite, alone.peak)
+            assert ((together[name].shape, together[name].finite, together[name].peak)
+                    == (alone.shape, alone.finite, alone.peak))
     assert encode_batch({}) == {}
 
 

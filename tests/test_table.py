@@ -7,8 +7,15 @@ import pandas as pd
 import pytest
 
 from lrp import composites
-from lrp.report.table import (analyzer_names, build_table1, paper_table, rank_agreement, tex_escape, to_latex,
-                       write_table1)
+from lrp.report.table import (
+    analyzer_names,
+    build_table1,
+    paper_table,
+    rank_agreement,
+    tex_escape,
+    to_latex,
+    write_table1,
+)
 
 N = 100
 

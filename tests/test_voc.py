@@ -10,7 +10,12 @@ import pytest
 
 from lrp.datasets.catalog import VOC_CLASSES
 from lrp.datasets.index import (
-    INDEX_COLUMNS, AnnotationError, baseline_stats, read_index, write_baseline, write_index,
+    INDEX_COLUMNS,
+    AnnotationError,
+    baseline_stats,
+    read_index,
+    write_baseline,
+    write_index,
 )
 from lrp.datasets.voc import index_voc, parse_voc_xml, read_image_set
 

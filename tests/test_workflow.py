@@ -18,7 +18,6 @@ from lrp.allocator import glibc
 
 from snakemake_run import ROOT, dry_run_jobs, snakemake, write_config
 
-
 CI_OUTPUTS = ["table1.csv", "table1.md", "table1.tex", "fig3_mu_by_box_size.png", "fig3_mu_by_box_size.pdf",
               "fig2_occlusion.png", "fig2_occlusion.pdf", "fig1_analyzers.png", "fig1_analyzers.pdf",
               "fig1_flat_layers.png", "fig1_flat_layers.pdf", "baseline.csv", "model_card.json", "samples.csv",
@@ -70,7 +69,8 @@ def test_smoke_run_ci_config(ci_run):
     copy.parent.mkdir(exist_ok=True)
     copy.write_bytes(plugin.read_bytes())
     moved = write_config(tmp_path / "plugin_copy", "ci.yaml", lambda c: c.update({"plugins": [str(copy)]}))
-    assert set(dry_run_jobs(tmp_path, "--configfile", moved)) <= {"summary", "provenance", "all"}  # they record the config
+    # they record the config
+    assert set(dry_run_jobs(tmp_path, "--configfile", moved)) <= {"summary", "provenance", "all"}
     copy.write_text(copy.read_text() + "\n# an edit\n")
     rerun = dry_run_jobs(tmp_path, "--configfile", moved)
     assert rerun["attribute_demo"] == 2 and {"table1", "fig3", "panel"} <= set(rerun)
@@ -199,8 +199,9 @@ REPORT_ONLY = {"summary", "provenance", "all"}  # they record the whole config
     # key order and where-it-runs settings: nothing is recomputed
     (lambda c: (c.update(analyzers=_reverse(c["analyzers"]), attribution=_reverse(c["attribution"])),
                 c["datasets"].update(demo=_reverse(c["datasets"]["demo"]))), {"panel"}, set()),
-    (lambda c: (c["attribution"].update(batch_size=7, threads=2, device="auto", fused=True), c["occlusion"].update(batch_size=5),
-                c["preprocess"].update(workers=2), c["models"]["demo_vgg"]["train"].update(threads=1)), set(), set()),
+    (lambda c: (c["attribution"].update(batch_size=7, threads=2, device="auto", fused=True),
+                c["occlusion"].update(batch_size=5), c["preprocess"].update(workers=2),
+                c["models"]["demo_vgg"]["train"].update(threads=1)), set(), set()),
     # report settings re-run their own outputs
     (lambda c: c["datasets"]["demo"].update(panel_samples=["000301_disc"], paper="voc2007"),
      {"panel", "table1"}, {"panel", "table1"}),

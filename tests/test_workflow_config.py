@@ -56,7 +56,8 @@ def test_cluster_generic_profile_submits_every_job(tmp_path):
     """The cluster-generic profile as users run it, with a stand-in for sbatch: every job of the data stages
     is a batch job (its own Snakemake process), and the outputs arrive."""
     p = snakemake("results/demo/baseline.csv", "results/demo/images/0.h5", "--profile",
-                  ROOT / "profiles" / "cluster-generic", "--cluster-generic-submit-cmd", ROOT / "tests" / "fake_submit.sh",
+                  ROOT / "profiles" / "cluster-generic",
+                  "--cluster-generic-submit-cmd", ROOT / "tests" / "fake_submit.sh",
                   "--jobs", "2", "--latency-wait", "5", "--seconds-between-status-checks", "1",
                   "--configfile", ROOT / "config" / "ci.yaml", cwd=tmp_path)
     out = p.stdout + p.stderr

@@ -100,8 +100,8 @@ def summarize(mu, mu_w, box_fraction, n_boot: int = 1000, seed: int = 0, ci: flo
             lo[ok], hi[ok] = np.nanpercentile(boot[ok], q, axis=1)
     keys = ["mu_w", "mu_le_0.25", "mu_le_0.5", "mu"]
     out: dict = {}
-    for k, p, l, h in zip(keys, point, lo, hi):
-        out[k], out[f"{k}_lo"], out[f"{k}_hi"] = float(p), float(l), float(h)
+    for k, p, low, high in zip(keys, point, lo, hi):
+        out[k], out[f"{k}_lo"], out[f"{k}_hi"] = float(p), float(low), float(high)
     out["n_used"], out["n_nan"] = int(n), int((~valid).sum())
     out["n_le_0.25"], out["n_le_0.5"] = int(cols[2].sum()), int(cols[4].sum())  # the units μ_≤ averages
     # every unit with a non-empty box in the bin, NaN or not: the same for all analyzers of a run

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 
+
 class ConfigError(ValueError):
     pass
 
@@ -81,8 +82,8 @@ def _load_schema(schema_path) -> dict:
 def check_schema(config: dict, schema_path) -> None:
     """Validate against the JSON schema, reporting EVERY problem as `key.path: message` (no schema dump).
 
-    Also refuses NaN/±Inf and integers beyond ±2**64 anywhere (`non_finite`, `too_large`). Raises ConfigError listing all
-    problems.
+    Also refuses NaN/±Inf and integers beyond ±2**64 anywhere (`non_finite`, `too_large`). Raises ConfigError listing
+    all problems.
     """
     validator = _validator_class()(_load_schema(schema_path))
     hits = non_finite(config) + too_large(config)
@@ -144,7 +145,8 @@ def validate(config: dict, schema_path) -> dict:
 
 
 def check_config(config: dict) -> None:
-    """For a config whose defaults are filled in (`fill_defaults`). Also imports the config's `plugins`, whose analyzers the `analyzers` section may then name."""
+    """For a config whose defaults are filled in (`fill_defaults`). Also imports the config's `plugins`, whose
+    analyzers the `analyzers` section may then name."""
     from lrp import plugins
     from lrp.composites import check_options, get, names, option_names
 

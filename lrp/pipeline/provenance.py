@@ -16,8 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from lrp import __version__
-from lrp.io import atomic_path
-from lrp.io import sha256_file
+from lrp.io import atomic_path, sha256_file
 
 LRP = Path(__file__).resolve().parents[1]
 """The lrp package folder: the root of the source specs ("pipeline.data:data" is lrp/pipeline/data.py)."""

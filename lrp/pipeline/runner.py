@@ -59,7 +59,8 @@ def user_errors() -> tuple:
 
 
 def _transient_errors() -> tuple:
-    """Network failures: worth a later re-run. `TransientAcquisitionError` is what survived lrp.datasets.download's retries."""
+    """Network failures: worth a later re-run. `TransientAcquisitionError` is what survived lrp.datasets.download's
+    retries."""
     import socket
     import urllib.error
 

@@ -35,9 +35,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from lrp.evaluation.classification import voc07_ap
-from lrp.io import atomic_path
+from lrp.io import atomic_path, sha256_file
 from lrp.models.architectures import ALEXNET_MULTILABEL, alexnet_multilabel
-from lrp.io import sha256_file
 from lrp.models.base import ModelBundle, pick_device
 
 ARCH_NAME = ALEXNET_MULTILABEL

@@ -10,11 +10,11 @@ rule pattern_index:
         report=f"{R}/{{dataset}}/pattern_index_report.json",
     log:
         f"{R}/logs/pattern_index/{{dataset}}.log",
+    conda:
+        ENV
     params:
         cfg=pattern_dataset_cfg,
         code=lrp_sources("pipeline.data:index"),
-    conda:
-        ENV
     script:
         "../scripts/index.py"
 
@@ -27,12 +27,12 @@ rule pattern_images:
         f"{R}/{{dataset}}/pattern_images.h5",
     log:
         f"{R}/logs/pattern_images/{{dataset}}.log",
+    conda:
+        ENV
+    threads: config["preprocess"]["workers"]
     params:
         cfg=pattern_dataset_cfg,
         code=lrp_sources("pipeline.data:image_shard"),
-    threads: config["preprocess"]["workers"]
-    conda:
-        ENV
     script:
         "../scripts/image_shard.py"
 
@@ -49,15 +49,15 @@ rule patterns:
         f"{R}/logs/patterns/{{dataset}}.log",
     benchmark:
         f"{R}/benchmarks/patterns/{{dataset}}.tsv"
+    conda:
+        ENV
+    threads: config["attribution"]["threads"]
+    resources:
+        **run_resources(),
     params:
         model=network_cfg,
         max_images=pattern_max_images,
         code=lrp_sources("pipeline.attribution:patterns"),
-    threads: config["attribution"]["threads"]
-    resources:
-        **run_resources(),
-    conda:
-        ENV
     script:
         "../scripts/patterns.py"
 
@@ -80,15 +80,15 @@ for _ds in config["datasets"]:
             f"{R}/logs/attribute/{_ds}_{{shard}}.log",
         benchmark:
             f"{R}/benchmarks/attribute/{_ds}_{{shard}}.tsv"
+        conda:
+            ENV
+        threads: config["attribution"]["threads"]
+        resources:
+            **run_resources(),
         params:
             model=model_spec(_ds),
             analyzers=canonical(analyzer_options(_ds)),  # one file each: their order changes nothing
             settings=attribution_settings(),
             code=lrp_sources("pipeline.attribution:attribute", plugins=plugins_of(_ds)),
-        threads: config["attribution"]["threads"]
-        resources:
-            **run_resources(),
-        conda:
-            ENV
         script:
             "../scripts/attribute.py"

@@ -6,7 +6,6 @@ from snakemake.exceptions import WorkflowError
 
 from lrp.pipeline.config import ConfigError, validate
 
-
 # Validated once, here: every problem by key, then the schema's defaults filled in (config/schema.yaml is the
 # one place a default lives; the rules and scripts below read keys, never `.get(key, default)`).
 try:
@@ -22,6 +21,7 @@ wildcard_constraints:
     analyzer="[a-z][a-z0-9_]*",
     model="[A-Za-z0-9_.-]+",
     shard="[0-9]+",
+
 
 ENV = "../../envs/lrp.yaml"
 
@@ -60,8 +60,12 @@ def run_resources(batch_size=None):
     stage has its own, e.g. occlusion's) and whether LRP steps run fused (a string: resources are ints or
     strings; the scripts read "auto", "true", "false"). gpu=1 lets a one-GPU profile run them one at a time."""
     att = config["attribution"]
-    return dict(gpu=1, device=att["device"], batch_size=att["batch_size"] if batch_size is None else batch_size,
-                fused=str(att["fused"]).lower())
+    return dict(
+        gpu=1,
+        device=att["device"],
+        batch_size=att["batch_size"] if batch_size is None else batch_size,
+        fused=str(att["fused"]).lower(),
+    )
 
 
 def dataset(name):
@@ -106,8 +110,12 @@ def image_shards(wildcards):
 def attribution_shards(wildcards):
     if wildcards.analyzer == "baseline":
         return []
-    return expand(f"{R}/{{dataset}}/attributions/{{analyzer}}/{{shard}}.h5", dataset=wildcards.dataset,
-                  analyzer=wildcards.analyzer, shard=shards(wildcards.dataset))
+    return expand(
+        f"{R}/{{dataset}}/attributions/{{analyzer}}/{{shard}}.h5",
+        dataset=wildcards.dataset,
+        analyzer=wildcards.analyzer,
+        shard=shards(wildcards.dataset),
+    )
 
 
 def metric_files(wildcards):
@@ -163,8 +171,10 @@ def train_cfg(model):
         raise WorkflowError(f"models.{model} has no `train` section: nothing to train")
     data = spec.get("data")
     if data is not None and data not in config["training_data"]:
-        raise WorkflowError(f"models.{model}.train.data: {data!r} is not a key of `training_data` "
-                            f"({', '.join(config['training_data']) or 'none defined'})")
+        raise WorkflowError(
+            f"models.{model}.train.data: {data!r} is not a key of `training_data` "
+            f"({', '.join(config['training_data']) or 'none defined'})"
+        )
     return spec
 
 
@@ -230,14 +240,31 @@ def outputs_of(name):
     """A dataset's results: its attribution shards (Snakemake does not re-create a deleted intermediate file
     whose consumers are up to date, so the shards are targets themselves: a deleted shard is recomputed, then
     the metrics, Table 1 and Fig. 3 that depend on it), tables, figures, checks and report pages."""
-    out = expand(f"{R}/{name}/attributions/{{analyzer}}/{{shard}}.h5", analyzer=computed_analyzers(name),
-                 shard=shards(name))
+    out = expand(
+        f"{R}/{name}/attributions/{{analyzer}}/{{shard}}.h5", analyzer=computed_analyzers(name), shard=shards(name)
+    )
     out += expand(f"{R}/{name}/metrics/{{analyzer}}.csv", analyzer=analyzers(name))
-    out += [f"{R}/{name}/{f}" for f in (
-        "samples.csv", "baseline.csv", "model_card.json", "occlusion.csv",
-        "table1.csv", "table1.md", "table1.tex", "summary.html",
-        "fig1_analyzers.png", "fig1_analyzers.pdf", "fig1_flat_layers.png", "fig1_flat_layers.pdf",
-        "fig2_occlusion.png", "fig2_occlusion.pdf", "fig3_mu_by_box_size.png", "fig3_mu_by_box_size.pdf")]
+    out += [
+        f"{R}/{name}/{f}"
+        for f in (
+            "samples.csv",
+            "baseline.csv",
+            "model_card.json",
+            "occlusion.csv",
+            "table1.csv",
+            "table1.md",
+            "table1.tex",
+            "summary.html",
+            "fig1_analyzers.png",
+            "fig1_analyzers.pdf",
+            "fig1_flat_layers.png",
+            "fig1_flat_layers.pdf",
+            "fig2_occlusion.png",
+            "fig2_occlusion.pdf",
+            "fig3_mu_by_box_size.png",
+            "fig3_mu_by_box_size.pdf",
+        )
+    ]
     return out
 
 
@@ -273,8 +300,11 @@ def dataset_analyzer_options(wildcards):
 def panel_settings(wildcards):
     """Which samples the Fig. 1-style panels show and which analyzer's flat_layers row they draw."""
     p = config["report"]["panel"]
-    return {"sample_ids": dataset(wildcards.dataset).get("panel_samples"), "n_images": p["n_images"],
-            "flat_analyzer": p["flat_analyzer"]}
+    return {
+        "sample_ids": dataset(wildcards.dataset).get("panel_samples"),
+        "n_images": p["n_images"],
+        "flat_analyzer": p["flat_analyzer"],
+    }
 
 
 def paper_of(wildcards):
@@ -287,9 +317,13 @@ def data_cfg(wildcards):
     Which units, classes and shards are evaluated is the index's and the image shards' business, and the
     patterns' training images are their own index's (pattern_dataset_cfg)."""
     d = dataset(wildcards.dataset)
-    return canonical({k: v for k, v in d.items()
-                      if k not in EVALUATION_KEYS + ("n_shards", "max_samples", "on_error", "splits", "classes",
-                                                     "patterns")})
+    return canonical(
+        {
+            k: v
+            for k, v in d.items()
+            if k not in EVALUATION_KEYS + ("n_shards", "max_samples", "on_error", "splits", "classes", "patterns")
+        }
+    )
 
 
 def index_cfg(wildcards):

@@ -8,11 +8,6 @@ rule data:
         f"{R}/{{dataset}}/data.json",
     log:
         f"{R}/logs/data/{{dataset}}.log",
-    params:
-        cfg=data_cfg,
-        code=lrp_sources("pipeline.data:data"),
-    conda:
-        ENV
     # No Snakemake retries: `retries:` re-runs a job after ANY failure (Snakemake 9.27 takes only an int here,
     # with no per-exit-code rule), and most failures of this job are deterministic (disk full, a corrupt
     # archive, an MD5 mismatch, a missing path) and would fail the same way again. The one failure a retry
@@ -20,6 +15,11 @@ rule data:
     # the .part file); what survives that exits with lrp.pipeline.runner.EXIT_TRANSIENT (75) and a re-run resumes.
     # 0, not omitted, so that a global `--retries` does not re-run the deterministic failures either.
     retries: 0
+    conda:
+        ENV
+    params:
+        cfg=data_cfg,
+        code=lrp_sources("pipeline.data:data"),
     script:
         "../scripts/data.py"
 
@@ -33,11 +33,11 @@ rule index:
         report=f"{R}/{{dataset}}/index_report.json",
     log:
         f"{R}/logs/index/{{dataset}}.log",
+    conda:
+        ENV
     params:
         cfg=index_cfg,
         code=lrp_sources("pipeline.data:index"),
-    conda:
-        ENV
     script:
         "../scripts/index.py"
 
@@ -50,10 +50,10 @@ rule baseline:
         f"{R}/{{dataset}}/baseline.csv",
     log:
         f"{R}/logs/baseline/{{dataset}}.log",
-    params:
-        code=lrp_sources("pipeline.data:baseline"),
     conda:
         ENV
+    params:
+        code=lrp_sources("pipeline.data:baseline"),
     script:
         "../scripts/baseline.py"
 
@@ -67,12 +67,12 @@ rule images:
         f"{R}/{{dataset}}/images.json",
     log:
         f"{R}/logs/images/{{dataset}}.log",
+    retries: 0  # as rule `data`
+    conda:
+        ENV
     params:
         cfg=data_cfg,
         code=lrp_sources("pipeline.data:images"),
-    conda:
-        ENV
-    retries: 0  # as rule `data`
     script:
         "../scripts/images.py"
 
@@ -86,11 +86,11 @@ rule image_shard:
         f"{R}/{{dataset}}/images/{{shard}}.h5",
     log:
         f"{R}/logs/image_shard/{{dataset}}_{{shard}}.log",
+    conda:
+        ENV
+    threads: config["preprocess"]["workers"]
     params:
         cfg=index_cfg,
         code=lrp_sources("pipeline.data:image_shard"),
-    threads: config["preprocess"]["workers"]
-    conda:
-        ENV
     script:
         "../scripts/image_shard.py"

@@ -10,10 +10,10 @@ rule metrics:
         f"{R}/{{dataset}}/metrics/{{analyzer}}.csv",
     log:
         f"{R}/logs/metrics/{{dataset}}_{{analyzer}}.log",
-    params:
-        code=lrp_sources("pipeline.evaluation:metrics"),
     conda:
         ENV
+    params:
+        code=lrp_sources("pipeline.evaluation:metrics"),
     script:
         "../scripts/metrics.py"
 
@@ -23,17 +23,22 @@ rule table1:
     input:
         unpack(metric_files),
     output:
-        csv=report(f"{R}/{{dataset}}/table1.csv", caption="../report/table1.rst", category="Data (CSV)", labels={"dataset": "{dataset}"}),
+        csv=report(
+            f"{R}/{{dataset}}/table1.csv",
+            caption="../report/table1.rst",
+            category="Data (CSV)",
+            labels={"dataset": "{dataset}"},
+        ),
         md=f"{R}/{{dataset}}/table1.md",
         tex=f"{R}/{{dataset}}/table1.tex",
     log:
         f"{R}/logs/table1/{{dataset}}.log",
+    conda:
+        ENV
     params:
         paper=paper_of,
         evaluation=evaluation_cfg(),
         code=dataset_code("pipeline.evaluation:table1"),
-    conda:
-        ENV
     script:
         "../scripts/table1.py"
 
@@ -43,15 +48,20 @@ rule fig3:
     input:
         unpack(metric_files),
     output:
-        png=report(f"{R}/{{dataset}}/fig3_mu_by_box_size.png", caption="../report/fig3.rst", category="Figures", labels={"figure": "Fig. 3", "dataset": "{dataset}"}),
+        png=report(
+            f"{R}/{{dataset}}/fig3_mu_by_box_size.png",
+            caption="../report/fig3.rst",
+            category="Figures",
+            labels={"figure": "Fig. 3", "dataset": "{dataset}"},
+        ),
         pdf=f"{R}/{{dataset}}/fig3_mu_by_box_size.pdf",
     log:
         f"{R}/logs/fig3/{{dataset}}.log",
+    conda:
+        ENV
     params:
         min_count=config["evaluation"]["min_bin_count"],
         code=dataset_code("pipeline.evaluation:fig3"),
-    conda:
-        ENV
     script:
         "../scripts/fig3.py"
 
@@ -61,13 +71,18 @@ rule fig2:
     input:
         f"{R}/{{dataset}}/occlusion.csv",
     output:
-        png=report(f"{R}/{{dataset}}/fig2_occlusion.png", caption="../report/fig2.rst", category="Figures", labels={"figure": "Fig. 2", "dataset": "{dataset}"}),
+        png=report(
+            f"{R}/{{dataset}}/fig2_occlusion.png",
+            caption="../report/fig2.rst",
+            category="Figures",
+            labels={"figure": "Fig. 2", "dataset": "{dataset}"},
+        ),
         pdf=f"{R}/{{dataset}}/fig2_occlusion.pdf",
     log:
         f"{R}/logs/fig2/{{dataset}}.log",
-    params:
-        code=lrp_sources("pipeline.evaluation:fig2"),
     conda:
         ENV
+    params:
+        code=lrp_sources("pipeline.evaluation:fig2"),
     script:
         "../scripts/fig2.py"

@@ -8,15 +8,15 @@ rule training_data:
         f"{R}/training_data/{{name}}/data.json",
     log:
         f"{R}/logs/training_data/{{name}}.log",
+    wildcard_constraints:
+        name="[a-z][a-z0-9_]*",
+    # Not retried by Snakemake, for the reason given at rule `data`: network failures retry inside the job.
+    retries: 0
+    conda:
+        ENV
     params:
         cfg=training_data_cfg,
         code=lrp_sources("pipeline.model:training_data"),
-    wildcard_constraints:
-        name="[a-z][a-z0-9_]*",
-    conda:
-        ENV
-    # Not retried by Snakemake, for the reason given at rule `data`: network failures retry inside the job.
-    retries: 0
     script:
         "../scripts/training_data.py"
 
@@ -34,15 +34,15 @@ rule train_model:
         f"{R}/logs/train_model/{{model}}.log",
     benchmark:
         f"{R}/benchmarks/train_model/{{model}}.tsv"
-    params:
-        spec=model_train_spec,
-        code=lrp_sources("pipeline.model:train_model"),
+    conda:
+        ENV
     threads: train_threads
     resources:
         gpu=train_gpus,
         device=train_device,
-    conda:
-        ENV
+    params:
+        spec=model_train_spec,
+        code=lrp_sources("pipeline.model:train_model"),
     script:
         "../scripts/train_model.py"
 
@@ -59,14 +59,14 @@ rule occlusion:
         f"{R}/logs/occlusion/{{dataset}}.log",
     benchmark:
         f"{R}/benchmarks/occlusion/{{dataset}}.tsv"
-    params:
-        model=network_cfg,
-        code=lrp_sources("pipeline.model:occlusion"),
+    conda:
+        ENV
     threads: config["attribution"]["threads"]
     resources:
         **run_resources(batch_size=config["occlusion"]["batch_size"]),
-    conda:
-        ENV
+    params:
+        model=network_cfg,
+        code=lrp_sources("pipeline.model:occlusion"),
     script:
         "../scripts/occlusion.py"
 
@@ -82,12 +82,12 @@ rule model_card:
         f"{R}/{{dataset}}/model_card.json",
     log:
         f"{R}/logs/model_card/{{dataset}}.log",
+    conda:
+        ENV
     params:
         model=network_cfg,
         task=dataset_task,
         thresholds=model_thresholds,
         code=lrp_sources("pipeline.model:model_card"),
-    conda:
-        ENV
     script:
         "../scripts/model_card.py"

@@ -10,24 +10,32 @@ rule panel:
         card=ancient(f"{R}/{{dataset}}/model_card.json"),  # a gate: a passed check
         patterns=dataset_patterns,
     output:
-        analyzers_png=report(f"{R}/{{dataset}}/fig1_analyzers.png", caption="../report/fig1_analyzers.rst",
-                             category="Figures", labels={"figure": "Fig. 1 (analyzers)", "dataset": "{dataset}"}),
+        analyzers_png=report(
+            f"{R}/{{dataset}}/fig1_analyzers.png",
+            caption="../report/fig1_analyzers.rst",
+            category="Figures",
+            labels={"figure": "Fig. 1 (analyzers)", "dataset": "{dataset}"},
+        ),
         analyzers_pdf=f"{R}/{{dataset}}/fig1_analyzers.pdf",
-        flat_png=report(f"{R}/{{dataset}}/fig1_flat_layers.png", caption="../report/fig1_flat_layers.rst",
-                        category="Figures", labels={"figure": "Fig. 1 (flat layers)", "dataset": "{dataset}"}),
+        flat_png=report(
+            f"{R}/{{dataset}}/fig1_flat_layers.png",
+            caption="../report/fig1_flat_layers.rst",
+            category="Figures",
+            labels={"figure": "Fig. 1 (flat layers)", "dataset": "{dataset}"},
+        ),
         flat_pdf=f"{R}/{{dataset}}/fig1_flat_layers.pdf",
     log:
         f"{R}/logs/panel/{{dataset}}.log",
+    conda:
+        ENV
+    threads: config["attribution"]["threads"]
+    resources:
+        **run_resources(),
     params:
         model=model_cfg,
         analyzers=dataset_analyzer_options,
         panel=panel_settings,
         code=dataset_code("pipeline.report:panel"),
-    threads: config["attribution"]["threads"]
-    resources:
-        **run_resources(),
-    conda:
-        ENV
     script:
         "../scripts/panel.py"
 
@@ -39,16 +47,20 @@ rule summary:
         baseline=f"{R}/{{dataset}}/baseline.csv",
         card=f"{R}/{{dataset}}/model_card.json",
     output:
-        report(f"{R}/{{dataset}}/summary.html", caption="../report/summary.rst", category="Summary",
-               labels={"dataset": "{dataset}"}),
+        report(
+            f"{R}/{{dataset}}/summary.html",
+            caption="../report/summary.rst",
+            category="Summary",
+            labels={"dataset": "{dataset}"},
+        ),
     log:
         f"{R}/logs/summary/{{dataset}}.log",
+    conda:
+        ENV
     params:
         paper=paper_of,
         config=config,
         code=dataset_code("pipeline.report:summary"),
-    conda:
-        ENV
     script:
         "../scripts/summary.py"
 
@@ -58,15 +70,19 @@ rule provenance:
     input:
         manifest_files,
     output:
-        report(f"{R}/{{dataset}}/provenance.json", caption="../report/provenance.rst", category="Provenance",
-               labels={"dataset": "{dataset}"}),
+        report(
+            f"{R}/{{dataset}}/provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"dataset": "{dataset}"},
+        ),
     log:
         f"{R}/logs/provenance/{{dataset}}.log",
+    conda:
+        ENV
     params:
         config=config,
         plugins=dataset_plugins,
         code=dataset_code("pipeline.report:provenance"),
-    conda:
-        ENV
     script:
         "../scripts/provenance.py"

@@ -4,8 +4,8 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the
 
 from pathlib import Path
 
-from lrp.pipeline.runner import run
 from lrp.pipeline.attribution import attribute
+from lrp.pipeline.runner import run
 
 # precision, tf32, deterministic: params (they change the maps); batch size, device, fused, threads: where
 # and how it runs, from the rule's resources and threads (RUN_SETTINGS in workflow/rules/common.smk). The

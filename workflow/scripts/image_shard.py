@@ -2,8 +2,8 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the Snakefile
 
-from lrp.pipeline.runner import run
 from lrp.pipeline.data import image_shard
+from lrp.pipeline.runner import run
 
 run(snakemake, image_shard, data_json=snakemake.input.data, index_csv=snakemake.input.samples,
     cfg=snakemake.params.cfg, shard=int(snakemake.wildcards.get("shard", 0)),

@@ -2,8 +2,8 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the Snakefile
 
-from lrp.pipeline.runner import run
 from lrp.pipeline.model import model_card
+from lrp.pipeline.runner import run
 
 run(snakemake, model_card, model_spec=snakemake.params.model, index_csv=snakemake.input.samples,
     occlusion_csv=snakemake.input.occlusion, logits_h5=snakemake.input.logits,

@@ -2,8 +2,8 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the Snakefile
 
-from lrp.pipeline.runner import run
 from lrp.pipeline.report import panel
+from lrp.pipeline.runner import run
 
 p = snakemake.params.panel
 # where it runs: the rule's resources, not params (RUN_SETTINGS in workflow/rules/common.smk)

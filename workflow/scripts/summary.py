@@ -2,8 +2,8 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the Snakefile
 
-from lrp.pipeline.runner import run
 from lrp.pipeline.report import summary
+from lrp.pipeline.runner import run
 
 run(snakemake, summary, dataset=snakemake.wildcards.dataset, table_csv=snakemake.input.table,
     baseline_csv=snakemake.input.baseline, model_card_json=snakemake.input.card, paper_dataset=snakemake.params.paper,

@@ -2,8 +2,8 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the Snakefile
 
-from lrp.pipeline.runner import run
 from lrp.pipeline.evaluation import table1
+from lrp.pipeline.runner import run
 
 ev = snakemake.params.evaluation
 run(snakemake, table1, metric_csvs=dict(snakemake.input.items()), paper_dataset=snakemake.params.paper,

@@ -2,8 +2,8 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")  # the lrp package beside the Snakefile
 
-from lrp.pipeline.runner import run
 from lrp.pipeline.model import train_model
+from lrp.pipeline.runner import run
 
 spec = {**snakemake.params.spec, "device": snakemake.resources.device}  # a resource: not a re-run trigger
 run(snakemake, train_model, data_json=snakemake.input[0], spec=spec,
