@@ -6,7 +6,7 @@ taken after one warm-up run; on CUDA, torch.cuda.synchronize() is called before 
   (b) each analyzer alone: lrp.attribute;
   (c) the whole suite: lrp.attribute_many over all 13 built-in analyzers. pattern_attribution gets random
       patterns of the weight shapes, keyed by qualified layer name;
-  (d) zennit 0.5.1, one analyzer at a time: the native composites used in tests/test_engine_zennit.py.
+  (d) zennit 0.5.1, one analyzer at a time: the native composites used in tests/engine/test_engine_zennit.py.
       PatternAttribution and the baseline have no zennit equivalent (n/a); zennit's plain gradient is
       its Gradient attributor without a composite.
 On CPU, glibc keeps freed memory for reuse (`lrp.allocator`, as in every pipeline job) unless

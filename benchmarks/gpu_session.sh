@@ -31,7 +31,7 @@ if [ "${1:-}" = pair ]; then  # the αβ pair's transposed convolution on CUDA: 
   done
   timeout 180 python3 benchmarks/attribution.py --device cuda --batch 64 --repeats 5 --check --fused --json "$OUT/attribution_cuda_fused.json" 2>&1 | tee "$OUT/attribution_cuda_fused.txt"
   timeout 70 python3 benchmarks/attribution.py --device cuda --batch 64 --repeats 5 --no-zennit --eager --only $CMP --json "$OUT/attribution_cuda_eager.json" 2>&1 | tee "$OUT/attribution_cuda_eager.txt"
-  timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_engine_oracles.py tests/test_engine_properties.py -k "cuda or oracle" 2>&1 | tail -3 | tee "$OUT/cuda_tests.txt"
+  timeout 60 python3 -m pytest -q -p no:cacheprovider tests/engine/test_engine_oracles.py tests/engine/test_engine_properties.py -k "cuda or oracle" 2>&1 | tail -3 | tee "$OUT/cuda_tests.txt"
   timeout 45 python3 benchmarks/attribution.py --device cuda --batch 64 --profile lrp_cmp_alpha2 --fused --no-zennit 2>&1 | tee "$OUT/profile_cmp_alpha2_fused.txt"
   exit 0
 fi
@@ -39,6 +39,6 @@ fi
 CMP="lrp_alpha1 lrp_alpha2 lrp_cmp_alpha1 lrp_cmp_alpha2 lrp_cmp_alpha1_flat lrp_cmp_alpha2_flat"
 timeout 200 python3 benchmarks/attribution.py --device cuda --batch 64 --repeats 5 --check --fused --json "$OUT/attribution_cuda_fused.json" 2>&1 | tee "$OUT/attribution_cuda_fused.txt"
 timeout 90 python3 benchmarks/attribution.py --device cuda --batch 64 --repeats 5 --no-zennit --eager --only $CMP --json "$OUT/attribution_cuda_eager.json" 2>&1 | tee "$OUT/attribution_cuda_eager.txt"
-timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_engine_oracles.py tests/test_engine_properties.py tests/test_attribution_job.py -k "cuda or oracle" 2>&1 | tail -5 | tee "$OUT/cuda_tests.txt"
+timeout 100 python3 -m pytest -q -p no:cacheprovider tests/engine/test_kernels.py tests/engine/test_engine_oracles.py tests/engine/test_engine_properties.py tests/pipeline/test_attribution_job.py -k "cuda or oracle" 2>&1 | tail -5 | tee "$OUT/cuda_tests.txt"
 timeout 60 python3 benchmarks/attribution.py --device cuda --batch 64 --repeats 5 --no-zennit --fused --cudnn-benchmark --only $CMP --json "$OUT/attribution_cuda_fused_cudnn_benchmark.json" 2>&1 | tee "$OUT/attribution_cuda_fused_cudnn_benchmark.txt"
 timeout 45 python3 benchmarks/attribution.py --device cuda --batch 64 --profile lrp_cmp_alpha1 --fused --no-zennit 2>&1 | tee "$OUT/profile_cmp_alpha1_fused.txt"

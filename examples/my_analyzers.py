@@ -1,7 +1,7 @@
 """Two analyzers added the way a user adds their own: a new LRP rule, and a method that is a function.
 
 List this file (or its module name, `examples.my_analyzers`) under `plugins:` in the config, then use the
-names under `analyzers:`. The CI config does (config/ci.yaml); tests/test_plugins.py checks LRP-γ against
+names under `analyzers:`. The CI config does (config/ci.yaml); tests/engine/test_plugins.py checks LRP-γ against
 zennit's and Integrated Gradients against its completeness property. Guide: docs/plugins.md.
 """
 

@@ -6,7 +6,7 @@ that is about 10 % of an LRP_CMP:α1 call (benchmarks/README.md). `EAGER` runs P
 can. `FUSED` compiles each step with `torch.compile` (Triton on CUDA, C++ on CPU) into one kernel that reads
 its inputs once and writes its output once; `attribute_many(..., fused=True)` selects it, and it is the
 default for CUDA inputs (`resolve`). The first call of each step on a device compiles it (seconds to a
-minute; cached on disk by PyTorch). tests/test_kernels.py
+minute; cached on disk by PyTorch). tests/engine/test_kernels.py
 checks that both give the same numbers: bit for bit on CPU; on CUDA, Triton divides to within 2 ulp and
 flushes subnormal denominators to zero (which then count as zero).
 

@@ -1,5 +1,5 @@
 """Open a Snakemake report in headless Chromium, show every result item, screenshot each, and print the
-text the summary pages show. Used by tests/test_workflow.py::test_report_renders_every_item and by hand:
+text the summary pages show. Used by tests/workflow/test_workflow.py::test_report_renders_every_item and by hand:
 
     python tests/report_browser.py report.html shots/     # needs `pip install playwright` + a chromium
 

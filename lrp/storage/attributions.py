@@ -102,7 +102,7 @@ def encode_maps(maps, precision: str = "float16") -> EncodedMaps:
 
     The bytes are those of the numpy path (`power_of_two_scale`, a round-to-nearest-even cast, HDF5's
     shuffle): dividing by a power of two and the cast are exact IEEE operations on every device
-    (tests/test_shards.py). See `encode_batch` for why this runs on the GPU in attribution jobs.
+    (tests/storage/test_shards.py). See `encode_batch` for why this runs on the GPU in attribution jobs.
     """
     return encode_batch({None: maps}, precision)[None]
 

@@ -10,7 +10,7 @@ import pytest
 
 import lrp.allocator as al
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = 64 * 2**20 // 4096  # pages of the 64 MiB block each probe touches
 
 PROBE = r"""

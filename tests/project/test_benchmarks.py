@@ -13,9 +13,9 @@ from pathlib import Path
 
 from lrp.allocator import glibc
 
-from test_kernels import compile_problem
+from compiling import compile_problem
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_engine_zennit import STAB, _base, _layer_map, _onehot, assert_close_per_sample, zennit_attribution
 from torch import nn
 from zennit import composites as zc
 from zennit import rules as zr
@@ -25,6 +24,8 @@ import lrp
 from lrp import composites
 from lrp.graph import UnsupportedModelError, forward_trace, layers_of
 from lrp.rules import AlphaBeta, Epsilon, Flat
+
+from test_engine_zennit import STAB, _base, _layer_map, _onehot, assert_close_per_sample, zennit_attribution
 
 D64 = torch.float64
 ALL = list(composites.TABLE1)  # the 13 built-ins (other test modules register extra analyzers)

@@ -14,7 +14,7 @@ from lrp.datasets.catalog import load_synsets, wnid_index
 from lrp.datasets.imagenet import index_imagenet, parse_imagenet_xml, parse_loc_val_csv
 from lrp.datasets.index import AnnotationError
 
-DATA = Path(__file__).parent / "data" / "imagenet"
+DATA = Path(__file__).parents[1] / "data" / "imagenet"
 META = DATA / "metadata"
 
 

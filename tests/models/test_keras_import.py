@@ -27,7 +27,7 @@ from lrp.models.keras import (
     plan_vgg,
 )
 
-TOY = Path(__file__).parent / "data" / "innvestigate_toy"
+TOY = Path(__file__).parents[1] / "data" / "innvestigate_toy"
 
 
 # ----------------------------------------------------------------------------------------------- helpers

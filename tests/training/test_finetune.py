@@ -34,7 +34,7 @@ from lrp.training.finetune import (
     select_ids,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = dict(epochs=2, batch_size=40, input_size=64, threads=2, device="cpu", log=lambda _: None)  # 1 step/epoch
 
 

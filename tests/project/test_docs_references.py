@@ -23,7 +23,7 @@ import re
 import types
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SKIP_DIRS = ("docs/reference/",)
 TOP_LEVEL_FILES = ("Snakefile", "Makefile", "README.md", "pyproject.toml")
 PROJECT_DIRS = ("lrp", "workflow", "config", "tests", "benchmarks", "docs", "envs", "profiles", "examples")
@@ -211,9 +211,9 @@ def test_the_checker_finds_broken_references():
     assert resolve("lrp.attribute") is None and resolve("lrp.models.load") is None
     assert resolve("lrp.no_such_name") and resolve("lrp.composites.no_such_name")
     assert check_path("lrp/rules.py", None) is None and check_path("lrp/no_such_file.py", None)
-    assert check_path("tests/test_docs_references.py", "::test_the_checker_finds_broken_references") is None
-    assert check_path("tests/test_docs_references.py", "::test_the_checker*") is None
-    assert check_path("tests/test_docs_references.py", "::test_no_such_test")
+    assert check_path("tests/project/test_docs_references.py", "::test_the_checker_finds_broken_references") is None
+    assert check_path("tests/project/test_docs_references.py", "::test_the_checker*") is None
+    assert check_path("tests/project/test_docs_references.py", "::test_no_such_test")
     assert check_path("results/{dataset}/x.h5", None) is None and check_path("docs/*.md", None) is None
     assert check_link(ROOT / "docs" / "plugins.md", "../README.md") is None
     assert check_link(ROOT / "docs" / "plugins.md", "README.md")

@@ -1,5 +1,5 @@
 """Reproducibility switches of the attribution stage: deterministic algorithms, and the kill injection the
-resume test (tests/test_workflow.py) relies on."""
+resume test (tests/workflow/test_workflow.py) relies on."""
 
 import os
 

@@ -18,7 +18,7 @@ import pytest
 from lrp.datasets import acquire, download, extract
 from lrp.datasets.acquire_errors import AcquisitionError, TransientAcquisitionError
 
-DATA = Path(__file__).parent / "data" / "acquire"
+DATA = Path(__file__).parents[1] / "data" / "acquire"
 VOC_FILES = sorted(p.relative_to(DATA / "voc2007_trainval")
                    for p in (DATA / "voc2007_trainval").rglob("*") if p.is_file())
 BOX_FILES = sorted(p.relative_to(DATA / "imagenet_bbox_val")

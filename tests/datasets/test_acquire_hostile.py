@@ -15,10 +15,11 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
-from test_acquire import FAST, make_bbox_tgz, md5, member, registry_with, tar_with
 
 from lrp.datasets import acquire, download, extract
 from lrp.datasets.acquire_errors import AcquisitionError, TransientAcquisitionError
+
+from test_acquire import FAST, make_bbox_tgz, md5, member, registry_with, tar_with
 
 HOPS = 13  # d/s0 .. d/s12: each climbs one folder more, while every link on its own looks inside
 NO_LINKS = "archives of this data set contain no links"

@@ -15,7 +15,7 @@ from lrp.pipeline.config import ConfigError, check_schema
 
 from configs import dataset_entry
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VOC = ROOT / "tests" / "data" / "voc2007"
 TRAINVAL = ROOT / "tests" / "data" / "acquire" / "voc2007_trainval"
 

@@ -29,7 +29,7 @@ from lrp.storage.images import MAX_IMAGE_PIXELS, ImageDecodeError, load_rgb, rea
 
 from configs import dataset_entry
 
-VOC = Path(__file__).parent / "data" / "voc2007"
+VOC = Path(__file__).parents[1] / "data" / "voc2007"
 WNID = "n01751748"
 
 

@@ -310,7 +310,7 @@ def test_compressed_torchvision_file_is_refused_before_loading(tmp_path, monkeyp
 
 def test_every_torch_load_in_lrp_is_weights_only():
     """A torch.load without weights_only=True would unpickle code from a weight file."""
-    root = Path(__file__).resolve().parents[1] / "lrp"
+    root = Path(__file__).resolve().parents[2] / "lrp"
     calls = [(p.name, line.strip()) for p in root.rglob("*.py") for line in p.read_text().splitlines()
              if "torch.load(" in line and not line.lstrip().startswith(("#", '"', "`"))]
     assert calls and all("weights_only=True" in line for _, line in calls), calls

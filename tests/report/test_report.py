@@ -22,7 +22,7 @@ from lrp.report.table import build_table1
 from lrp.storage.images import write_image_shard
 from lrp.training.demo import DemoVGG
 
-DATA = Path(__file__).parent / "data" / "imagenet"
+DATA = Path(__file__).parents[1] / "data" / "imagenet"
 # The iNNvestigate example images (ILSVRC2012 val) that tests/data holds, with their sorted-WNID classes.
 INNV = {"ILSVRC2012_val_00011670": 429, "ILSVRC2012_val_00033712": 118, "ILSVRC2012_val_00042581": 399}
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_engine_zennit import STAB, _base, _build, _onehot, assert_close_per_sample, zennit_attribution
 from torch import nn
 from zennit import composites as zc
 from zennit import rules as zr
@@ -22,7 +21,9 @@ from lrp import composites, plugins
 from lrp.pipeline.config import ConfigError, check_config, fill_defaults
 from lrp.pipeline.provenance import source_hash
 
-ROOT = Path(__file__).resolve().parents[1]
+from test_engine_zennit import STAB, _base, _build, _onehot, assert_close_per_sample, zennit_attribution
+
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "my_analyzers.py"
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from lrp.pipeline.config import ConfigError, check_schema, non_finite, validate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "config" / "schema.yaml"
 
 

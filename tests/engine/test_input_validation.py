@@ -14,7 +14,7 @@ import lrp
 from lrp import attribution, composites
 from lrp.composites import Analyzer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "my_analyzers.py"
 
 

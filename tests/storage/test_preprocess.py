@@ -24,7 +24,7 @@ from lrp.storage.images import (
     write_image_shard,
 )
 
-TESTS = Path(__file__).parent / "data"
+TESTS = Path(__file__).parents[1] / "data"
 VOC = TESTS / "voc2007"
 IMAGENET = TESTS / "imagenet"
 

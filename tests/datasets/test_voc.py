@@ -19,7 +19,7 @@ from lrp.datasets.index import (
 )
 from lrp.datasets.voc import index_voc, parse_voc_xml, read_image_set
 
-DATA = Path(__file__).parent / "data" / "voc2007"
+DATA = Path(__file__).parents[1] / "data" / "voc2007"
 
 
 def voc_tree(tmp_path, xmls: dict[str, str], splits: dict[str, list[str]]) -> Path:

@@ -23,7 +23,7 @@ from lrp.pipeline.attribution import attribute_shard
 from lrp.pipeline.evaluation import metrics
 from lrp.storage.attributions import read_attrs, read_shard, read_sums
 
-from test_kernels import skip_unless_compiles
+from compiling import skip_unless_compiles
 
 ANALYZERS = ["lrp_z", "lrp_cmp_alpha1_flat", "gradient"]
 SIZE = 24

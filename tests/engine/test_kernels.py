@@ -7,34 +7,20 @@ the same numbers, so every analyzer inherits those tests. Hand-computed cases pi
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
-from test_engine_properties import ALL, _all, _data, _materialise, _targets, alexnet_like, vgg_like
 
 import lrp
 from lrp import kernels
 from lrp.kernels import EAGER, SAFE_EPS, Fused, FusedKernelError
 
+from compiling import skip_unless_compiles
+from test_engine_properties import ALL, _all, _data, _materialise, _targets, alexnet_like, vgg_like
+
 IMPLS = [EAGER, kernels.FUSED]
 IDS = ["eager", "fused"]
 
 
-@functools.lru_cache(maxsize=None)
-def compile_problem() -> str:
-    """'' if torch.compile works here, else why not. Why ask: on a machine without a C++ compiler the fused
-    tests skip, naming the reason, and everything else still runs."""
-    try:
-        kernels.Fused().ratio(torch.ones(2, 2), torch.ones(2, 2), None, 1.0)
-        return ""
-    except FusedKernelError as e:
-        return str(e)
-
-
-def skip_unless_compiles(k=kernels.FUSED):
-    if k is kernels.FUSED and compile_problem():
-        pytest.skip(f"torch.compile does not work here: {compile_problem()}")
 TOL = {torch.float32: 1e-6, torch.float64: 1e-15}
 
 

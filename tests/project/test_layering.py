@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-LRP = Path(__file__).resolve().parents[1] / "lrp"
+LRP = Path(__file__).resolve().parents[2] / "lrp"
 LAYER = {"": 0, "datasets": 1, "models": 1, "storage": 1, "evaluation": 1, "training": 2, "report": 2, "pipeline": 3}
 
 
