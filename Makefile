@@ -18,6 +18,7 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/demo.yaml
 	$(VENV)/bin/snakemake --configfile config/demo.yaml --report results/demo/report.html
+	$(PY) -m lrp.pipeline.reference check config/reference/demo.json --results results
 	@echo
 	@echo "Demo study done:"
 	@echo "  Report:   results/demo/report.html (open in a browser; start with Summary)"

@@ -3,7 +3,9 @@ the model card that gates the study on the model's accuracy."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -18,12 +20,34 @@ from lrp.models.base import pick_device
 from lrp.models.zoo import load_model
 
 
-def train_model(data_json, spec: dict, out_model, card_json, threads: int):
+def cpu_numerics(threads: int, isa: str) -> dict:
+    """What decides a CPU training's bits besides its inputs and seed (docs/reproducibility.md): the thread
+    count and oneDNN's ISA cap, recorded in training.json with the CPU and ATen's vector width (which do not
+    change them). Raises RuntimeError if the cap `isa` is not in effect (it must be in the environment before
+    torch runs its first convolution; the Snakefile sets it)."""
+    import platform
+
+    env = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    if isa != "ALL" and env != isa:
+        raise RuntimeError(f"reproducibility.onednn_max_cpu_isa is {isa!r} but the environment has "
+                           f"ONEDNN_MAX_CPU_ISA={env!r}: the Snakefile sets it for every job; outside Snakemake, "
+                           f"export ONEDNN_MAX_CPU_ISA={isa} before starting Python")
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"threads": threads, "onednn_max_cpu_isa": isa, "cpu": cpu,
+            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def train_model(data_json, spec: dict, out_model, card_json):
     """Train a model the config trains itself, by `spec["recipe"]`; record its training and test accuracy.
 
     demo_vgg (default): the demo VGG on the dataset's own train split. finetune_alexnet: the PVOC model,
     ImageNet AlexNet fine-tuned multi-label (lrp.training.finetune) on `spec["train_data_json"]`'s images (a
-    `training_data` entry) or the dataset's own, scored on the dataset's `eval_split`.
+    `training_data` entry) or the dataset's own, scored on the dataset's `eval_split`. Trains with exactly
+    `spec["threads"]` threads (another count trains another model), under `spec["onednn_max_cpu_isa"]`.
     """
     from lrp.models.checkpoint import save_bundle, write_model_card
     from lrp.training.demo import evaluate_multilabel, train_demo_model
@@ -36,19 +60,21 @@ def train_model(data_json, spec: dict, out_model, card_json, threads: int):
 
         train_root = json.loads(Path(spec["train_data_json"]).read_text())["root"] \
             if spec.get("train_data_json") else None
-        run_finetune(root, classes, {**spec, "train_root": train_root}, out_model, card_json, threads, log=log)
+        run_finetune(root, classes, {**spec, "train_root": train_root}, out_model, card_json, spec["threads"],
+                     log=log)
         return
     if recipe != "demo_vgg":
         raise ValueError(f"models.{spec['name']}.train.recipe: unknown recipe {recipe!r} "
                          f"(demo_vgg, finetune_alexnet)")
+    numerics = cpu_numerics(spec["threads"], spec["onednn_max_cpu_isa"])
     bundle, history = train_demo_model(root, classes, split="train", epochs=spec["epochs"],
                                        batch_size=spec["batch_size"], lr=spec["lr"], seed=spec["seed"],
-                                       image_size=spec["input_size"], threads=threads, log=log)
+                                       image_size=spec["input_size"], threads=spec["threads"], log=log)
     checksum = save_bundle(bundle, out_model)
     test = evaluate_multilabel(bundle, root, classes, "test")
     log(f"trained model: test mAP {test['mAP']:.3f}")
     write_model_card({"name": bundle.name, "checksum": checksum, "history": history, "metrics": {"test": test},
-                      "lrp_version": __version__}, card_json)
+                      "numerics": numerics, "lrp_version": __version__}, card_json)
 
 
 def occlusion(model_spec: dict, image_shards: list, out_csv, out_logits, batch_size: int, device: str):

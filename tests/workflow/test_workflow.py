@@ -97,6 +97,15 @@ def test_smoke_run_ci_config(ci_run):
 
 
 @pytest.mark.slow
+def test_ci_run_reproduces_the_reference(ci_run):
+    """This machine's CI-sized run reproduces the recorded one: the trained model and the index to the bit,
+    Table 1 to the printed digits (config/reference/ci.json, recorded on another CPU; docs/reproducibility.md)."""
+    from lrp.pipeline.reference import check
+
+    assert check(ci_run / "results", ROOT / "config" / "reference" / "ci.json") == []
+
+
+@pytest.mark.slow
 def test_report_renders_every_item(ci_run, tmp_path):
     """`snakemake --report` builds; where playwright and a Chromium exist, the report opens in headless
     Chromium and every item shows (screenshots in the test's tmp folder)."""
@@ -200,8 +209,10 @@ REPORT_ONLY = {"summary", "provenance", "all"}  # they record the whole config
     (lambda c: (c.update(analyzers=_reverse(c["analyzers"]), attribution=_reverse(c["attribution"])),
                 c["datasets"].update(demo=_reverse(c["datasets"]["demo"]))), {"panel"}, set()),
     (lambda c: (c["attribution"].update(batch_size=7, threads=2, device="auto", fused=True),
-                c["occlusion"].update(batch_size=5), c["preprocess"].update(workers=2),
-                c["models"]["demo_vgg"]["train"].update(threads=1)), set(), set()),
+                c["occlusion"].update(batch_size=5), c["preprocess"].update(workers=2)), set(), set()),
+    # a training's thread count and oneDNN's ISA cap decide the model's bits: they re-train it
+    (lambda c: c["models"]["demo_vgg"]["train"].update(threads=1), None, {"train_model", "attribute_demo"}),
+    (lambda c: c.update(reproducibility={"onednn_max_cpu_isa": "ALL"}), None, {"train_model"}),
     # report settings re-run their own outputs
     (lambda c: c["datasets"]["demo"].update(panel_samples=["000301_disc"], paper="voc2007"),
      {"panel", "table1"}, {"panel", "table1"}),
@@ -218,7 +229,8 @@ REPORT_ONLY = {"summary", "provenance", "all"}  # they record the whole config
      {"attribute_demo", "metrics", "table1", "fig3", "panel"}, {"attribute_demo", "panel"}),
     # what changes the data re-runs the data rules, the patterns' own index included
     (lambda c: c["datasets"]["demo"].update(on_error="skip"), None, {"index", "pattern_index"}),
-], ids=["key-order", "run-settings", "report-settings", "model-card", "precision", "patterns", "analyzer-option",
+], ids=["key-order", "run-settings", "train-threads", "cpu-isa", "report-settings", "model-card", "precision",
+        "patterns", "analyzer-option",
         "bias", "on-error"])
 def test_config_edits_rerun_only_what_they_change(ci_run, edit, allowed, required):
     """Snakemake re-runs a job whose params changed: each rule's params hold only what its outputs are computed

@@ -1,5 +1,6 @@
 # Helpers shared by all rules: config validation, paths, input functions (no lambdas in rules).
 import json
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -12,6 +13,10 @@ try:
     validate(config, Path(workflow.basedir) / "config" / "schema.yaml")
 except ConfigError as e:
     raise WorkflowError(str(e))
+
+# Every job's CPU convolutions take the kernels of this instruction set, whatever the CPU (jobs inherit the
+# environment; a cluster job re-reads this file): docs/reproducibility.md.
+os.environ["ONEDNN_MAX_CPU_ISA"] = config["reproducibility"]["onednn_max_cpu_isa"]
 
 R = config["results"]
 
@@ -357,10 +362,11 @@ def evaluation_cfg(wildcards=None):
     return canonical({k: v for k, v in config["evaluation"].items() if k != "min_bin_count"})
 
 
-RUN_ONLY_TRAIN_KEYS = ("threads", "device")
+RUN_ONLY_TRAIN_KEYS = ("device",)
 """Train keys that say where a training runs, not what it computes: kept out of params (a params change
-re-runs the job, and re-training gives a new model that shifts every attribution); they reach the script
-as the rule's `threads:` and `resources: device`."""
+re-runs the job, and re-training gives a new model that shifts every attribution); it reaches the script as
+the job's `resources: device`. Not `threads`: the CPU's reductions are split by thread, so another thread
+count trains another model (docs/reproducibility.md); the stage uses exactly the configured count."""
 
 
 def model_train_spec(wildcards):
@@ -368,7 +374,8 @@ def model_train_spec(wildcards):
     model name, and the training data's data.json (an input of the rule) when it is a `training_data` entry."""
     spec = {k: v for k, v in train_cfg(wildcards.model).items() if k not in RUN_ONLY_TRAIN_KEYS}
     ds = dataset(spec["dataset"])
-    out = {**spec, "name": wildcards.model, "classes": ds["classes"], "input_size": ds["input_size"]}
+    out = {**spec, "name": wildcards.model, "classes": ds["classes"], "input_size": ds["input_size"],
+           "onednn_max_cpu_isa": config["reproducibility"]["onednn_max_cpu_isa"]}
     if spec.get("data"):
         out["train_data_json"] = f"{R}/training_data/{spec['data']}/data.json"
     return canonical(out)

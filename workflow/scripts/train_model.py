@@ -7,4 +7,4 @@ from lrp.pipeline.runner import run
 
 spec = {**snakemake.params.spec, "device": snakemake.resources.device}  # a resource: not a re-run trigger
 run(snakemake, train_model, data_json=snakemake.input[0], spec=spec,
-    out_model=snakemake.output.model, card_json=snakemake.output.card, threads=snakemake.threads)
+    out_model=snakemake.output.model, card_json=snakemake.output.card)

@@ -1,0 +1,147 @@
+"""Does a finished run reproduce the published one? Compare its Table 1 (to the printed digits) and the
+checksums of the files everything downstream depends on against a reference file (config/reference/*.json).
+
+    python -m lrp.pipeline.reference check  [--results results] config/reference/demo.json
+    python -m lrp.pipeline.reference record [--results results] --config config/demo.yaml OUT.json
+
+`check` prints "reproduced: …" and exits 0, or names every value that differs and by how much and exits 1.
+Why printed digits: Table 1 is what a reader compares; a file's sha256 says *where* a run left the reference
+(the trained model first: everything after it follows from it). docs/reproducibility.md says what to expect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+from pathlib import Path
+
+from lrp.io import sha256_file, write_json
+
+#: Table 1's numeric columns as table1.md prints them (3 decimals), with their CIs.
+COLUMNS = ("mu_w", "mu_le_0.25", "mu_le_0.5", "mu")
+PRINTED = tuple(c + suffix for c in COLUMNS for suffix in ("", "_lo", "_hi"))
+COUNTS = ("n_used", "n_nan")
+DIGITS = 3
+
+
+class ReferenceError(ValueError):
+    """A reference or results file that cannot be compared (missing, or not what it should be)."""
+
+
+def printed(value: float) -> str:
+    """A value as Table 1 prints it."""
+    return "nan" if math.isnan(value) else f"{value:.{DIGITS}f}"
+
+
+def _table(path: Path) -> dict:
+    import pandas as pd
+
+    if not path.is_file():
+        raise ReferenceError(f"{path}: no Table 1 here (has the run finished?)")
+    df = pd.read_csv(path)
+    missing = [c for c in ("analyzer", *PRINTED, *COUNTS) if c not in df.columns]
+    if missing:
+        raise ReferenceError(f"{path}: not a Table 1 CSV (lacks {', '.join(missing)})")
+    return {row["analyzer"]: {**{c: printed(float(row[c])) for c in PRINTED}, **{c: int(row[c]) for c in COUNTS}}
+            for _, row in df.iterrows()}
+
+
+def record(results, config_path, out_json, files=None) -> dict:
+    """Write the reference of a finished run: every dataset's Table 1 as printed, and the sha256 of `files`
+    (default: each trained model, each dataset's samples.csv)."""
+    import yaml
+
+    results = Path(results)
+    config = yaml.safe_load(Path(config_path).read_text())
+    if files is None:
+        files = [f"models/{m}/model.pt" for m, spec in config["models"].items() if "train" in spec]
+        files += [f"{d}/samples.csv" for d in config["datasets"]]
+    import torch
+
+    ref = {"config": str(config_path), "digits": DIGITS,
+           "made_on": {"machine": platform.machine(), "torch": torch.__version__,
+                       "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+           "files": {f: sha256_file(results / f) for f in files},
+           "table1": {d: _table(results / d / "table1.csv") for d in config["datasets"]}}
+    write_json(ref, out_json)
+    return ref
+
+
+def _relative(got: str, want: str) -> str:
+    try:
+        g, w = float(got), float(want)
+    except ValueError:
+        return ""
+    delta = g - w
+    return f", Δ {delta:+.3f}" + (f" ({delta / abs(w) * 100:+.1f} %)" if w else "")
+
+
+def check(results, reference_json) -> list[str]:
+    """Every difference between the run in `results` and the reference, one line each ([] = reproduced).
+    Raises ReferenceError if the reference or a Table 1 cannot be read."""
+    results, path = Path(results), Path(reference_json)
+    try:
+        ref = json.loads(path.read_text())
+        tables, files = ref["table1"], ref["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ReferenceError(f"{path}: not a reference file ({e})") from e
+    problems = []
+    for rel, want in files.items():
+        f = results / rel
+        got = sha256_file(f) if f.is_file() else None
+        if got != want:
+            problems.append(f"{rel}: sha256 {got[:12] + '…' if got else 'missing'} (reference {want[:12]}…)")
+    for dataset, want_table in tables.items():
+        got_table = _table(results / dataset / "table1.csv")
+        for analyzer in sorted(set(want_table) | set(got_table)):
+            if analyzer not in got_table or analyzer not in want_table:
+                where = "the run" if analyzer not in got_table else "the reference"
+                problems.append(f"{dataset} Table 1: {analyzer} is missing from {where}")
+                continue
+            got, want = got_table[analyzer], want_table[analyzer]
+            for col in (*PRINTED, *COUNTS):
+                if str(got[col]) != str(want[col]):
+                    problems.append(f"{dataset} Table 1 {analyzer} {col}: {got[col]} (reference {want[col]}"
+                                    f"{_relative(str(got[col]), str(want[col]))})")
+    return problems
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lrp.pipeline.reference", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("check", help="compare a finished run with a reference")
+    c.add_argument("reference")
+    c.add_argument("--results", default="results")
+    r = sub.add_parser("record", help="write the reference of a finished run")
+    r.add_argument("out")
+    r.add_argument("--results", default="results")
+    r.add_argument("--config", required=True)
+    a = parser.parse_args(argv)
+    try:
+        if a.command == "record":
+            ref = record(a.results, a.config, a.out)
+            print(f"recorded {a.out}: {sum(map(len, ref['table1'].values()))} Table 1 rows, {len(ref['files'])} files")
+            return 0
+        problems = check(a.results, a.reference)
+    except ReferenceError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 2
+    ref = json.loads(Path(a.reference).read_text())
+    rows = sum(map(len, ref["table1"].values()))
+    if not problems:
+        print(f"reproduced: {a.results} matches {a.reference} — Table 1 ({rows} rows, {len(PRINTED)} values each, "
+              f"to the printed {DIGITS} decimals, and the counts) and the sha256 of {', '.join(ref['files'])}")
+        return 0
+    print(f"NOT reproduced: {a.results} differs from {a.reference} in {len(problems)} value(s):")
+    for p in problems:
+        print(f"  - {p}")
+    print("A different model (its sha256 above) changes every row: see docs/reproducibility.md for what this CPU "
+          "or GPU may do differently, and the seed-to-seed spread to judge the size of the difference.")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

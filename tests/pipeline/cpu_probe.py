@@ -1,0 +1,48 @@
+"""Run in a subprocess by test_cpu_numerics.py under one set of CPU-dispatch switches (ATEN_CPU_CAPABILITY,
+ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS): a few training steps of the demo VGG, then one attribution batch
+of the trained net; prints the sha256 of the weights and of the maps as JSON. Fast (a few seconds) and
+self-contained (random data from a fixed seed), so that CI can take the kernel paths other CPUs take."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+
+import torch
+
+import lrp
+from lrp.models.architectures import DemoVGG
+
+
+def digest(tensors) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def main(threads: int) -> None:
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(96, 3, 32, 32, generator=g)
+    y = (torch.rand(96, 6, generator=g) > 0.7).float()
+    torch.manual_seed(0)
+    model = DemoVGG(6, width=8, image_size=32, hidden=32, dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(6):
+        batch = slice(16 * step, 16 * (step + 1))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[batch]), y[batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    maps = lrp.attribute_many(model, x[:8], torch.zeros(8, dtype=torch.long),
+                              ["lrp_cmp_alpha2_flat", "lrp_epsilon", "guided_backprop"])
+    print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "loss": float(loss.detach()),
+                      "weights": digest(model.state_dict().values()),
+                      "maps": digest(maps[k] for k in sorted(maps))}))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2)

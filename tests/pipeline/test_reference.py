@@ -1,0 +1,103 @@
+"""The reproduction check: Table 1 compared to the printed digits, checksums by file, every difference named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lrp.pipeline import reference
+from lrp.pipeline.reference import ReferenceError, check, record
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(tmp_path: Path, mu_w=(6.4548, 2.2301)) -> Path:
+    res = tmp_path / "results"
+    (res / "demo").mkdir(parents=True)
+    (res / "models" / "m").mkdir(parents=True)
+    (res / "models" / "m" / "model.pt").write_bytes(b"weights")
+    (res / "demo" / "samples.csv").write_text("sample_id\na\n")
+    cols = {c: [0.5, 0.25] for c in reference.PRINTED}
+    df = pd.DataFrame({"analyzer": ["lrp_cmp_alpha1", "gradient"], "label": ["LRP_CMP:α1", "Gradient"], **cols,
+                       "n_used": [10, 10], "n_nan": [0, 0]})
+    df["mu_w"] = list(mu_w)
+    df.to_csv(res / "demo" / "table1.csv", index=False)
+    (tmp_path / "cfg.yaml").write_text("datasets: {demo: {}}\nmodels: {m: {train: {dataset: demo}}}\n")
+    return res
+
+
+def test_record_then_check_reproduces(tmp_path):
+    res = _run(tmp_path)
+    ref = record(res, tmp_path / "cfg.yaml", tmp_path / "ref.json")
+    assert set(ref["files"]) == {"models/m/model.pt", "demo/samples.csv"}
+    assert ref["table1"]["demo"]["lrp_cmp_alpha1"]["mu_w"] == "6.455"  # as Table 1 prints it
+    assert check(res, tmp_path / "ref.json") == []
+
+
+def test_a_change_below_the_printed_digits_still_reproduces(tmp_path):
+    record(_run(tmp_path), tmp_path / "cfg.yaml", tmp_path / "ref.json")
+    other = _run(tmp_path / "b", mu_w=(6.45479, 2.23012))
+    (other / "models" / "m" / "model.pt").write_bytes(b"weights")
+    assert check(other, tmp_path / "ref.json") == []
+
+
+def test_every_difference_is_named_with_its_size(tmp_path):
+    record(_run(tmp_path), tmp_path / "cfg.yaml", tmp_path / "ref.json")
+    other = _run(tmp_path / "b", mu_w=(6.2114, 2.2301))
+    (other / "models" / "m" / "model.pt").write_bytes(b"other weights")
+    problems = check(other, tmp_path / "ref.json")
+    assert problems[0].startswith("models/m/model.pt: sha256 ")
+    assert problems[1] == "demo Table 1 lrp_cmp_alpha1 mu_w: 6.211 (reference 6.455, Δ -0.244 (-3.8 %))"
+    assert len(problems) == 2
+
+
+def test_cli_says_reproduced_or_not(tmp_path, capsys):
+    res = _run(tmp_path)
+    assert reference.main(["record", str(tmp_path / "ref.json"), "--results", str(res),
+                           "--config", str(tmp_path / "cfg.yaml")]) == 0
+    assert reference.main(["check", str(tmp_path / "ref.json"), "--results", str(res)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("reproduced: ")
+    (res / "demo" / "samples.csv").write_text("sample_id\nb\n")
+    assert reference.main(["check", str(tmp_path / "ref.json"), "--results", str(res)]) == 1
+    assert "NOT reproduced" in capsys.readouterr().out
+
+
+def test_unreadable_inputs_name_the_file(tmp_path):
+    (tmp_path / "ref.json").write_text("{}")
+    with pytest.raises(ReferenceError, match=r"ref\.json: not a reference file"):
+        check(tmp_path, tmp_path / "ref.json")
+    (tmp_path / "ref.json").write_text(json.dumps({"files": {}, "table1": {"demo": {}}}))
+    with pytest.raises(ReferenceError, match=r"table1\.csv: no Table 1 here"):
+        check(tmp_path, tmp_path / "ref.json")
+
+
+@pytest.mark.parametrize("name", ["demo.json", "ci.json"])
+def test_shipped_references_are_complete(name):
+    ref = json.loads((ROOT / "config" / "reference" / name).read_text())
+    assert ref["files"] and all(len(v) == 64 for v in ref["files"].values())
+    assert all(len(rows) > 3 for rows in ref["table1"].values())
+
+
+def test_readme_table1_is_the_reference():
+    """Every number of the README's demo Table 1 is the recorded reference's (which `make demo` checks)."""
+    ref = json.loads((ROOT / "config" / "reference" / "demo.json").read_text())["table1"]["demo"]
+    labels = {row["label"]: row for row in _labels()}
+    text = (ROOT / "README.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and " [" in line]
+    assert len(rows) == len(ref), rows
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        analyzer = labels[cells[0]]["analyzer"]
+        for cell, col in zip(cells[1:], reference.COLUMNS):
+            want = ref[analyzer]
+            assert cell == f"{want[col]} [{want[col + '_lo']}, {want[col + '_hi']}]", (cells[0], col)
+
+
+def _labels():
+    from lrp.composites import analyzers
+
+    out = [{"analyzer": name, "label": label} for name, label in analyzers().items()]
+    return out + [{"analyzer": "baseline", "label": "Baseline (uniform)"}]
