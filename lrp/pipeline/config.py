@@ -24,19 +24,22 @@ def _key(path) -> str:
 MAX_CONFIG_INT = 2**64
 
 
+def _values_where(test, value, path=()) -> list[tuple[tuple, object]]:
+    """(key path, value) of every leaf of `value` (nested dicts and lists) for which `test` holds."""
+    if isinstance(value, dict):
+        return [hit for k, v in value.items() for hit in _values_where(test, v, (*path, k))]
+    if isinstance(value, (list, tuple)):
+        return [hit for i, v in enumerate(value) for hit in _values_where(test, v, (*path, i))]
+    return [(path, value)] if test(value) else []
+
+
 def non_finite(value, path=()) -> list[tuple[tuple, float]]:
     """(key path, value) of every NaN or ±Inf float anywhere in `value` (nested dicts and lists).
 
     Why: JSON schema's `minimum`/`maximum` compare False with NaN, so `.nan` passes every range; YAML's
     `.inf`/`.nan` would reach the jobs and fail them there (or poison their numbers). No key allows them.
     """
-    if isinstance(value, float) and not math.isfinite(value):
-        return [(path, value)]
-    if isinstance(value, dict):
-        return [hit for k, v in value.items() for hit in non_finite(v, (*path, k))]
-    if isinstance(value, (list, tuple)):
-        return [hit for i, v in enumerate(value) for hit in non_finite(v, (*path, i))]
-    return []
+    return _values_where(lambda v: isinstance(v, float) and not math.isfinite(v), value, path)
 
 
 def too_large(value, path=()) -> list[tuple[tuple, int]]:
@@ -44,13 +47,8 @@ def too_large(value, path=()) -> list[tuple[tuple, int]]:
 
     Why: YAML reads any run of digits as an int; `maximum`-less keys would pass a 400-digit number on to a
     job, to fail there as OverflowError (a float option) or MemoryError (a count)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_CONFIG_INT:
-        return [(path, value)]
-    if isinstance(value, dict):
-        return [hit for k, v in value.items() for hit in too_large(v, (*path, k))]
-    if isinstance(value, (list, tuple)):
-        return [hit for i, v in enumerate(value) for hit in too_large(v, (*path, i))]
-    return []
+    return _values_where(lambda v: isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_CONFIG_INT,
+                         value, path)
 
 
 def _describe(value) -> str:

@@ -25,12 +25,13 @@ def panel(model_spec: dict, image_shards: list, analyzers: dict, patterns_h5, sa
                  flat_options=flat_opts[flat_analyzer])
 
 
-def summary(dataset: str, table_csv, baseline_csv, model_card_json, paper_dataset, config: dict, out_html):
+def summary(dataset: str, table_csv, baseline_csv, model_card_json, paper_dataset, config: dict, out_html,
+            seed_spread_csv=None):
     from lrp.pipeline.provenance import versions
     from lrp.report.summary import write_summary
 
     write_summary(dataset, table_csv, baseline_csv, model_card_json, paper_dataset,
-                  {"versions": versions(), "config": config}, out_html)
+                  {"versions": versions(), "config": config}, out_html, seed_spread_csv=seed_spread_csv)
 
 
 def provenance(files: list, config: dict, out_json, root, plugins=None):

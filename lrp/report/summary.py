@@ -82,12 +82,27 @@ def table1_section(table: pd.DataFrame) -> str:
     return text + f'<p class="note">{_esc(_footnote(table))}</p>'
 
 
+def seed_spread_section(spread: pd.DataFrame, source: str) -> str:
+    """μ_w per training seed beside the bootstrap CI: the CI covers only which units were sampled; the spread
+    across seeds is how much a retrained model moves the number (lrp.pipeline.seeds)."""
+    seeds = [c.removeprefix("mu_w_seed") for c in spread.columns if c.startswith("mu_w_seed")]
+    head = ["Analyzer", *(f"μ_w seed {s}" for s in seeds), "mean ± sd", "range", "bootstrap CI ±"]
+    body = [[r["label"], *(f"{r[f'mu_w_seed{s}']:.3f}" for s in seeds), f"{r['mu_w_mean']:.3f} ± {r['mu_w_sd']:.3f}",
+             f"{r['mu_w_min']:.3f}–{r['mu_w_max']:.3f}", f"±{r['mu_w_ci_halfwidth']:.3f}"]
+            for _, r in spread.iterrows()]
+    return ("<h2>Seed to seed</h2><p>The same study with the model retrained from other seeds "
+            f"({len(seeds)} models; {_esc(source)}). Two analyzers whose μ_w differ by less than the seed "
+            "spread are not told apart by this model family, whatever their bootstrap CIs say.</p>"
+            + _table_html(head, body))
+
+
 def provenance_section(provenance: dict) -> str:
     return ("<h2>Provenance</h2><pre>" + _esc(json.dumps(provenance, indent=2, sort_keys=True)) + "</pre>")
 
 
 def write_summary(dataset: str, table_csv, baseline_csv, model_card_json, paper_dataset: str | None,
-                  provenance: dict, out_html: str | os.PathLike) -> None:
+                  provenance: dict, out_html: str | os.PathLike, seed_spread_csv=None) -> None:
+    """The summary page; with `seed_spread_csv` (lrp.pipeline.seeds' output) the seed-to-seed table too."""
     table = pd.read_csv(table_csv)
     if paper_dataset is not None:
         table.attrs["paper_dataset"] = paper_dataset
@@ -95,6 +110,9 @@ def write_summary(dataset: str, table_csv, baseline_csv, model_card_json, paper_
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>lrp-bench: {_esc(dataset)}</title>"
              f"<style>{_STYLE}</style></head><body><h1>lrp-bench — {_esc(dataset)}</h1>",
              model_card_section(card), baseline_section(pd.read_csv(baseline_csv), paper_dataset),
-             table1_section(table), provenance_section(provenance), "</body></html>"]
+             table1_section(table)]
+    if seed_spread_csv:
+        parts.append(seed_spread_section(pd.read_csv(seed_spread_csv), str(seed_spread_csv)))
+    parts += [provenance_section(provenance), "</body></html>"]
     with atomic_path(out_html) as tmp:
         Path(tmp).write_text("\n".join(parts), encoding="utf-8")

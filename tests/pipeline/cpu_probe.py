@@ -44,5 +44,31 @@ def main(threads: int) -> None:
                       "maps": digest(maps[k] for k in sorted(maps))}))
 
 
+def demo_images(root: str) -> None:
+    """The demo data path alone: generate a few demo images (numpy, libjpeg-turbo's encoder) and decode them
+    as the image shards do; prints the sha256 of the JPEG bytes and of the decoded pixels."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from lrp.datasets.demo import generate_demo
+    from lrp.storage.images import load_rgb
+
+    generate_demo(Path(root), n_train=12, n_test=6, image_size=64, seed=0, progress=False)
+    files = sorted(Path(root).rglob("*.jpg"))
+    print(json.dumps({"jpeg": digest_bytes(f.read_bytes() for f in files),
+                      "pixels": digest_bytes(np.asarray(load_rgb(f)[0]).tobytes() for f in files)}))
+
+
+def digest_bytes(chunks) -> str:
+    h = hashlib.sha256()
+    for c in chunks:
+        h.update(c)
+    return h.hexdigest()[:16]
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
+    if sys.argv[1:2] == ["demo-images"]:
+        demo_images(sys.argv[2])
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 2)

@@ -16,13 +16,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = Path(__file__).with_name("cpu_probe.py")
-SWITCHES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
+SWITCHES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "JSIMD_FORCENONE",
+            "JSIMD_FORCESSE2")
 
 
-def probe(threads: int = 2, **env) -> dict:
+def probe(threads: int = 2, *args, **env) -> dict:
     clean = {k: v for k, v in os.environ.items() if k not in SWITCHES}
-    out = subprocess.run([sys.executable, str(PROBE), str(threads)], env={**clean, **env, "PYTHONPATH": str(ROOT)},
-                         capture_output=True, text=True, timeout=300, check=True)
+    out = subprocess.run([sys.executable, str(PROBE), *(args or [str(threads)])], capture_output=True, text=True,
+                         env={**clean, **env, "PYTHONPATH": str(ROOT)}, timeout=300, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -76,3 +77,11 @@ def test_the_stage_refuses_to_train_without_the_pin(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     numerics = cpu_numerics(3, "AVX2")
     assert numerics["threads"] == 3 and numerics["aten_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+@pytest.mark.parametrize("env", [{"JSIMD_FORCENONE": "1"}, {"JSIMD_FORCESSE2": "1"}], ids=["no-simd", "sse2"])
+def test_demo_images_do_not_depend_on_libjpeg_turbos_simd(tmp_path, env):
+    """The demo's JPEGs are written and read by libjpeg-turbo (inside Pillow), whose SIMD path is chosen by
+    CPU: its integer DCT gives the same bytes and pixels on every path."""
+    native = probe(0, "demo-images", str(tmp_path / "a"))
+    assert probe(0, "demo-images", str(tmp_path / "b"), **env) == native

@@ -218,3 +218,18 @@ def test_source_hash_follows_the_functions_a_stage_uses(tmp_path):
             "evaluation.sums"} <= attribute
     # the jobs store μ's sums (lrp.evaluation.sums); Table 1's statistics are not theirs
     assert not {"evaluation.metrics", "training.demo", "training.finetune"} & attribute
+
+
+def test_summary_shows_the_seed_spread_beside_table1(tmp_path):
+    """With a seed-spread CSV (lrp.pipeline.seeds) the summary page has the per-seed μ_w, mean ± sd, range and
+    the bootstrap CI half-width, row by row."""
+    from lrp.pipeline.seeds import spread
+    from lrp.report.summary import seed_spread_section
+
+    def table(mu_w):
+        return pd.DataFrame({"analyzer": ["lrp_z"], "label": ["LRP_z"], "mu_w": [mu_w], "mu_w_lo": [mu_w - 0.1],
+                             "mu_w_hi": [mu_w + 0.1], "mu": [0.5], "mu_lo": [0.4], "mu_hi": [0.6]})
+
+    html = seed_spread_section(spread({0: table(3.0), 1: table(3.2), 2: table(2.8)}), "spread.csv")
+    assert "<th>μ_w seed 2</th>" in html and "spread.csv" in html
+    assert "<td>3.000 ± 0.200</td><td>2.800–3.200</td><td>±0.100</td>" in html

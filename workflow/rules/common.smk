@@ -16,7 +16,7 @@ except ConfigError as e:
 
 # Every job's CPU convolutions take the kernels of this instruction set, whatever the CPU (jobs inherit the
 # environment; a cluster job re-reads this file): docs/reproducibility.md.
-os.environ["ONEDNN_MAX_CPU_ISA"] = config["reproducibility"]["onednn_max_cpu_isa"]
+os.environ.update(ONEDNN_MAX_CPU_ISA=config["reproducibility"]["onednn_max_cpu_isa"])
 
 R = config["results"]
 
@@ -46,7 +46,7 @@ def canonical(value):
     return value
 
 
-EVALUATION_KEYS = ("model", "paper", "analyzers", "panel_samples", "task")
+EVALUATION_KEYS = ("model", "paper", "analyzers", "panel_samples", "task", "seed_spread")
 """Dataset keys that say how a dataset is evaluated and reported, not what its images and labels are:
 kept out of the params of the data rules (data, index, image shards), whose outputs everything else
 depends on."""
@@ -312,6 +312,11 @@ def panel_settings(wildcards):
     }
 
 
+def seed_spread_of(wildcards):
+    """The dataset's recorded seed-to-seed spread (datasets.<d>.seed_spread), shown on its summary page."""
+    return dataset(wildcards.dataset).get("seed_spread") or []
+
+
 def paper_of(wildcards):
     paper = dataset(wildcards.dataset)["paper"]
     return None if paper == "none" else paper
@@ -374,8 +379,13 @@ def model_train_spec(wildcards):
     model name, and the training data's data.json (an input of the rule) when it is a `training_data` entry."""
     spec = {k: v for k, v in train_cfg(wildcards.model).items() if k not in RUN_ONLY_TRAIN_KEYS}
     ds = dataset(spec["dataset"])
-    out = {**spec, "name": wildcards.model, "classes": ds["classes"], "input_size": ds["input_size"],
-           "onednn_max_cpu_isa": config["reproducibility"]["onednn_max_cpu_isa"]}
+    out = {
+        **spec,
+        "name": wildcards.model,
+        "classes": ds["classes"],
+        "input_size": ds["input_size"],
+        "onednn_max_cpu_isa": config["reproducibility"]["onednn_max_cpu_isa"],
+    }
     if spec.get("data"):
         out["train_data_json"] = f"{R}/training_data/{spec['data']}/data.json"
     return canonical(out)

@@ -46,6 +46,7 @@ rule summary:
         table=f"{R}/{{dataset}}/table1.csv",
         baseline=f"{R}/{{dataset}}/baseline.csv",
         card=f"{R}/{{dataset}}/model_card.json",
+        spread=seed_spread_of,
     output:
         report(
             f"{R}/{{dataset}}/summary.html",
