@@ -91,8 +91,9 @@ def seed_spread_section(spread: pd.DataFrame, source: str) -> str:
              f"{r['mu_w_min']:.3f}–{r['mu_w_max']:.3f}", f"±{r['mu_w_ci_halfwidth']:.3f}"]
             for _, r in spread.iterrows()]
     return ("<h2>Seed to seed</h2><p>The same study with the model retrained from other seeds "
-            f"({len(seeds)} models; {_esc(source)}). Two analyzers whose μ_w differ by less than the seed "
-            "spread are not told apart by this model family, whatever their bootstrap CIs say.</p>"
+            f"({len(seeds)} models; {_esc(source)}). The bootstrap CI covers only which units were sampled: a "
+            "difference smaller than the seed spread is a property of one trained model unless it holds for "
+            "every seed (docs/reproducibility.md).</p>"
             + _table_html(head, body))
 
 
