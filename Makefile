@@ -18,7 +18,6 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/demo.yaml
 	$(VENV)/bin/snakemake --configfile config/demo.yaml --report results/demo/report.html
-	$(PY) -m lrp.pipeline.reference check config/reference/demo.json --results results
 	@echo
 	@echo "Demo study done:"
 	@echo "  Report:   results/demo/report.html (open in a browser; start with Summary)"
@@ -27,6 +26,8 @@ demo: venv
 	@echo "  Fig. 3:   results/demo/fig3_mu_by_box_size.png (.pdf)"
 	@echo "  Fig. 2:   results/demo/fig2_occlusion.png (.pdf)"
 	@echo "  Model:    results/demo/model_card.json; provenance: results/demo/provenance.json"
+	@echo
+	$(PY) -m lrp.pipeline.reference check config/reference/demo.json --results results
 
 # Two workers, one per core of the CI machine; each test file stays on one worker (--dist loadfile), so the
 # end-to-end workflow run shared by test_workflow.py's tests is made once.
