@@ -64,16 +64,24 @@ def record(results, config_path, out_json, files=None) -> dict:
     ref = {"config": str(config_path), "digits": DIGITS,
            "made_on": {"machine": platform.machine(), "torch": torch.__version__,
                        "cpu_capability": torch.backends.cpu.get_cpu_capability()},
-           "files": {f: sha256_file(results / f) for f in files},
+           "files": {f: _sha256(results / f) for f in files},
            "table1": {d: _table(results / d / "table1.csv") for d in config["datasets"]}}
     write_json(ref, out_json)
     return ref
+
+
+def _sha256(path: Path) -> str:
+    if not path.is_file():
+        raise ReferenceError(f"{path}: missing (has the run finished?)")
+    return sha256_file(path)
 
 
 def _relative(got: str, want: str) -> str:
     try:
         g, w = float(got), float(want)
     except ValueError:
+        return ""
+    if math.isnan(g) or math.isnan(w):
         return ""
     delta = g - w
     return f", Δ {delta:+.3f}" + (f" ({delta / abs(w) * 100:+.1f} %)" if w else "")
@@ -86,6 +94,11 @@ def check(results, reference_json) -> list[str]:
     try:
         ref = json.loads(path.read_text())
         tables, files = ref["table1"], ref["files"]
+        if not (isinstance(files, dict) and all(isinstance(v, str) for v in files.values())
+                and isinstance(tables, dict) and all(isinstance(t, dict) for t in tables.values())
+                and all(isinstance(row, dict) and set(PRINTED + COUNTS) <= set(row)
+                        for t in tables.values() for row in t.values())):
+            raise TypeError("files must map paths to sha256 strings, table1 datasets to rows of every column")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ReferenceError(f"{path}: not a reference file ({e})") from e
     problems = []

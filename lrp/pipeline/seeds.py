@@ -48,10 +48,11 @@ def spread(tables: dict):
             vals = {s: float(t.set_index("analyzer").loc[analyzer, col]) for s, t in tables.items()}
             half = [float((t.set_index("analyzer").loc[analyzer, f"{col}_hi"] -
                            t.set_index("analyzer").loc[analyzer, f"{col}_lo"]) / 2) for t in tables.values()]
-            series = pd.Series(vals)
+            series = pd.Series(vals)  # a seed without a value (NaN) makes the spread NaN: never fewer seeds
             row.update({f"{col}_seed{s}": v for s, v in vals.items()})
-            row.update({f"{col}_mean": series.mean(), f"{col}_sd": series.std(ddof=1), f"{col}_min": series.min(),
-                        f"{col}_max": series.max(), f"{col}_ci_halfwidth": float(pd.Series(half).median())})
+            row.update({f"{col}_mean": series.mean(skipna=False), f"{col}_sd": series.std(ddof=1, skipna=False),
+                        f"{col}_min": series.min(skipna=False), f"{col}_max": series.max(skipna=False),
+                        f"{col}_ci_halfwidth": float(pd.Series(half).median(skipna=False))})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -76,8 +77,8 @@ def main(argv=None) -> int:
     p.add_argument("--cores", default="2")
     p.add_argument("--out", default="results/seeds")
     a = p.parse_args(argv)
-    if len(a.seeds) < 2:
-        p.error("give at least two seeds: a spread needs more than one model")
+    if len(set(a.seeds)) < 2 or len(set(a.seeds)) < len(a.seeds):
+        p.error("give at least two different seeds, each once: a spread needs more than one model")
     config = yaml.safe_load(Path(a.configfile).read_text())
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

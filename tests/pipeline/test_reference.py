@@ -101,3 +101,13 @@ def _labels():
 
     out = [{"analyzer": name, "label": label} for name, label in analyzers().items()]
     return out + [{"analyzer": "baseline", "label": "Baseline (uniform)"}]
+
+
+def test_record_of_an_unfinished_run_names_the_missing_file(tmp_path):
+    res = _run(tmp_path)
+    (res / "models" / "m" / "model.pt").unlink()
+    with pytest.raises(ReferenceError, match=r"model\.pt: missing \(has the run finished\?\)"):
+        record(res, tmp_path / "cfg.yaml", tmp_path / "ref.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"files": {"a": 1}, "table1": {}}))
+    with pytest.raises(ReferenceError, match="not a reference file"):
+        check(res, tmp_path / "bad.json")

@@ -32,3 +32,9 @@ def test_spread_by_hand():
     assert r["mu_sd"] == 0.0
     row = "| X | 6.000 | 5.000 | 7.000 | 6.000 ± 1.000 | 5.000–7.000 | ±1.000 |"
     assert markdown(df, [0, 1, 2]).splitlines()[2] == row
+
+
+def test_a_seed_without_a_value_makes_the_spread_nan_not_smaller():
+    df = spread({0: _table(6.0, 5.0, 7.0), 1: _table(float("nan"), float("nan"), float("nan")),
+                 2: _table(7.0, 6.0, 8.0)})
+    assert df.iloc[0][["mu_w_mean", "mu_w_sd", "mu_w_min", "mu_w_max"]].isna().all()

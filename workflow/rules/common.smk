@@ -313,8 +313,12 @@ def panel_settings(wildcards):
 
 
 def seed_spread_of(wildcards):
-    """The dataset's recorded seed-to-seed spread (datasets.<d>.seed_spread), shown on its summary page."""
-    return dataset(wildcards.dataset).get("seed_spread") or []
+    """The dataset's recorded seed-to-seed spread (datasets.<d>.seed_spread), shown on its summary page: a path
+    relative to the working directory, else to the Snakefile's folder (the shipped demo's, from anywhere)."""
+    path = dataset(wildcards.dataset).get("seed_spread")
+    if not path or Path(path).is_absolute() or Path(path).exists():
+        return path or []
+    return str(Path(workflow.basedir) / path)
 
 
 def paper_of(wildcards):
