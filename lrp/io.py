@@ -98,7 +98,7 @@ def atomic_dir(path: str | os.PathLike):
                 _remove_tree(leftover)
 
 
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # bytes read and written at a time (checksums, downloads, extraction)
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk_size: int = CHUNK) -> str:

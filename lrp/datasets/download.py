@@ -28,11 +28,10 @@ from tqdm import tqdm
 
 from lrp.datasets.acquire_errors import AcquisitionError, TransientAcquisitionError
 from lrp.datasets.extract import format_by_name, unreadable_archive
-from lrp.io import md5_file
+from lrp.io import CHUNK, md5_file
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20  # bytes read and written at a time
 MAX_BACKOFF_S = 60.0
 USER_AGENT = "lrp-bench-acquire/1 (+urllib)"
 RETRIED_HTTP_CODES = (408, 429)  # besides 5xx: the server asks to come back later

@@ -32,11 +32,10 @@ from tqdm import tqdm
 
 from lrp.datasets.acquire_errors import AcquisitionError
 from lrp.datasets.archive_members import MARKER_PREFIX, check_tar_members, check_zip_members
-from lrp.io import atomic_path
+from lrp.io import CHUNK, atomic_path
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20  # bytes read and written at a time
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 ZIP_SUFFIXES = (".zip",)
 # Extraction limits (keywords `max_bytes` / `max_members` of `safe_extract` and the prepare_* functions; None

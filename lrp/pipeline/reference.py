@@ -19,21 +19,17 @@ import sys
 from pathlib import Path
 
 from lrp.io import sha256_file, write_json
+from lrp.report.table import printed
 
 #: Table 1's numeric columns as table1.md prints them (3 decimals), with their CIs.
 COLUMNS = ("mu_w", "mu_le_0.25", "mu_le_0.5", "mu")
 PRINTED = tuple(c + suffix for c in COLUMNS for suffix in ("", "_lo", "_hi"))
 COUNTS = ("n_used", "n_nan")
-DIGITS = 3
+DIGITS = 3  # lrp.report.table.printed's
 
 
 class ReferenceError(ValueError):
     """A reference or results file that cannot be compared (missing, or not what it should be)."""
-
-
-def printed(value: float) -> str:
-    """A value as Table 1 prints it."""
-    return "nan" if math.isnan(value) else f"{value:.{DIGITS}f}"
 
 
 def _table(path: Path) -> dict:

@@ -42,12 +42,12 @@ def spread(tables: dict):
 
     rows = []
     first = next(iter(tables.values()))
+    indexed = {s: t.set_index("analyzer") for s, t in tables.items()}
     for analyzer, label in zip(first["analyzer"], first["label"]):
         row = {"analyzer": analyzer, "label": label}
         for col in ("mu_w", "mu"):
-            vals = {s: float(t.set_index("analyzer").loc[analyzer, col]) for s, t in tables.items()}
-            half = [float((t.set_index("analyzer").loc[analyzer, f"{col}_hi"] -
-                           t.set_index("analyzer").loc[analyzer, f"{col}_lo"]) / 2) for t in tables.values()]
+            vals = {s: float(t.loc[analyzer, col]) for s, t in indexed.items()}
+            half = [float((t.loc[analyzer, f"{col}_hi"] - t.loc[analyzer, f"{col}_lo"]) / 2) for t in indexed.values()]
             series = pd.Series(vals)  # a seed without a value (NaN) makes the spread NaN: never fewer seeds
             row.update({f"{col}_seed{s}": v for s, v in vals.items()})
             row.update({f"{col}_mean": series.mean(skipna=False), f"{col}_sd": series.std(ddof=1, skipna=False),

@@ -108,11 +108,14 @@ def rank_agreement(table: pd.DataFrame) -> dict:
     return {"kendall_tau": tau, "n_common": n}
 
 
+def printed(v) -> str:
+    """One Table 1 value as every Table 1 output prints it (3 decimals; n/a when undefined)."""
+    return "n/a" if v is None or pd.isna(v) else f"{v:.3f}"
+
+
 def _fmt(v, lo=None, hi=None) -> str:
-    if v is None or pd.isna(v):
-        return "n/a"
-    if lo is None or pd.isna(lo) or pd.isna(hi):
-        return f"{v:.3f}"
+    if v is None or pd.isna(v) or lo is None or pd.isna(lo) or pd.isna(hi):
+        return printed(v)
     return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
