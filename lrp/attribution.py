@@ -86,7 +86,7 @@ def _engine_maps(model, x, t, t_max: int, specs: dict, tf32: bool, fused: bool) 
             groups[analyzer.start].append((name, rules, opts))
         for start, members in groups.items():
             R = onehot * logits if start == "logit" else onehot
-            _backward_shared(trace, members, len(layers) - 1, R, results)
+            _backward_shared(trace, members, len(layers) - 1, {len(layers) - 1: R}, results)
     return results
 
 
@@ -118,27 +118,48 @@ def _function_map(analyzer, model, x, t, opts: dict, tf32: bool) -> torch.Tensor
     return R.detach()
 
 
-def _backward_shared(trace: Trace, members: list, i: int, R: torch.Tensor, results: dict) -> None:
-    """Depth-first over the rule trie: members agreeing on the rule of layer i share its computation."""
+def _backward_shared(trace: Trace, members: list, i: int, pending: dict, results: dict) -> None:
+    """Backward over the graph in reverse topological order, depth-first over the rule trie: members agreeing
+    on the rules of layers n-1 … i share their computation. `pending` holds, per layer index, the relevance
+    arrived so far at its output (from every layer using it; -1: the model's input)."""
     while i >= 0:
+        R = pending.pop(i)
         by_rule: dict = defaultdict(list)
         for m in members:
             by_rule[m[1][i]].append(m)
         if len(by_rule) > 1:
             version = R._version  # views share it: also catches edits through a Pass or Reshape below
             for rule, sub in by_rule.items():
-                R_sub = _unflatten(trace, i, rule.backward(trace.layers[i], trace, R, _ctx(sub)))
-                _backward_shared(trace, sub, i - 1, R_sub, results)
+                branch = dict(pending)  # the tensors are shared, never changed in place
+                _send(trace, i, rule.backward(trace.layers[i], trace, R, _ctx(sub)), branch)
+                _backward_shared(trace, sub, i - 1, branch, results)
                 if R._version != version:
                     raise ValueError(f"rule {type(rule).__name__} at layer {trace.layers[i].name!r} (or a rule "
                                      f"below it) modified its input relevance in place, which other analyzers "
                                      f"({', '.join(m[0] for m in members)}) share; return a new tensor instead")
             return
         rule = next(iter(by_rule))
-        R = _unflatten(trace, i, rule.backward(trace.layers[i], trace, R, _ctx(members)))
+        _send(trace, i, rule.backward(trace.layers[i], trace, R, _ctx(members)), pending)
         i -= 1
+    R = pending[-1] if -1 in pending else torch.zeros(trace.input_shape, dtype=trace.logits.dtype,
+                                                      device=trace.logits.device)
     for name, _, _ in members:
         results[name] = R
+
+
+def _send(trace: Trace, i: int, R, pending: dict) -> None:
+    """Add layer i's input relevance (one tensor; a tuple for a sum or concatenation) to what its parents
+    have received. Out of place: after a split of the trie, branches share the tensors already there."""
+    parents = trace.layers[i].parents
+    parts = R if isinstance(R, tuple) else (R,)
+    if len(parts) != len(parents):
+        raise ValueError(f"the rule of layer {trace.layers[i].name!r} returned {len(parts)} relevance tensor(s) "
+                         f"for its {len(parents)} input(s)")
+    for p, r in zip(parents, parts):
+        shape = trace.outputs[p].shape if p >= 0 else trace.input_shape
+        if r.shape != shape:
+            r = r.reshape(shape)
+        pending[p] = r if p not in pending else pending[p] + r
 
 
 def _model_state(model) -> tuple:
@@ -149,14 +170,6 @@ def _model_state(model) -> tuple:
         "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
     return (tuple(m.training for m in modules),
             tuple(p._version for p in (*model.parameters(), *model.buffers())), hooks)
-
-
-def _unflatten(trace: Trace, i: int, R: torch.Tensor) -> torch.Tensor:
-    """Undo the implicit flatten before a Linear (torchvision VGG/AlexNet call torch.flatten in forward()):
-    the relevance at layer i's input must have the shape of layer i-1's output."""
-    if i > 0 and R.shape != trace.outputs[i - 1].shape:
-        R = R.reshape(trace.outputs[i - 1].shape)
-    return R
 
 
 def _ctx(members) -> dict:

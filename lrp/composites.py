@@ -28,6 +28,8 @@ from lrp.graph import Layer
 from lrp.rules import (
     BIAS_MODES,
     AlphaBeta,
+    AffineGradient,
+    AffineZ,
     AvgPoolGradient,
     AvgPoolZ,
     Epsilon,
@@ -39,6 +41,9 @@ from lrp.rules import (
     ReLUGate,
     Reshape,
     Rule,
+    SplitConcat,
+    SumGradient,
+    SumZ,
     WinnerTakesAll,
 )
 
@@ -270,14 +275,21 @@ def plan(analyzer: Analyzer, layers: list[Layer], options: dict) -> list[Rule]:
     for layer in layers:
         if layer.kind in ("conv", "linear"):
             rules.append(_checked(analyzer, layer, analyzer.kernel_rule(layer, n_conv, options)))
-        elif layer.kind == "relu":
-            rules.append({"lrp": Pass(), "gradient": ReLUGate(), "guided": GuidedReLU()}[analyzer.family])
+        elif layer.kind in ("relu", "relu6"):  # LRP: ReLU6 passes relevance as ReLU does
+            upper = 6.0 if layer.kind == "relu6" else None
+            rules.append({"lrp": Pass(), "gradient": ReLUGate(upper), "guided": GuidedReLU(upper)}[analyzer.family])
         elif layer.kind == "maxpool":
             rules.append(WinnerTakesAll())
         elif layer.kind == "avgpool":
             rules.append(AvgPoolZ() if analyzer.family == "lrp" else AvgPoolGradient())
-        elif layer.kind == "flatten":
+        elif layer.kind in ("flatten", "reshape"):
             rules.append(Reshape())
+        elif layer.kind == "add":
+            rules.append(SumZ() if analyzer.family == "lrp" else SumGradient())
+        elif layer.kind == "cat":
+            rules.append(SplitConcat())
+        elif layer.kind == "batchnorm":  # one that no conv/linear layer absorbed (lrp.canonizers)
+            rules.append(AffineZ() if analyzer.family == "lrp" else AffineGradient())
         elif layer.kind == "lrn":  # LRP: identity (LRP Toolbox lrn_backward_type 0); others: true gradient
             rules.append(Pass() if analyzer.family == "lrp" else LRNGradient())
         else:

@@ -92,22 +92,31 @@ class Reshape(Rule):
 
 @dataclass(frozen=True)
 class ReLUGate(Rule):
-    """The ReLU's own gradient: pass where the input was positive."""
+    """The ReLU's own gradient: pass where the input was positive (and, for ReLU6, `upper` = 6, below it)."""
 
+    upper: float | None = None
     family = "gradient"
 
     def backward(self, layer, trace, R, ctx):
-        return R * (trace.inputs[layer.index] > 0)
+        return R * _open_gate(trace.inputs[layer.index], self.upper)
 
 
 @dataclass(frozen=True)
 class GuidedReLU(Rule):
-    """Guided Backprop: ReLU gradient, and only positive signals pass (Springenberg et al.)."""
+    """Guided Backprop: ReLU gradient (ReLU6's with `upper` = 6), and only positive signals pass
+    (Springenberg et al.)."""
 
+    upper: float | None = None
     family = "gradient"
 
     def backward(self, layer, trace, R, ctx):
-        return R.clamp(min=0) * (trace.inputs[layer.index] > 0)
+        return R.clamp(min=0) * _open_gate(trace.inputs[layer.index], self.upper)
+
+
+def _open_gate(x: torch.Tensor, upper: float | None) -> torch.Tensor:
+    """Where the (clipped) ReLU's derivative is 1: 0 < x (< upper). At the kinks it is 0, as autograd has it."""
+    gate = x > 0
+    return gate if upper is None else gate & (x < upper)
 
 
 @dataclass(frozen=True)
@@ -343,3 +352,57 @@ class Flat(Rule):
         ones = torch.ones_like(m.weight)
         n = F.conv2d(torch.ones_like(x[:1]), ones, None, m.stride, m.padding, m.dilation, m.groups)
         return linear_transpose(layer, x.shape, ones, safe_divide(R, n))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rules for graph nodes: residual sums, concatenations, stand-alone BatchNorms
+
+
+@dataclass(frozen=True)
+class SumZ(Rule):
+    """A residual sum z = Σ_k x_k under LRP: each summand gets its share, R_k = x_k · R / z (zennit's `Norm` on
+    its `Sum`; exact zeros of z replaced by 1e-7 as everywhere in this engine). Conserves R."""
+
+    def backward(self, layer, trace, R, ctx):
+        s = safe_divide(R, trace.outputs[layer.index])
+        return tuple(x * s for x in trace.inputs[layer.index])
+
+
+@dataclass(frozen=True)
+class SumGradient(Rule):
+    """A sum, gradient family: its derivative is 1 for every summand, so each gets the whole signal."""
+
+    family = "gradient"
+
+    def backward(self, layer, trace, R, ctx):
+        return tuple(R for _ in trace.inputs[layer.index])
+
+
+@dataclass(frozen=True)
+class SplitConcat(Rule):
+    """A concatenation, every family: each input gets its slice back (relevance and gradient alike)."""
+
+    def backward(self, layer, trace, R, ctx):
+        xs = trace.inputs[layer.index]
+        return tuple(R.split([x.shape[layer.module.dim] for x in xs], dim=layer.module.dim))
+
+
+@dataclass(frozen=True)
+class AffineZ(Rule):
+    """A stand-alone BatchNorm (y = s·x + t per channel, lrp.canonizers.ChannelAffine) under LRP: the z-rule
+    of an elementwise layer, R_x = s·x · R / y. The shift t, like a bias, absorbs its share (t · R / y)."""
+
+    def backward(self, layer, trace, R, ctx):
+        x, y = trace.inputs[layer.index], trace.outputs[layer.index]
+        scale = layer.module.expand(layer.module.scale, x.ndim)
+        return x * scale * safe_divide(R, y)
+
+
+@dataclass(frozen=True)
+class AffineGradient(Rule):
+    """A stand-alone BatchNorm, gradient family: its derivative, the per-channel scale s."""
+
+    family = "gradient"
+
+    def backward(self, layer, trace, R, ctx):
+        return R * layer.module.expand(layer.module.scale, R.ndim)

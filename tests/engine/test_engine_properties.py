@@ -411,8 +411,8 @@ def test_structure_variants_equal_flat_sequential(variant):
 # errors
 
 
-@pytest.mark.parametrize("module,typename", [(nn.BatchNorm2d(8), "BatchNorm2d"), (nn.Sigmoid(), "Sigmoid"),
-                                             (nn.LeakyReLU(), "LeakyReLU")])
+@pytest.mark.parametrize("module,typename", [(nn.SiLU(), "SiLU"), (nn.Sigmoid(), "Sigmoid"),
+                                             (nn.LeakyReLU(), "LeakyReLU"), (nn.Hardswish(), "Hardswish")])
 def test_unsupported_module_is_named(module, typename):
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Sequential(nn.ReLU(), module), nn.Flatten(), nn.LazyLinear(3))
     x = torch.randn(1, 3, 8, 8)
@@ -432,8 +432,27 @@ class Residual(nn.Module):
         return self.fc(self.flatten(self.conv2(self.relu(self.conv1(x))) + x))
 
 
-def test_residual_forward_is_rejected():
-    model = Residual().eval()
+def test_residual_forward_is_traced():
+    """A shortcut from the input (`... + x`): the traced graph has the sum, and LRP-z = gradient × input holds."""
+    model = Residual().double().eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    kinds = [layer.kind for layer in layers_of(model)]
+    assert kinds == ["conv", "relu", "conv", "add", "flatten", "linear"]
+    assert layers_of(model)[3].parents == (2, -1)
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(xg)[:, 0].sum(), xg)
+    torch.testing.assert_close(lrp.attribute(model, x, [0, 0], "lrp_z"), g * x, rtol=1e-12, atol=1e-14)
+
+
+class Subclassed(nn.Conv2d):
+    """A conv whose own forward differs from its type's: the trace keeps it one layer, the check catches it."""
+
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+def test_module_subclass_with_its_own_forward_is_rejected():
+    model = nn.Sequential(Subclassed(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
     with pytest.raises(UnsupportedModelError, match="does not reproduce model"):
         lrp.attribute(model, torch.randn(1, 3, 8, 8), [0], "lrp_z")
 
