@@ -27,9 +27,9 @@ from typing import Callable
 from lrp.graph import Layer
 from lrp.rules import (
     BIAS_MODES,
-    AlphaBeta,
     AffineGradient,
     AffineZ,
+    AlphaBeta,
     AvgPoolGradient,
     AvgPoolZ,
     Epsilon,

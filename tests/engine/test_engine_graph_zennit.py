@@ -29,7 +29,6 @@ import dataclasses
 import pytest
 import torch
 import torchvision
-from test_engine_zennit import STAB, _onehot, assert_close_per_sample, zennit_attribution
 from torch import nn
 from zennit import composites as zc
 from zennit import rules as zr
@@ -38,6 +37,8 @@ from zennit.types import Activation, AvgPool, Convolution
 
 import lrp
 from lrp import composites
+
+from test_engine_zennit import STAB, _onehot, assert_close_per_sample, zennit_attribution
 
 DTYPE = torch.float64
 ARCHS = {"resnet18": ResNetCanonizer, "resnet50": ResNetCanonizer, "vgg16_bn": VGGCanonizer}
