@@ -78,7 +78,17 @@ def affine_of(bn: nn.modules.batchnorm._BatchNorm, name: str) -> ChannelAffine:
 
 
 def state_key(modules) -> tuple:
-    """What a merged layer depends on: each parameter and buffer's identity and in-place version. Why: a merge
-    is a copy; after `optimizer.step()` or `load_state_dict` the cached merge must be rebuilt."""
-    return tuple((id(p), p._version) for m in modules for p in (*m.parameters(recurse=False),
-                                                                   *m.buffers(recurse=False)))
+    """What a merged layer depends on: each parameter and buffer's identity and in-place version, and the
+    settings copied with them (BatchNorm eps and mode, a conv's geometry). Why: a merge is a copy; after
+    `optimizer.step()`, `load_state_dict` or `bn.eps = …` the cached merge must be rebuilt."""
+    return tuple(
+        (
+            m.training,
+            tuple(getattr(m, a, None) for a in _COPIED_SETTINGS),
+            tuple((id(p), p._version) for p in (*m.parameters(recurse=False), *m.buffers(recurse=False))),
+        )
+        for m in modules
+    )
+
+
+_COPIED_SETTINGS = ("eps", "stride", "padding", "dilation", "groups")
