@@ -1,6 +1,7 @@
 """PatternAttribution patterns (Kindermans et al. 2018), type "relu", as iNNvestigate 1.x computes them.
 
-For every Conv2d/Linear layer and output neuron j, with x its input patch, y = wⱼᵀx (no bias) and the
+For every Conv2d/Linear layer of the canonized graph (BatchNorm merged, `lrp.graph`) and output neuron j, with
+x its input patch (of its group's input channels, for a grouped conv), y = wⱼᵀx (no bias) and the
 mask m = 1[output after the activation > 0] (= 1[zⱼ > 0], bias included; for the logit layer logit > 0):
     E₊[x] = Σ m x / Σ m,  E₊[xy] = Σ m x y / Σ m,  E[y] = Σ y / N  (unmasked, as in iNNvestigate)
     cov = E₊[xy] − E₊[x]·E[y],  aⱼ = cov / (wⱼᵀ cov)   (a zero denominator is replaced by 1)
@@ -25,28 +26,37 @@ from lrp.io import atomic_path
 
 
 class _Stats:
-    def __init__(self, c_out: int, d: int, device):
+    """Running sums for the patterns of one layer, per group of a grouped conv (G = 1 otherwise): output
+    channel j of group g = j // (C_out / G) sees only that group's input channels."""
+
+    def __init__(self, groups: int, c_group: int, d: int, device):
         kw = dict(dtype=torch.float64, device=device)
-        self.m = torch.zeros(c_out, **kw)
-        self.mx = torch.zeros(c_out, d, **kw)
-        self.mxy = torch.zeros(c_out, d, **kw)
-        self.y = torch.zeros(c_out, **kw)
+        self.m = torch.zeros(groups, c_group, **kw)
+        self.mx = torch.zeros(groups, c_group, d, **kw)
+        self.mxy = torch.zeros(groups, c_group, d, **kw)
+        self.y = torch.zeros(groups, c_group, **kw)
         self.n = 0
 
     def add(self, X: torch.Tensor, Y: torch.Tensor, M: torch.Tensor):
-        """X (P, D) patches, Y (P, C) bias-free outputs, M (P, C) masks; P = samples × positions."""
+        """X (G, P, D) patches, Y (G, P, C/G) bias-free outputs, M (G, P, C/G) masks; P = samples × positions."""
         X, Y, M = X.double(), Y.double(), M.double()
-        self.m += M.sum(0)
-        self.mx += M.T @ X
-        self.mxy += (M * Y).T @ X
-        self.y += Y.sum(0)
-        self.n += X.shape[0]
+        self.m += M.sum(1)
+        self.mx += M.transpose(1, 2) @ X
+        self.mxy += (M * Y).transpose(1, 2) @ X
+        self.y += Y.sum(1)
+        self.n += X.shape[1]
 
     def pattern(self, w: torch.Tensor) -> torch.Tensor:
-        denom = self.m.clamp(min=1)[:, None]
-        cov = self.mxy / denom - (self.mx / denom) * (self.y / max(self.n, 1))[:, None]
+        denom = self.m.clamp(min=1)[..., None]
+        cov = self.mxy / denom - (self.mx / denom) * (self.y / max(self.n, 1))[..., None]
+        cov = cov.reshape(w.shape[0], -1)
         wcov = (w.reshape(w.shape[0], -1).double() * cov).sum(1, keepdim=True)
         return (cov / torch.where(wcov == 0, torch.ones_like(wcov), wcov)).reshape(w.shape)
+
+
+def _by_group(t: torch.Tensor, groups: int) -> torch.Tensor:
+    """(P, G·K) → (G, P, K)."""
+    return t.reshape(t.shape[0], groups, -1).transpose(0, 1)
 
 
 def compute(model: torch.nn.Module, batches: Iterable[torch.Tensor], log=None) -> dict[str, torch.Tensor]:
@@ -63,17 +73,17 @@ def compute(model: torch.nn.Module, batches: Iterable[torch.Tensor], log=None) -
                 if layer.kind not in ("conv", "linear"):
                     continue
                 m, a, z = layer.module, trace.inputs[layer.index], trace.outputs[layer.index]
+                groups = m.groups if layer.kind == "conv" else 1
                 if layer.kind == "conv":
-                    if m.groups != 1:
-                        raise ValueError(f"patterns for grouped conv '{layer.name}' are not supported")
                     X = F.unfold(a, m.kernel_size, m.dilation, m.padding, m.stride)  # (N, D, L)
                     X = X.transpose(1, 2).reshape(-1, X.shape[1])
                     zc = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
                 else:
                     X, zc = a, z
                 b = m.bias if m.bias is not None else torch.zeros(zc.shape[1], dtype=zc.dtype, device=zc.device)
-                st = stats.setdefault(layer.index, _Stats(zc.shape[1], X.shape[1], zc.device))
-                st.add(X, zc - b, zc > 0)
+                X, Y, M = _by_group(X, groups), _by_group(zc - b, groups), _by_group(zc > 0, groups)
+                st = stats.setdefault(layer.index, _Stats(groups, Y.shape[2], X.shape[2], zc.device))
+                st.add(X, Y, M)
             n_images += x.shape[0]
             log(f"patterns: {n_images} images, {n_images / (time.time() - t0):.1f} img/s")
     if layers is None:

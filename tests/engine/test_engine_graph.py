@@ -133,7 +133,8 @@ def test_graph_of_a_densenet():
     model = torchvision.models.densenet121(weights=None).eval()
     layers = layers_of(model)
     kinds = [layer.kind for layer in layers]
-    assert kinds.count("cat") == 62 and kinds.count("batchnorm") == 62  # 58 norm1, 3 transitions, norm5; norm0 and each norm2 merged
+    # 58 norm1, 3 transitions' norms, norm5 stay; norm0 and each norm2 are merged into the conv before them
+    assert kinds.count("cat") == 62 and kinds.count("batchnorm") == 62
     assert layers[0].name == "features.conv0" and layers[0].merged == ("features.norm0",)
     assert [layer.conv_index for layer in layers if layer.kind == "conv"] == list(range(120))
 
