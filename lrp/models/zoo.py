@@ -7,8 +7,12 @@ weights_only=True), and torchvision files are checked against the sha256 prefix 
 Spec keys: `arch` (below), `weights` (path), optional `name` (the config key, used in messages and as the bundle
 name) and, for keras_vgg16, `verify` (MD5 check of the official file).
 - keras_vgg16: the paper's network, Keras model-zoo h5 (lrp.models.keras).
-- torchvision_vgg16 / torchvision_alexnet: torchvision state dicts `vgg16-397923af.pth` /
-  `alexnet-owt-7be5be79.pth`. NOTE torchvision's own eval transform is resize short side 256 + centre crop 224;
+- torchvision_vgg16 / torchvision_alexnet / torchvision_vgg16_bn / torchvision_resnet50 / torchvision_densenet121:
+  torchvision state dicts (`vgg16-397923af.pth`, `alexnet-owt-7be5be79.pth`, `vgg16_bn-6c64b313.pth`,
+  `resnet50-0676ba61.pth` or `resnet50-11ad3fa6.pth`, `densenet121-a639ec97.pth`; DenseNet's old key names
+  `norm.1` are renamed `norm1` as torchvision does; a file without BatchNorm's `num_batches_tracked` counters,
+  unused in eval mode, gets zeros). The BatchNorm nets are explained by the graph engine with their norms merged
+  (lrp.canonizers). NOTE torchvision's own eval transform is resize short side 256 + centre crop 224;
   the study uses short side -> 224 + centre crop 224 for every model (paper protocol), so accuracies differ
   slightly from torchvision's published ones.
 - checkpoint: a bundle saved by the project (lrp.models.checkpoint.load_bundle), e.g. the VOC-finetuned model.
@@ -47,7 +51,14 @@ TORCHVISION_PREPROCESSING = Preprocessing(
 TORCHVISION_ARCHS = {
     "torchvision_vgg16": (torchvision.models.vgg16, "vgg16-397923af.pth"),
     "torchvision_alexnet": (torchvision.models.alexnet, "alexnet-owt-7be5be79.pth"),
+    "torchvision_vgg16_bn": (torchvision.models.vgg16_bn, "vgg16_bn-6c64b313.pth"),
+    "torchvision_resnet50": (torchvision.models.resnet50, "resnet50-0676ba61.pth"),
+    "torchvision_densenet121": (torchvision.models.densenet121, "densenet121-a639ec97.pth"),
 }
+#: torchvision's own renaming of DenseNet's pre-0.4 keys (torchvision.models.densenet._load_state_dict)
+_DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 ARCHS = ("keras_vgg16", *TORCHVISION_ARCHS, "checkpoint", "caffe")
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's HASH_REGEX, at least 8 hex digits
 
@@ -124,6 +135,7 @@ def _torchvision_bundle(arch: str, path: Path) -> ModelBundle:
         raise WeightFileError(f"{path}: cannot load as a torch state dict (weights_only=True): {e}") from e
     with torch.device("meta"):
         module = build(weights=None)  # no random init of 100M+ parameters; load_state_dict fills every tensor
+    state = _torchvision_key_fixes(arch, state, module.state_dict())
     check_state_dict(state, module.state_dict(), f"{path}: not a {arch} state dict")  # before allocating the network
     check_finite_state(state, str(path))
     module = module.to_empty(device="cpu")
@@ -140,6 +152,23 @@ def _torchvision_bundle(arch: str, path: Path) -> ModelBundle:
         checksum=digest,
         info={"source": str(path), "format": "torch_state_dict", "official_weights": path.name == official},
     )
+
+
+def _torchvision_key_fixes(arch: str, state, expected: dict) -> dict:
+    """torchvision's published files as torchvision itself loads them: DenseNet's old key names renamed, and
+    BatchNorm's step counter (`num_batches_tracked`, read only in training) added as 0 where a file lacks it.
+    Anything else missing or extra is left for check_state_dict to refuse."""
+    if not isinstance(state, dict):
+        return state
+    if arch == "torchvision_densenet121":
+        renamed = {}
+        for k, v in state.items():
+            m = _DENSENET_OLD_KEY.match(k) if isinstance(k, str) else None
+            renamed[m.group(1) + m.group(2) if m else k] = v
+        state = renamed
+    counters = {k: torch.zeros((), dtype=torch.long) for k, ref in expected.items()
+                if k.endswith(".num_batches_tracked") and k not in state}
+    return {**state, **counters} if counters else state
 
 
 def _frozen(bundle: ModelBundle) -> ModelBundle:

@@ -209,7 +209,7 @@ def test_a_changed_batchnorm_eps_rebuilds_the_merged_layer():
 
 
 def test_every_analyzer_from_one_forward_pass_equals_one_by_one(net):
-    """The whole suite (toolbox α-β bias convention; PA with patterns of the canonized net), then the α-β
+    """The whole built-in suite (toolbox α-β bias convention; PA with patterns of the canonized net), then the α-β
     analyzers again under iNNvestigate's, each through one attribute_many call — one forward pass, backward
     steps shared along the rule trie across branches and merges — gives each analyzer's map of its own call,
     bit for bit, finite and not all zero. (ResNeXt's grouped convs: MobileNetV2's depthwise ones cover them.)"""
@@ -222,7 +222,7 @@ def test_every_analyzer_from_one_forward_pass_equals_one_by_one(net):
     pats = patterns.compute(model, [torch.randn((6, *x.shape[1:]), generator=g, dtype=x.dtype)], log=lambda m: None)
     x, targets = x[:1], targets[:1]
     alpha_beta = ["lrp_alpha2", "lrp_cmp_alpha1_flat"]
-    for bias, names in (("toolbox", lrp.composites.names()), ("innvestigate", alpha_beta)):
+    for bias, names in (("toolbox", lrp.composites.BUILTIN), ("innvestigate", alpha_beta)):
         spec = {name: ({"patterns": pats} if name == "pattern_attribution" else {}) for name in names}
         many = lrp.attribute_many(model, x, targets, spec, bias=bias)
         for name, opts in spec.items():

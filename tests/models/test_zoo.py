@@ -314,3 +314,69 @@ def test_every_torch_load_in_lrp_is_weights_only():
     calls = [(p.name, line.strip()) for p in root.rglob("*.py") for line in p.read_text().splitlines()
              if "torch.load(" in line and not line.lstrip().startswith(("#", '"', "`"))]
     assert calls and all("weights_only=True" in line for _, line in calls), calls
+
+
+def _randomised_norms(model):
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.num_batches_tracked.fill_(7)
+    return model
+
+
+@pytest.mark.parametrize(
+    "arch,build,stem",
+    [
+        ("torchvision_resnet50", torchvision.models.resnet50, "resnet50"),
+        ("torchvision_densenet121", torchvision.models.densenet121, "densenet121"),
+        ("torchvision_vgg16_bn", torchvision.models.vgg16_bn, "vgg16_bn"),
+    ],
+)
+def test_batchnorm_nets_load_verified_and_explain(tmp_path, arch, build, stem):
+    """The BatchNorm nets of issue #20 from their hash-named state-dict files: the forward pass is the
+    reference's, and the graph engine explains the loaded bundle (LRP-z = gradient × input)."""
+    import lrp
+
+    torch.manual_seed(0)
+    ref = _randomised_norms(build(weights=None)).eval()
+    path = save_with_hash_name(ref.state_dict(), tmp_path, stem)
+    bundle = load_model({"name": "m", "arch": arch, "weights": str(path)})
+    assert bundle.checksum == hashlib.sha256(path.read_bytes()).hexdigest() and bundle.n_classes == 1000
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(bundle.module(x), ref(x), rtol=0, atol=0)
+    xd, model = x.double(), bundle.module.double()
+    xg = xd.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(xg)[0, 3], xg)
+    torch.testing.assert_close(lrp.attribute(model, xd, [3], "lrp_z"), g * xd, rtol=0, atol=1e-10 * float(
+        (g * xd).abs().max()))
+
+
+def test_densenet_file_with_torchvisions_old_key_names_loads(tmp_path):
+    """torchvision's published densenet121 file names its keys `norm.1.weight` (before torchvision 0.4) and has
+    no `num_batches_tracked`: the zoo renames and fills them as torchvision's own loader does."""
+    torch.manual_seed(0)
+    ref = torchvision.models.densenet121(weights=None).eval()
+    old = {}
+    for k, v in ref.state_dict().items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        old[re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k)] = v
+    assert any(".norm.1." in k for k in old)
+    path = save_with_hash_name(old, tmp_path, "densenet121")
+    bundle = load_model({"name": "d", "arch": "torchvision_densenet121", "weights": str(path)})
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(bundle.module(x), ref(x), rtol=0, atol=0)
+
+
+def test_resnet50_file_missing_a_weight_is_refused(tmp_path):
+    state = torchvision.models.resnet50(weights=None).state_dict()
+    del state["layer1.0.bn1.running_var"]
+    path = save_with_hash_name(state, tmp_path, "resnet50")
+    with pytest.raises(ValueError, match=r"resnet50-[0-9a-f]{8}\.pth: not a torchvision_resnet50 state dict: "
+                                         r"missing key\(s\) \['layer1\.0\.bn1\.running_var'\]"):
+        load_model({"name": "r", "arch": "torchvision_resnet50", "weights": str(path)})
