@@ -83,6 +83,7 @@ def main(argv=None):
                    help="two batch sizes (default: 1 4 on CPU, 16 64 on CUDA)")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     p.add_argument("--json", default=None)
     p.add_argument("--child", nargs=2, metavar=("CONTENDER", "BATCH"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -95,7 +96,7 @@ def main(argv=None):
     if not 0 < b1 < b2:
         p.error(f"--batches needs 0 < B1 < B2, got {b1} {b2}")
     rows = {}
-    for contender in CONTENDERS:
+    for contender in a.contenders:
         peaks = {}
         for b in (b1, b2):
             cmd = [sys.executable, "-m", "benchmarks.memory", "--model", a.model, "--device", a.device, "--size",
@@ -109,7 +110,7 @@ def main(argv=None):
         rows[contender] = {"per_image_bytes": per_image, "runs": peaks}
         print(f"{contender:22s} {per_image / 2**20:9.1f} MiB per image  (peak at batch {b2}: "
               f"{peaks[b2]['peak_bytes'] / 2**20:.0f} MiB)", flush=True)
-    grad = rows["gradient_pass"]["per_image_bytes"]
+    grad = rows["gradient_pass"]["per_image_bytes"] if "gradient_pass" in rows else 0
     for r in rows.values():
         r["ratio_to_gradient"] = r["per_image_bytes"] / grad if grad > 0 else None
     info = {"device": bench.device_name(torch.device(a.device)), "device_type": a.device, "model": a.model,
@@ -117,7 +118,8 @@ def main(argv=None):
             "suite": lrp.analyzer_names() if a.model == "vgg16" else bench.STUDY_ANALYZERS}
     print(" | ".join(f"{k}={v}" for k, v in info.items() if k != "suite"))
     for n, r in rows.items():
-        print(f"| {n} | {r['per_image_bytes'] / 2**20:.1f} MiB | {r['ratio_to_gradient']:.2f}× gradient |")
+        ratio = f"{r['ratio_to_gradient']:.2f}× gradient" if r["ratio_to_gradient"] is not None else ""
+        print(f"| {n} | {r['per_image_bytes'] / 2**20:.1f} MiB | {ratio} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"info": info, "contenders": rows}, f, indent=1)

@@ -42,6 +42,28 @@ def test_attribution_benchmark_smoke(tmp_path):
     assert "| lrp_cmp_alpha1 |" in stdout
 
 
+def test_resnet50_benchmark_smoke(tmp_path):
+    """The graph engine's benchmark: ResNet-50 with zennit's canonizer, checked on float64 copies."""
+    js = tmp_path / "r.json"
+    run("benchmarks/attribution.py", "--model", "resnet50", "--quick", "--check", "--check-dtype", "float64",
+        "--threads", "1", "--only", "lrp_cmp_alpha1_flat", "lrp_cam", "--json", js)
+    res = json.loads(js.read_text())
+    assert res["info"]["check_dtype"] == "float64" and "resnet50" in res["info"]["model"]
+    assert res["summary"]["suite_analyzers"] == 11 and res["check_failures"] == {}
+    for row in res["analyzers"].values():
+        assert row["check_rel_diff"] <= 1e-6 and row["suite_check_rel_diff"] <= 1e-6
+
+
+def test_memory_benchmark_smoke(tmp_path):
+    js = tmp_path / "m.json"
+    stdout = run("benchmarks/memory.py", "--model", "resnet50", "--size", "64", "--threads", "1", "--batches", "1",
+                 "3", "--contenders", "suite", "--json", js)
+    res = json.loads(js.read_text())
+    assert set(res["contenders"]) == {"suite"}
+    assert res["contenders"]["suite"]["runs"]["3"]["peak_bytes"] > 0
+    assert "MiB per image" in stdout
+
+
 def test_pipeline_benchmark_smoke(tmp_path):
     js = tmp_path / "p.json"
     stdout = run("benchmarks/pipeline.py", "--device", "cpu", "--n", "4", "--batch", "2", "--size", "64",
