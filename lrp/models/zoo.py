@@ -135,7 +135,7 @@ def _torchvision_bundle(arch: str, path: Path) -> ModelBundle:
         raise WeightFileError(f"{path}: cannot load as a torch state dict (weights_only=True): {e}") from e
     with torch.device("meta"):
         module = build(weights=None)  # no random init of 100M+ parameters; load_state_dict fills every tensor
-    state = _torchvision_key_fixes(arch, state, module.state_dict())
+    state = _torchvision_key_fixes(arch, state, module.state_dict(), path)
     check_state_dict(state, module.state_dict(), f"{path}: not a {arch} state dict")  # before allocating the network
     check_finite_state(state, str(path))
     module = module.to_empty(device="cpu")
@@ -154,17 +154,22 @@ def _torchvision_bundle(arch: str, path: Path) -> ModelBundle:
     )
 
 
-def _torchvision_key_fixes(arch: str, state, expected: dict) -> dict:
+def _torchvision_key_fixes(arch: str, state, expected: dict, path: Path) -> dict:
     """torchvision's published files as torchvision itself loads them: DenseNet's old key names renamed, and
     BatchNorm's step counter (`num_batches_tracked`, read only in training) added as 0 where a file lacks it.
-    Anything else missing or extra is left for check_state_dict to refuse."""
+    Anything else missing or extra is left for check_state_dict to refuse; an old and a new name for the same
+    tensor is refused here (WeightFileError), so neither can silently replace the other."""
     if not isinstance(state, dict):
         return state
     if arch == "torchvision_densenet121":
         renamed = {}
         for k, v in state.items():
             m = _DENSENET_OLD_KEY.match(k) if isinstance(k, str) else None
-            renamed[m.group(1) + m.group(2) if m else k] = v
+            new = m.group(1) + m.group(2) if m else k
+            if new in renamed:
+                raise WeightFileError(f"{path}: keys {k!r} and {new!r} name the same tensor (old and new DenseNet "
+                                      f"key names both present)")
+            renamed[new] = v
         state = renamed
     counters = {k: torch.zeros((), dtype=torch.long) for k, ref in expected.items()
                 if k.endswith(".num_batches_tracked") and k not in state}

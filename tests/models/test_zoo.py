@@ -373,6 +373,15 @@ def test_densenet_file_with_torchvisions_old_key_names_loads(tmp_path):
         torch.testing.assert_close(bundle.module(x), ref(x), rtol=0, atol=0)
 
 
+def test_densenet_file_with_old_and_new_names_for_one_tensor_is_refused(tmp_path):
+    state = torchvision.models.densenet121(weights=None).state_dict()
+    state["features.denseblock1.denselayer1.norm.1.weight"] = state["features.denseblock1.denselayer1.norm1.weight"]
+    path = save_with_hash_name(state, tmp_path, "densenet121")
+    with pytest.raises(ValueError, match=r"densenet121-[0-9a-f]{8}\.pth: keys '\S+norm\.1\.weight' and "
+                                         r"'\S+norm1\.weight' name the same tensor"):
+        load_model({"name": "d", "arch": "torchvision_densenet121", "weights": str(path)})
+
+
 def test_resnet50_file_missing_a_weight_is_refused(tmp_path):
     state = torchvision.models.resnet50(weights=None).state_dict()
     del state["layer1.0.bn1.running_var"]
