@@ -202,6 +202,15 @@ def zennit_run(model, x, targets, analyzer, make):
     return R
 
 
+def as_ours(model, x, targets, analyzer, Rz):
+    """zennit's map in our convention: our GB starts from the logit, zennit's (timed) run from the one-hot, so
+    its map is scaled by the (positive, see `build`) target logit; every other map is compared as it is."""
+    if analyzer != "guided_backprop":
+        return Rz
+    with torch.no_grad():
+        return Rz * model(x).gather(1, targets[:, None]).view(-1, 1, 1, 1)
+
+
 def rel_diff(ours, ref):
     """max over samples of max|Δ| / max|ref| per sample."""
     d = (ours - ref).flatten(1).abs().amax(1) / ref.flatten(1).abs().amax(1).clamp_min(1e-30)
@@ -335,10 +344,7 @@ def main(argv=None):
             line += (f" | zennit {tz:9.4f} s  {rows[name]['zennit_ratio_to_gradient']:6.2f}× grad  "
                      f"zennit/ours {rows[name]['zennit_over_ours']:5.2f}")
             if a.check and a.check_dtype == "float32":
-                Rz = outs["zennit"]
-                if name == "guided_backprop":
-                    with torch.no_grad():
-                        Rz = Rz * model(x).gather(1, targets[:, None]).view(-1, 1, 1, 1)
+                Rz = as_ours(model, x, targets, name, outs["zennit"])
                 rows[name]["check_rel_diff"] = rel_diff(outs["ours"], Rz)
                 zennit_maps[name] = Rz
                 line += f"  check {rows[name]['check_rel_diff']:.1e}"
@@ -404,10 +410,7 @@ def check_in_float64(model, x, targets, patterns, names, checked, zmap, rows):
             for n in names}
     suite = lrp.attribute_many(model64, x64, targets, spec, bias="toolbox")
     for name in checked:
-        Rz = zennit_run(model64, x64, targets, name, zmap[name])
-        if name == "guided_backprop":
-            with torch.no_grad():
-                Rz = Rz * model64(x64).gather(1, targets[:, None]).view(-1, 1, 1, 1)
+        Rz = as_ours(model64, x64, targets, name, zennit_run(model64, x64, targets, name, zmap[name]))
         one = lrp.attribute(model64, x64, targets, name, bias="toolbox")
         rows[name]["check_rel_diff"] = rel_diff(one, Rz)
         rows[name]["suite_check_rel_diff"] = rel_diff(suite[name], Rz)

@@ -171,7 +171,7 @@ def _torchvision_key_fixes(arch: str, state, expected: dict, path: Path) -> dict
                                       f"key names both present)")
             renamed[new] = v
         state = renamed
-    counters = {k: torch.zeros((), dtype=torch.long) for k, ref in expected.items()
+    counters = {k: torch.zeros((), dtype=torch.long) for k in expected
                 if k.endswith(".num_batches_tracked") and k not in state}
     return {**state, **counters} if counters else state
 
