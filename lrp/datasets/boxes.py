@@ -17,7 +17,19 @@ from PIL import Image
 
 _DECIMALS = 6
 
-__all__ = ["BoxTransform", "imagenet_transform", "warp_transform", "make_transform", "TRANSFORMS", "union_mask"]
+__all__ = ["BoxTransform", "imagenet_transform", "warp_transform", "make_transform", "TRANSFORMS", "union_mask",
+           "ROUNDINGS"]
+
+ROUNDINGS = ("outward", "nearest")
+"""How a box's edges become whole input pixels (the per-dataset `box_rounding`, docs/architecture.md):
+
+- "outward": the transformed half-open box [x0, x1) covers every pixel it touches (floor of the scaled
+  minimum, ceil of the scaled maximum). ImageNet's default: the paper's ImageNet Baseline row is 0.547, and
+  outward gives 0.544; smaller masks could only move it further away (docs/metrics.md).
+- "nearest": the 0-based indices of the box's first and last pixel are scaled and rounded to the nearest
+  pixel (half to even), both included. VOC's default: on the full VOC 2007 annotation set it gives the paper's
+  Baseline row 0.322 / 0.100 / 0.186 to the printed digits, where outward gives 0.325 / 0.100 / 0.187.
+"""
 
 
 @dataclass(frozen=True)
@@ -42,17 +54,38 @@ class BoxTransform:
         """The (width, height) of the original image this transform was built for."""
         return round(self.resized_w / self.scale_x), round(self.resized_h / self.scale_y)
 
-    def apply(self, boxes) -> np.ndarray:
-        """Map (k, 4) half-open original-image boxes to half-open input boxes, clipped to [0, size]."""
+    def apply(self, boxes, rounding: str = "outward") -> np.ndarray:
+        """Map (k, 4) half-open original-image boxes to half-open input boxes, clipped to [0, size].
+
+        rounding "outward" (see ROUNDINGS) returns the scaled float box, which `union_mask` rounds outward;
+        "nearest" returns whole-pixel boxes: first and last pixel index scaled and rounded, both included.
+        Raises ValueError for non-finite boxes or an unknown rounding.
+        """
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"unknown box rounding {rounding!r}; expected one of {list(ROUNDINGS)}")
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if not np.isfinite(b).all():
             raise ValueError(f"boxes must be finite, got {b.tolist()}")
+        if rounding == "nearest":
+            b = b.copy()
+            b[:, 2:] -= 1  # half-open end -> index of the last pixel
         out = np.empty_like(b)
         out[:, [0, 2]] = b[:, [0, 2]] * self.scale_x - self.offset_x
         out[:, [1, 3]] = b[:, [1, 3]] * self.scale_y - self.offset_y
         # Snap float noise: 41 * (224/328) is 28.000000000000004, whose ceil would add a pixel column.
         # Exact coordinates are multiples of 1/width (>= 1e-5 apart for any real image), so 6 decimals lose nothing.
-        return np.clip(np.round(out, _DECIMALS), 0.0, float(self.size))
+        out = np.round(out, _DECIMALS)
+        if rounding == "nearest":
+            out = np.round(out)  # half to even, as numpy rounds
+            out[:, 2:] += 1  # the last pixel is included
+        return np.clip(out, 0.0, float(self.size))
+
+    def source_region(self) -> tuple[int, int, int, int]:
+        """(left, top, width, height) of the original-image rectangle the model input shows, in whole pixels:
+        where a map is placed when it is brought back to the original resolution (the pointing game). Exact
+        for "warp" (the whole image); a centre crop's edges are rounded to the nearest pixel (±½ px)."""
+        return (round(self.offset_x / self.scale_x), round(self.offset_y / self.scale_y),
+                round(self.size / self.scale_x), round(self.size / self.scale_y))
 
     def apply_image(self, image: Image.Image) -> Image.Image:
         """Resize (bilinear) and crop a PIL image to size x size with the map used for the boxes."""

@@ -33,9 +33,10 @@ from lrp.datasets.index import (
     unit_row,
 )
 
-__all__ = ["IMAGENET_TRANSFORM", "parse_imagenet_xml", "parse_loc_val_csv", "index_imagenet"]
+__all__ = ["IMAGENET_TRANSFORM", "IMAGENET_ROUNDING", "parse_imagenet_xml", "parse_loc_val_csv", "index_imagenet"]
 
 IMAGENET_TRANSFORM = "imagenet"  # shorter side -> size, centre crop (paper / Keras preprocessing)
+IMAGENET_ROUNDING = "outward"  # the closer of the two to the paper's Baseline row (lrp.datasets.boxes.ROUNDINGS)
 _EXT = ".JPEG"
 
 
@@ -169,7 +170,8 @@ def _annotations(boxes: Path, image_dir, image_sizes):
 
 
 def index_imagenet(boxes, size: int = 224, on_error: str = "raise", image_dir=None,
-                   image_sizes: Mapping[str, tuple[int, int]] | None = None) -> tuple[pd.DataFrame, dict]:
+                   image_sizes: Mapping[str, tuple[int, int]] | None = None,
+                   rounding: str = IMAGENET_ROUNDING) -> tuple[pd.DataFrame, dict]:
     """One row per val image -> (index DataFrame, report).
 
     `boxes`: a folder of ILSVRC2012 bbox XMLs (searched recursively, `val/` or flat) or a Kaggle
@@ -177,7 +179,8 @@ def index_imagenet(boxes, size: int = 224, on_error: str = "raise", image_dir=No
     The CSV needs image sizes: `image_sizes` {image_id: (w, h)} or `image_dir` (JPEG headers are read);
     without either, or with an image_dir that does not exist, it raises naming the CSV. on_error="skip"
     skips invalid images (also an XML <filename> or CSV ImageId that is not a plain relative path) and
-    lists them in the report; a malformed CSV as a whole always raises.
+    lists them in the report; a malformed CSV as a whole always raises. `rounding`: how box edges become
+    input pixels (lrp.datasets.boxes.ROUNDINGS).
     """
     check_on_error(on_error)
     boxes = Path(boxes)
@@ -202,7 +205,8 @@ def index_imagenet(boxes, size: int = 224, on_error: str = "raise", image_dir=No
         n_boxes += len(ann.objects)
         n_multi += len(ann.objects) > 1
         rows.append(unit_row(ann, "val", ann.image_id, cls, ann.objects[0].name, [o.box for o in ann.objects],
-                             IMAGENET_TRANSFORM, size))
+                             IMAGENET_TRANSFORM, size, difficult=[o.difficult for o in ann.objects],
+                             rounding=rounding))
     df = finish_index(rows)
     report = {
         "source": str(boxes),

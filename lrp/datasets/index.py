@@ -36,12 +36,12 @@ __all__ = [
 
 INDEX_COLUMNS = [
     "sample_id", "image_id", "split", "image_file", "class_index", "class_name",
-    "width", "height", "n_boxes", "box_fraction", "boxes",
+    "width", "height", "n_boxes", "box_fraction", "boxes", "source_boxes", "difficult",
 ]
 _DTYPES = {
     "sample_id": str, "image_id": str, "split": str, "image_file": str, "class_index": np.int64,
     "class_name": str, "width": np.int64, "height": np.int64, "n_boxes": np.int64,
-    "box_fraction": np.float64, "boxes": str,
+    "box_fraction": np.float64, "boxes": str, "source_boxes": str, "difficult": str,
 }
 
 
@@ -232,15 +232,24 @@ def parse_annotation_xml(path, one_based: bool,
 
 # ---------------------------------------------------------------- index rows
 def unit_row(ann: Annotation, split: str, sample_id: str, class_index: int, class_name: str,
-             boxes, transform: str, size: int) -> dict:
-    """One index row: transform the class's original boxes to input coords and summarise their union."""
+             boxes, transform: str, size: int, difficult=None, rounding: str = "outward") -> dict:
+    """One index row: transform the class's original boxes to input coords and summarise their union.
+
+    `boxes` (input coordinates, rounded as `rounding` says: lrp.datasets.boxes.ROUNDINGS) make the mask of μ;
+    `source_boxes` (original-image pixels, half-open) and `difficult` (one 0/1 flag per box, default all 0)
+    are what the pointing game tests its point against, at the original resolution.
+    """
     t = make_transform(transform, ann.width, ann.height, size)
-    inp = t.apply(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+    src = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    inp = t.apply(src, rounding)
+    flags = [0] * len(src) if difficult is None else [int(bool(d)) for d in difficult]
+    if len(flags) != len(src):
+        raise ValueError(f"sample {sample_id}: {len(flags)} difficult flags for {len(src)} boxes")
     return {
         "sample_id": sample_id, "image_id": ann.image_id, "split": split, "image_file": ann.filename,
         "class_index": int(class_index), "class_name": class_name, "width": ann.width, "height": ann.height,
         "n_boxes": len(inp), "box_fraction": float(union_mask(inp, size).mean()),
-        "boxes": json.dumps(inp.tolist()),
+        "boxes": json.dumps(inp.tolist()), "source_boxes": json.dumps(src.tolist()), "difficult": json.dumps(flags),
     }
 
 
@@ -290,7 +299,8 @@ def index_image_folder(folder, size: int = 224, limit: int | None = None,
         parent = p.parent.name if p.parent != folder else ""
         rows.append({"sample_id": sid, "image_id": sid, "split": "folder", "image_file": rel,
                      "class_index": classes.get(parent, -1), "class_name": parent if parent in classes else "",
-                     "width": width, "height": height, "n_boxes": 0, "box_fraction": 0.0, "boxes": "[]"})
+                     "width": width, "height": height, "n_boxes": 0, "box_fraction": 0.0, "boxes": "[]",
+                     "source_boxes": "[]", "difficult": "[]"})
     df = finish_index(rows)
     report = {"source": str(folder), "n_files": len(files), "n_samples": len(df), "limit": limit, "seed": seed,
               "n_classes": int(df.loc[df["class_index"] >= 0, "class_index"].nunique())}

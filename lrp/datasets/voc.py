@@ -27,9 +27,10 @@ from lrp.datasets.index import (
     unit_row,
 )
 
-__all__ = ["VOC_TRANSFORM", "parse_voc_xml", "read_image_set", "index_voc"]
+__all__ = ["VOC_TRANSFORM", "VOC_ROUNDING", "parse_voc_xml", "read_image_set", "index_voc"]
 
 VOC_TRANSFORM = "warp"  # VOC inputs are rescaled to size x size, not cropped (paper; CaffeNet demonstrator)
+VOC_ROUNDING = "nearest"  # reproduces the paper's VOC 2007 Baseline row (lrp.datasets.boxes.ROUNDINGS)
 
 
 def parse_voc_xml(path) -> Annotation:
@@ -66,12 +67,13 @@ def read_image_set(root, split: str) -> list[str]:
 
 
 def index_voc(root, splits: str | Sequence[str], classes: Sequence[str] = VOC_CLASSES, size: int = 224,
-              on_error: str = "raise") -> tuple[pd.DataFrame, dict]:
+              on_error: str = "raise", rounding: str = VOC_ROUNDING) -> tuple[pd.DataFrame, dict]:
     """One row per unique (image, class) pair over `splits` -> (index DataFrame, report).
 
     An image listed in several splits is indexed once, under the first split (in `splits` order) that
     lists it. Objects whose name is not in `classes` are an error; with on_error="skip" they are dropped
-    and counted, and unreadable/invalid annotation files are skipped and listed in the report.
+    and counted, and unreadable/invalid annotation files are skipped and listed in the report. `rounding`:
+    how box edges become input pixels (lrp.datasets.boxes.ROUNDINGS; the default reproduces the paper).
     """
     check_on_error(on_error)
     splits = [splits] if isinstance(splits, str) else list(splits)
@@ -106,14 +108,14 @@ def index_voc(root, splits: str | Sequence[str], classes: Sequence[str] = VOC_CL
                     raise AnnotationError(xml, obj.line, f"unknown class {obj.name!r} (not in classes)")
                 unknown[obj.name] += 1
                 continue
-            per_class.setdefault(obj.name, []).append(obj.box)
+            per_class.setdefault(obj.name, []).append(obj)
             n_objects += 1
             n_difficult += obj.difficult
         if not per_class:
             n_no_units += 1
-        for name, boxes in per_class.items():
-            rows.append(unit_row(ann, split, f"{image_id}_{name}", class_index[name], name, boxes,
-                                 VOC_TRANSFORM, size))
+        for name, objs in per_class.items():
+            rows.append(unit_row(ann, split, f"{image_id}_{name}", class_index[name], name, [o.box for o in objs],
+                                 VOC_TRANSFORM, size, difficult=[o.difficult for o in objs], rounding=rounding))
 
     df = finish_index(rows)
     report = {

@@ -23,7 +23,7 @@ def patterns(model_spec: dict, image_shards: list, out_h5, batch_size: int, devi
     def batches():
         seen = 0
         for path in image_shards:
-            for images, _, _, _ in iter_shard_batches(path, batch_size, unique_images=True):
+            for images, *_ in iter_shard_batches(path, batch_size, unique_images=True):
                 if seen >= max_images:
                     return
                 images = images[: max_images - seen]
@@ -83,7 +83,8 @@ def _kill_point(shard: int | None) -> int | None:
 
 def attribute(model_spec: dict, image_shard_h5, analyzers: dict, out_paths: dict, batch_size: int, device: str,
               precision: str, patterns_h5=None, tf32: bool = False, shard: int | None = None,
-              deterministic: bool = False, config: dict | None = None, fused: bool | str | None = None):
+              deterministic: bool = False, config: dict | None = None, fused: bool | str | None = None,
+              top_k: int = 1000):
     """Every configured analyzer on one image shard from one forward pass per batch; one file per analyzer.
 
     `config` (the settings that made the maps) is stored in every file with the software versions; `fused`
@@ -100,13 +101,17 @@ def attribute(model_spec: dict, image_shard_h5, analyzers: dict, out_paths: dict
                  device=str(dev), torch=torch.__version__, tf32=int(tf32), shard=-1 if shard is None else shard,
                  deterministic=int(deterministic), fused=int(fused), **stamp(config or {}))
     attribute_shard(bundle, dev, image_shard_h5, opts, out_paths, batch_size, precision, tf32, attrs,
-                    kill_after=_kill_point(shard), fused=fused)
+                    kill_after=_kill_point(shard), fused=fused, top_k=top_k)
 
 
 def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, batch_size: int, precision: str,
                     tf32: bool, attrs: dict, timings: dict | None = None, kill_after: int | None = None,
-                    io_threads: int | None = None, fused: bool | str | None = None):
+                    io_threads: int | None = None, fused: bool | str | None = None, top_k: int = 1000):
     """The hot loop: prefetched uint8 batches -> device -> attribute_many -> background HDF5 writes.
+
+    Beside μ's sums each map is scored where it is (`lrp.evaluation.map_scores`: the pointing game's maximum at
+    the original resolution, rank accuracy's and top-k's counts with k = `top_k` at 224² scaled by area, the
+    energy sums), so that float16 storage cannot change them.
 
     The writes run on a background thread, with `io_threads` threads (default: torch's thread count, i.e.
     the job's `threads`) compressing the chunks: a GPU produces maps faster than one thread compresses them.
@@ -118,9 +123,10 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
     from concurrent.futures import ThreadPoolExecutor
 
     from lrp.attribution import attribute_many
+    from lrp.evaluation.map_scores import top_k_pixels
     from lrp.plugins import source_attrs
     from lrp.storage.attributions import ShardWriter, encode_batch
-    from lrp.storage.images import iter_shard_batches, shard_size
+    from lrp.storage.images import iter_shard_batches, read_shard_attrs, shard_size
     from lrp.storage.loader import BackgroundWriter, prefetch
 
     cuda = dev.type == "cuda"
@@ -129,6 +135,7 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
     for k in ("load_wait", "h2d", "attribute", "sums", "d2h", "write_wait", "writer_busy"):
         t.setdefault(k, 0.0)
     n, ids, size = shard_size(image_shard_h5)
+    transform, k_px = read_shard_attrs(image_shard_h5)["transform"], top_k_pixels(size, top_k)
     pool = ThreadPoolExecutor(max_workers=max(1, io_threads or torch.get_num_threads()),
                               thread_name_prefix="lrp-compress")
     writers = {}
@@ -137,8 +144,9 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
     try:
         for name in opts:
             writers[name] = ShardWriter(out_paths[name], n, (size, size), ids, precision=precision, pool=pool,
-                                        sums=True, analyzer=name, options={k: v for k, v in opts[name].items()
-                                                                if k != "patterns"}, **source_attrs(name), **attrs)
+                                        sums=True, top_k=k_px, analyzer=name,
+                                        options={k: v for k, v in opts[name].items() if k != "patterns"},
+                                        **source_attrs(name), **attrs)
         bg = BackgroundWriter(depth=2)  # whole batches: one analyzer's maps at a time would stall the loop
         batches = prefetch(iter_shard_batches(image_shard_h5, batch_size), pin=cuda)
         while True:
@@ -160,7 +168,8 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
             t["attribute"] += time.perf_counter() - tic
             tic = time.perf_counter()
             # μ's sums from the float32 maps, where they are: the metrics jobs only read them
-            sums = {name: _scored(R, masks, name, out_paths[name], done) for name, R in maps.items()}
+            regions = _regions(b.source_size, transform, size)
+            sums = {name: _scored(R, masks, regions, k_px, name, out_paths[name], done) for name, R in maps.items()}
             t["sums"] += time.perf_counter() - tic
             tic = time.perf_counter()
             # scaled, cast and byte-shuffled on the device, one host copy; the writer only compresses and stores
@@ -203,12 +212,24 @@ def attribute_shard(bundle, dev, image_shard_h5, opts: dict, out_paths: dict, ba
         pool.shutdown(wait=True)
 
 
-def _scored(R, masks, name: str, path, first: int) -> dict:
-    """μ's sums of one analyzer's batch; a non-finite map is an error naming the analyzer and the shard."""
+def _regions(source_size, transform: str, size: int):
+    """(B, 4) (left, top, width, height): where each model input lies in its original image."""
+    import numpy as np
+
+    from lrp.datasets.boxes import make_transform
+
+    return np.array([make_transform(transform, int(w), int(h), size).source_region() for w, h in source_size],
+                    dtype=np.int64).reshape(-1, 4)
+
+
+def _scored(R, masks, regions, top_k: int, name: str, path, first: int) -> dict:
+    """μ's sums and the map scores of one analyzer's batch; a non-finite map is an error naming the analyzer
+    and the shard."""
+    from lrp.evaluation.map_scores import map_scores
     from lrp.evaluation.sums import relevance_sums
 
     try:
-        return relevance_sums(R, masks)
+        return {**relevance_sums(R, masks), **map_scores(R, masks, regions, top_k)}
     except ValueError as e:
         raise ValueError(f"{name} -> {path} (samples from {first}): {e}") from None
 

@@ -80,10 +80,11 @@ def index(data_json, cfg: dict, out_csv, report_json, key: str = "datasets.<name
     elif cfg["format"] == "voc":
         from lrp.datasets.voc import index_voc
         df, report = index_voc(info["annotations"], cfg["splits"], classes=class_list(cfg["classes"]),
-                               size=size, on_error=on_error)
+                               size=size, on_error=on_error, rounding=cfg["box_rounding"])
     else:
         from lrp.datasets.imagenet import index_imagenet
-        df, report = index_imagenet(info["annotations"], size=size, on_error=on_error, image_dir=info.get("images"))
+        df, report = index_imagenet(info["annotations"], size=size, on_error=on_error, image_dir=info.get("images"),
+                                    rounding=cfg["box_rounding"])
     if cfg.get("max_samples"):
         df = df.iloc[: cfg["max_samples"]]
         report = {**report, "truncated_to": cfg["max_samples"]}
@@ -92,10 +93,18 @@ def index(data_json, cfg: dict, out_csv, report_json, key: str = "datasets.<name
     log(f"index: {len(df)} evaluation units -> {out_csv}")
 
 
-def baseline(index_csv, out_csv):
+def baseline(index_csv, out_csv, tolerance: float = 15):
+    """The paper's Baseline row (uniform attribution) and the pointing game's centre baseline (TorchRay's
+    `center`: the image centre as the point), from the index alone -> baseline.csv."""
     from lrp.datasets.index import baseline_stats, read_index, write_baseline
+    from lrp.evaluation.pointing import all_difficult, centre_points, parse_boxes, point_hits, pointing_game
 
-    write_baseline(baseline_stats(read_index(index_csv)), out_csv)
+    df = read_index(index_csv)
+    hits = point_hits(centre_points(df["width"], df["height"]), parse_boxes(df["source_boxes"]), tolerance)
+    pg = pointing_game(hits, df["class_index"], skip=all_difficult(df["difficult"]))
+    stats = {**baseline_stats(df), "pointing": pg["pointing"], "pointing_pairs": pg["pointing_pairs"],
+             "n_pointing_pairs": pg["n_pairs"], "n_pointing_skipped": pg["n_skipped"]}
+    write_baseline(stats, out_csv)
 
 
 def image_shard(data_json, index_csv, cfg: dict, shard: int, n_shards: int, out_h5, workers: int):

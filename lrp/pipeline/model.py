@@ -88,7 +88,7 @@ def occlusion(model_spec: dict, image_shards: list, out_csv, out_logits, batch_s
     bundle = load_model(model_spec, dev)
     rows, all_logits, t0, n = [], [], time.time(), 0
     for path in image_shards:
-        for images, masks, cls, ids in iter_shard_batches(path, batch_size):
+        for images, masks, cls, ids, _ in iter_shard_batches(path, batch_size):
             x = bundle.preprocessing(torch.from_numpy(images), device=dev)
             full, f, fo, fc = occlusion_logits(bundle.module, x, torch.from_numpy(masks).to(dev),
                                                torch.from_numpy(cls).to(dev))

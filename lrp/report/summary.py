@@ -1,5 +1,5 @@
 """One self-contained HTML page per dataset for the Snakemake report: model card, baseline check, Table 1
-beside the paper (with the rank agreement) and the provenance of the run.
+beside the paper (with the rank agreement), Table 2 and the provenance of the run.
 
 Why a page of its own: the report's reader needs the checks that make Table 1 trustworthy (is the model
 right? does the index reproduce the paper's baseline?) next to the table, not in separate JSON files.
@@ -66,6 +66,10 @@ def baseline_section(baseline: pd.DataFrame, paper_dataset: str | None) -> str:
         verdict = (f'<p class="{cls}">Baseline row {word} ±{BASELINE_TOLERANCE} of the paper '
                    f'(Kohlbrenner et al. 2020, Table 1, {_esc(paper_dataset)}).</p>')
     body.append(["N units (valid)", f"{int(ours['n_units'])} ({int(ours['n_valid'])})", "", ""])
+    if "pointing" in baseline:
+        body.append(["pointing game, image centre", "n/a" if pd.isna(ours["pointing"]) else f"{ours['pointing']:.4f}",
+                     "", f"{int(ours['n_pointing_pairs'])} pairs, {int(ours['n_pointing_skipped'])} all-difficult"
+                         " skipped"])
     return ("<h2>Baseline check (index only, no model)</h2>" + verdict +
             _table_html(["", "ours", "paper", "difference"], body))
 
@@ -80,6 +84,15 @@ def table1_section(table: pd.DataFrame) -> str:
                  f"{'n/a' if math.isnan(tau) else f'{tau:.3f}'} over {agree['n_common']} analyzers "
                  "(μ_w ordering).</p>")
     return text + f'<p class="note">{_esc(_footnote(table))}</p>'
+
+
+def table2_section(table: pd.DataFrame) -> str:
+    from lrp.report.table2 import _cells as cells2
+    from lrp.report.table2 import footnote
+
+    head, body = cells2(table)
+    return "<h2>Table 2: localisation beyond μ</h2>" + _table_html(head, body) + \
+        f'<p class="note">{_esc(footnote(table))}</p>'
 
 
 def seed_spread_section(spread: pd.DataFrame, source: str) -> str:
@@ -102,8 +115,9 @@ def provenance_section(provenance: dict) -> str:
 
 
 def write_summary(dataset: str, table_csv, baseline_csv, model_card_json, paper_dataset: str | None,
-                  provenance: dict, out_html: str | os.PathLike, seed_spread_csv=None) -> None:
-    """The summary page; with `seed_spread_csv` (lrp.pipeline.seeds' output) the seed-to-seed table too."""
+                  provenance: dict, out_html: str | os.PathLike, seed_spread_csv=None, table2_csv=None) -> None:
+    """The summary page; with `seed_spread_csv` (lrp.pipeline.seeds' output) the seed-to-seed table too, with
+    `table2_csv` Table 2."""
     table = pd.read_csv(table_csv)
     if paper_dataset is not None:
         table.attrs["paper_dataset"] = paper_dataset
@@ -112,6 +126,8 @@ def write_summary(dataset: str, table_csv, baseline_csv, model_card_json, paper_
              f"<style>{_STYLE}</style></head><body><h1>lrp-bench — {_esc(dataset)}</h1>",
              model_card_section(card), baseline_section(pd.read_csv(baseline_csv), paper_dataset),
              table1_section(table)]
+    if table2_csv:
+        parts.append(table2_section(pd.read_csv(table2_csv)))
     if seed_spread_csv:
         parts.append(seed_spread_section(pd.read_csv(seed_spread_csv), str(seed_spread_csv)))
     parts += [provenance_section(provenance), "</body></html>"]

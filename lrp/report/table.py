@@ -51,11 +51,14 @@ def paper_table(dataset: str) -> pd.DataFrame:
     return t.reset_index(drop=True)
 
 
-def build_table1(summaries: dict[str, dict], paper_dataset: str | None, n_samples: int) -> pd.DataFrame:
+def build_table1(summaries: dict[str, dict], paper_dataset: str | None, n_samples: int,
+                 paired: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per analyzer, ordered by μ_w descending (as the paper), with the paper's row joined.
 
     `n_samples` is the number of evaluated samples; every summary must account for all of them
-    (n_used + n_nan), so a table never silently mixes runs over different sample sets.
+    (n_used + n_nan), so a table never silently mixes runs over different sample sets. `paired`: the
+    per-analyzer result of `lrp.evaluation.paired.paired_bootstrap` on μ_w, joined as `tied_with_best` and
+    `p_holds_rank` (the Markdown, LaTeX and HTML tables mark the tied analyzers with *).
     """
     if not summaries:
         raise ValueError("build_table1() got no summaries")
@@ -80,6 +83,11 @@ def build_table1(summaries: dict[str, dict], paper_dataset: str | None, n_sample
         rows.append(row)
     t = pd.DataFrame(rows).sort_values("mu_w", ascending=False, na_position="last", kind="stable")
     t = t.reset_index(drop=True)
+    if paired is not None:
+        p = paired.set_index("analyzer")
+        t["tied_with_best"] = t["analyzer"].map(p["tied_with_best"]).astype("boolean")
+        t["p_holds_rank"] = t["analyzer"].map(p["p_holds_rank"])
+        t.attrs["paired"] = dict(paired.attrs)
     if paper_dataset is None:
         return t
     paper = paper_table(paper_dataset)
@@ -135,15 +143,21 @@ def _cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             head.append(f"paper_{k}")
     if paper:
         head += ["rank", "paper_rank"]
+    marks = "tied_with_best" in table
+    if marks:
+        head.append("P(rank)")
     body = []
     for _, r in table.iterrows():
         row = [r["label"]]
         for k in STATS:
-            row.append(_fmt(r[k], r[f"{k}_lo"], r[f"{k}_hi"]))
+            cell = _fmt(r[k], r[f"{k}_lo"], r[f"{k}_hi"])
+            row.append(cell + " *" if k == "mu_w" and marks and tied(r["tied_with_best"]) else cell)
             if paper:
                 row.append("–" if pd.isna(r[f"paper_{k}"]) else _fmt(r[f"paper_{k}"]))
         if paper:
             row += ["–" if pd.isna(r[c]) else str(int(r[c])) for c in ("rank", "paper_rank")]
+        if marks:
+            row.append("–" if pd.isna(r["p_holds_rank"]) else f"{r['p_holds_rank']:.2f}")
         body.append(row)
     return head, body
 
@@ -157,6 +171,8 @@ def _footnote(table: pd.DataFrame) -> str:
         r = table.iloc[0]  # equal for all rows: counted over every unit, NaN or not
         text += (f" Samples with box fraction ≤0.25: {int(r['n_all_le_0.25'])}, ≤0.5: {int(r['n_all_le_0.5'])}"
                  " (an analyzer's NaN samples are left out of its μ_≤ columns too).")
+    if "tied_with_best" in table:
+        text += " " + paired_note(table.attrs.get("paired", {}), "μ_w")
     if "paper_mu_w" in table:
         agree = rank_agreement(table)
         ds = table.attrs.get("paper_dataset")
@@ -164,6 +180,22 @@ def _footnote(table: pd.DataFrame) -> str:
                  f" Kendall τ of μ_w ranks vs paper = {agree['kendall_tau']:.3f}"
                  f" over {agree['n_common']} analyzers.")
     return text
+
+
+def tied(v) -> bool:
+    """A `tied_with_best` cell as a bool (False where unknown), from the frame or read back from CSV."""
+    return not pd.isna(v) and str(v).lower() in ("true", "1", "1.0")
+
+
+def paired_note(attrs: dict, what: str, ranks: bool = True) -> str:
+    """The footnote sentence that explains the * marks and P(rank) (lrp.evaluation.paired)."""
+    n = attrs.get("n_units")
+    units = f" on the {n} units every analyzer scores" if n is not None else ""
+    return (f"*: not distinguishable from the best {what} (paired bootstrap of the differences{units}, "
+            f"Holm-corrected over all pairs, α = {attrs.get('alpha', 0.05)})"
+            + ("; P(rank): share of resamples in which the analyzer keeps its rank." if ranks else ".")
+            + (f" Left out of the comparison (a value on fewer than half the units): {', '.join(attrs['left_out'])}."
+               if attrs.get("left_out") else ""))
 
 
 def _head_label(h: str, tex: bool) -> str:

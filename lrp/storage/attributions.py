@@ -4,7 +4,8 @@ Schema (documented in docs/shards.md): dataset `relevance` (n, H, W) float16|flo
 per chunk, byte-shuffled and deflate-compressed (HDF5's gzip filter; ISA-L writes the chunks); float16
 shards also hold `scale` (n,) float32, a power of two per map (the map is relevance / scale);
 `sample_id` (n,) utf-8 aligned with samples.csv; shards of attribution jobs hold the metric sums `r_in`,
-`r_tot`, `s_in` (n,) float64 of the float32 maps, so that μ does not depend on the storage precision;
+`r_tot`, `s_in` and the map scores `point_x`, `point_y`, `rank_in`, `topk_in`, `e_in`, `e_tot` (n,) float64 of
+the float32 maps, so that no metric depends on the storage precision;
 attributes record what made the maps (analyzer, options, model checksum, lrp version, device, precision)
 so a shard can be trusted, or rejected, on its own. Read through `read_shard` / `iter_shard`, which undo
 the scale, and `read_sums`.
@@ -25,9 +26,10 @@ from isal import isal_zlib
 from lrp.io import atomic_path
 
 STR = h5py.string_dtype("utf-8")
-SUMS = ("r_in", "r_tot", "s_in")  # per-map metric sums an attribution job stores (lrp.evaluation.sums.relevance_sums)
-SUMS_OF = ("lrp.evaluation.sums.relevance_sums of the float32 maps before storage (positive part after the channel "
-           "sum, float64), with the sample's mask")
+SUMS = ("r_in", "r_tot", "s_in",  # per-map metric sums an attribution job stores (lrp.evaluation.sums.relevance_sums)
+        "point_x", "point_y", "rank_in", "topk_in", "e_in", "e_tot")  # and lrp.evaluation.map_scores.SCORES
+SUMS_OF = ("lrp.evaluation.sums.relevance_sums and lrp.evaluation.map_scores.map_scores of the float32 maps before "
+           "storage (positive part after the channel sum, float64), with the sample's mask")
 GZIP_LEVEL = 4  # the gzip filter's level recorded in the dataset (used if HDF5 itself compresses a chunk)
 ISAL_LEVEL = 2  # ISA-L's deflate level for the chunks the writer stores (its default)
 
@@ -296,7 +298,7 @@ def read_shard(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_sums(path) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[int, int]]:
-    """(sample_ids, {r_in, r_tot, s_in, s_tot}, map size) of one shard: what a metrics job scores."""
+    """(sample_ids, {SUMS..., s_tot}, map size) of one shard: what a metrics job scores."""
     with h5py.File(path, "r") as f:
         missing = [k for k in SUMS if k not in f]
         if missing:

@@ -13,7 +13,7 @@ not clipped; modes without a meaningful RGB conversion (32-bit integer or float,
 
 Shard layout (HDF5):
   images       uint8 (n_images, size, size, 3), one chunk per image, lzf
-  image_file   utf-8 (n_images,)
+  image_file   utf-8 (n_images,);  image_size int32 (n_images, 2), the original (width, height)
   image_row    int32 (n_samples,)
   masks        bool (n_samples, size, size), one chunk per sample, lzf
   sample_id    utf-8 (n_samples,);  class_index int64;  box_fraction float64
@@ -259,6 +259,7 @@ def write_image_shard(index_df: pd.DataFrame, shard: int, n_shards: int, image_d
         images = h5.create_dataset("images", shape=shape, maxshape=(None, size, size, 3), dtype=np.uint8,
                                    chunks=(1, size, size, 3), compression="lzf")
         h5.create_dataset("image_file", data=np.array(files, dtype=object), dtype=_STR)
+        h5.create_dataset("image_size", data=np.array([dims[f] for f in files], dtype=np.int32).reshape(-1, 2))
         h5.create_dataset("image_row", data=np.array([file_row[f] for f in rows["image_file"]], dtype=np.int32))
         masks = h5.create_dataset("masks", shape=(len(rows), size, size), maxshape=(None, size, size),
                                   dtype=bool, chunks=(1, size, size), compression="lzf")
@@ -331,9 +332,9 @@ def read_shard_attrs(path) -> dict:
 def read_image_shard(path) -> dict[str, np.ndarray]:
     """Load a whole shard into memory: every dataset as a numpy array (strings as str arrays)."""
     with _open(path) as h5:
-        _check_keys(h5, path, ("images", "image_file") + _SAMPLE_KEYS)
+        _check_keys(h5, path, ("images", "image_file", "image_size") + _SAMPLE_KEYS)
         out = {}
-        for k in ("images", "image_file") + _SAMPLE_KEYS:
+        for k in ("images", "image_file", "image_size") + _SAMPLE_KEYS:
             ds = h5[k]
             out[k] = np.array(ds.asstr()[:], dtype=str) if ds.dtype == _STR else ds[:]
         return out
@@ -344,6 +345,7 @@ class Batch(NamedTuple):
     masks: np.ndarray | None  # bool (B, H, W); None with unique_images=True
     class_index: np.ndarray | None  # int64 (B,); None with unique_images=True
     sample_id: np.ndarray | None  # str (B,); None with unique_images=True
+    source_size: np.ndarray | None = None  # int32 (B, 2) original (width, height); None with unique_images=True
 
 
 def shard_size(path) -> tuple[int, np.ndarray, int]:
@@ -365,12 +367,16 @@ def iter_shard_batches(path, batch_size: int, unique_images: bool = False,
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     bs = int(batch_size)
     with _open(path) as h5:
-        _check_keys(h5, path, ("images",) + _SAMPLE_KEYS)
+        _check_keys(h5, path, ("images", "image_size") + _SAMPLE_KEYS)
         if unique_images:
             for s in range(0, len(h5["images"]), bs):
                 yield Batch(h5["images"][s: s + bs], None, None, None)
             return
         image_row = h5["image_row"][:]
+        sizes = h5["image_size"][:]
+        if len(sizes) != len(h5["images"]) or (len(image_row) and not 0 <= image_row.min() <= image_row.max()
+                                                < len(sizes)):
+            raise ValueError(f"{path}: image_row and image_size do not match the {len(h5['images'])} images")
         for s in range(0, len(image_row), bs):
             sl = slice(s, s + bs)
             images = None
@@ -378,4 +384,4 @@ def iter_shard_batches(path, batch_size: int, unique_images: bool = False,
                 rows, inverse = np.unique(image_row[sl], return_inverse=True)  # h5py wants increasing indices
                 images = h5["images"][rows][inverse]
             yield Batch(images, h5["masks"][sl], h5["class_index"][sl],
-                        np.array(h5["sample_id"].asstr()[sl], dtype=str))
+                        np.array(h5["sample_id"].asstr()[sl], dtype=str), sizes[image_row[sl]])

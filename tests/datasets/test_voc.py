@@ -61,7 +61,12 @@ def test_index_voc_on_real_fixtures():
     row = df.set_index("sample_id").loc["1_person"]
     assert (row.width, row.height, row.n_boxes) == (500, 375, 1)
     assert row.box_fraction == pytest.approx(46 * 99 / 224**2)  # see test_boxes
-    np.testing.assert_allclose(json.loads(row.boxes), [[60.032, 14.336, 105.728, 112.298667]], atol=1e-6)
+    # nearest (VOC's default): first/last pixel 134, 235 (x) and 24, 187 (y) scaled by 224/500, 224/375, rounded
+    assert json.loads(row.boxes) == [[60.0, 14.0, 106.0, 113.0]]
+    assert json.loads(row.source_boxes) == [[134.0, 24.0, 236.0, 188.0]] and json.loads(row.difficult) == [0]
+    outward = index_voc(DATA, ["trainval", "test"], rounding="outward")[0].set_index("sample_id").loc["1_person"]
+    np.testing.assert_allclose(json.loads(outward.boxes), [[60.032, 14.336, 105.728, 112.298667]], atol=1e-6)
+    assert outward.box_fraction == row.box_fraction  # this box rounds to the same pixels either way
     assert report["n_samples"] == 5 and report["n_images"] == 3 and report["n_objects"] == 5
     assert report["split_images"] == {"trainval": 2, "test": 1}
     assert report["n_skipped_files"] == 0 and report["n_unknown_objects"] == 0

@@ -40,6 +40,7 @@ def _image_shard(path: Path, n: int, seed: int = 0) -> None:
     with h5py.File(path, "w") as f:
         f["images"] = rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
         f["image_row"] = np.arange(n, dtype=np.int32)
+        f["image_size"] = np.tile(np.array([[SIZE, SIZE]], np.int32), (n, 1))
         f["masks"] = masks
         f.create_dataset("sample_id", data=np.array([f"s{i}" for i in range(n)], dtype=object),
                          dtype=h5py.string_dtype("utf-8"))
@@ -87,6 +88,19 @@ def test_the_job_stores_the_sums_of_its_float32_maps(tmp_path):
         for k in ("r_in", "r_tot", "s_in", "s_tot"):
             np.testing.assert_allclose(sums[k], expect[k], rtol=1e-6, atol=1e-30, err_msg=f"{a} {k}")
         assert read_attrs(path)["sums_of"].startswith("lrp.evaluation.sums.relevance_sums")
+        # the map scores, from numpy on the reference maps (24² images: the map is the whole image, no resize)
+        flat, inside = ref[a].reshape(7, -1), masks.reshape(7, -1)
+        order = np.argsort(-flat, axis=1, kind="stable")
+        k = read_attrs(path)["top_k"]
+        assert k == round(1000 * SIZE * SIZE / 224 ** 2)
+        for i in range(7):
+            if len(np.unique(flat[i])) == flat.shape[1]:  # no ties: the fair share is the plain count
+                assert sums["rank_in"][i] == inside[i][order[i, :inside[i].sum()]].sum(), (a, i)
+                assert sums["topk_in"][i] == inside[i][order[i, :k]].sum(), (a, i)
+            assert (sums["point_y"][i], sums["point_x"][i]) == np.unravel_index(flat[i].argmax(), (SIZE, SIZE))
+        shifted = flat.astype(np.float64) - flat.min(1, keepdims=True)
+        np.testing.assert_allclose(sums["e_in"], (shifted * inside).sum(1), rtol=1e-6)
+        np.testing.assert_allclose(sums["e_tot"], shifted.sum(1), rtol=1e-6)
         stored = read_shard(path)[1]  # the float16 maps: the same maps, to float16's precision
         scale = np.abs(ref[a]).max(axis=(1, 2), keepdims=True)
         assert np.abs(stored - ref[a]).max() <= 1e-3 * scale.max()
@@ -103,11 +117,12 @@ def test_metrics_read_the_sums_and_do_not_depend_on_storage_precision(tmp_path):
         lo, hi = pd.read_csv(csvs["float16", a]), pd.read_csv(csvs["float32", a])
         pd.testing.assert_frame_equal(lo, hi)  # the sums come from the float32 maps either way
         _, sums, _ = read_sums(tmp_path / "float32" / a / "0.h5")
-        mu, mu_w = mu_from_sums(**sums)
+        mu, mu_w = mu_from_sums(sums["r_in"], sums["r_tot"], sums["s_in"], sums["s_tot"])
         # through CSV text (pandas 3.0 reads it back to 1 ulp)
         np.testing.assert_allclose(lo["mu"].to_numpy(), mu, rtol=1e-14)
         assert np.isnan(lo["mu"].iloc[-1]) and lo["box_fraction"].iloc[-1] == 0
-        assert list(lo.columns) == ["sample_id", "box_fraction", "mu", "mu_w", "r_in", "r_tot"]
+        assert list(lo.columns) == ["sample_id", "class_index", "box_fraction", "mu", "mu_w", "r_in", "r_tot",
+                                    "rank_accuracy", "topk", "energy"]
 
 
 def test_metrics_refuse_shards_without_sums_or_out_of_order(tmp_path):

@@ -128,13 +128,14 @@ analyzers: {lrp_z: {}}
     validate(cfg, SCHEMA)
     a, b, c = (cfg["datasets"][k] for k in "abc")
     assert (a["classes"], b["classes"], c["classes"]) == ("demo", "voc", "imagenet")
+    assert (a["box_rounding"], b["box_rounding"], c["box_rounding"]) == ("nearest", "nearest", "outward")
     assert a["demo"] == {"n_train": 2000, "n_test": 600, "seed": 0, "max_objects": 4}  # inside a branch's default
     assert "demo" not in b and "demo" not in c
     assert a["limits"] == b["limits"] and a["limits"] is not b["limits"]  # copies: no dataset shares another's
     assert cfg["models"]["m"]["train"] == {"dataset": "a", "recipe": "demo_vgg", "epochs": 10, "batch_size": 64,
                                            "lr": 0.002, "seed": 0, "threads": 2}
     assert cfg["attribution"] == {"batch_size": 16, "device": "auto", "precision": "float32", "tf32": False,
-                                  "fused": "auto", "deterministic": False, "threads": 2}
+                                  "fused": "auto", "deterministic": False, "threads": 2, "top_k": 1000}
     assert cfg["report"]["panel"] == {"n_images": 4, "flat_analyzer": "lrp_cmp_alpha1_flat"}
     assert cfg["plugins"] == [] and cfg["training_data"] == {}
 

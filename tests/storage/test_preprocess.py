@@ -120,8 +120,9 @@ def test_shards_split_contiguously_and_batches(tmp_path, voc_index):
     s = read_image_shard(whole)
     batches = list(iter_shard_batches(whole, 3))
     assert [len(b.sample_id) for b in batches] == [3, 1]
-    images, masks, cls, sid = (np.concatenate(x) for x in zip(*batches))
+    images, masks, cls, sid, source = (np.concatenate(x) for x in zip(*batches))
     np.testing.assert_array_equal(images, s["images"][s["image_row"]])
+    assert source.tolist() == voc_index[["width", "height"]].to_numpy().tolist()  # the original sizes, per sample
     np.testing.assert_array_equal(masks, s["masks"])
     assert cls.tolist() == s["class_index"].tolist() and sid.tolist() == s["sample_id"].tolist()
     with pytest.raises(ValueError, match="batch_size"):

@@ -298,7 +298,10 @@ def test_writer_stores_metric_sums_when_made_for_them(tmp_path):
     from lrp.storage.attributions import read_sums
 
     maps = _maps(4, h=6, w=5)
-    sums = {"r_in": np.arange(4.0), "r_tot": np.arange(4.0) + 1, "s_in": np.full(4, 3.0)}
+    from lrp.storage.attributions import SUMS
+
+    sums = {k: np.arange(4.0) + i for i, k in enumerate(SUMS)}
+    sums["s_in"] = np.full(4, 3.0)
     w = ShardWriter(tmp_path / "s.h5", 4, (6, 5), list("abcd"), sums=True)
     with pytest.raises(ValueError, match="stores metric sums: pass them"):
         w.write(maps[:2])

@@ -241,6 +241,10 @@ def plugins_of(name):
     return [p for p in config["plugins"] if str(plugins.origin(p)) in used]
 
 
+PAIRED_TABLE = {"mu_w": "table1", "pointing": "table2"}
+"""Measures with a pairwise figure, and the table whose order (best first) and labels it takes."""
+
+
 def outputs_of(name):
     """A dataset's results: its attribution shards (Snakemake does not re-create a deleted intermediate file
     whose consumers are up to date, so the shards are targets themselves: a deleted shard is recomputed, then
@@ -259,6 +263,17 @@ def outputs_of(name):
             "table1.csv",
             "table1.md",
             "table1.tex",
+            "paired_mu_w.csv",
+            "table2.csv",
+            "table2.md",
+            "table2.tex",
+            "paired_pointing.csv",
+            "fig_pairwise_mu_w.png",
+            "fig_pairwise_mu_w.pdf",
+            "fig_pairwise_pointing.png",
+            "fig_pairwise_pointing.pdf",
+            "fig_pointing_per_class.png",
+            "fig_pointing_per_class.pdf",
             "summary.html",
             "fig1_analyzers.png",
             "fig1_analyzers.pdf",

@@ -43,7 +43,7 @@ rule index:
 
 
 rule baseline:
-    """Uniform-attribution baseline (mu = box fraction): the paper's Baseline row, from the index."""
+    """The paper's Baseline row (uniform attribution: mu = box fraction) and the centre pointing game, from the index."""
     input:
         f"{R}/{{dataset}}/samples.csv",
     output:
@@ -53,6 +53,7 @@ rule baseline:
     conda:
         ENV
     params:
+        tolerance=config["evaluation"]["pointing_tolerance"],
         code=lrp_sources("pipeline.data:baseline"),
     script:
         "../scripts/baseline.py"

@@ -44,6 +44,7 @@ rule summary:
     """The page a reader opens first: model card, baseline check vs the paper, Table 1 with Kendall τ."""
     input:
         table=f"{R}/{{dataset}}/table1.csv",
+        table2=f"{R}/{{dataset}}/table2.csv",
         baseline=f"{R}/{{dataset}}/baseline.csv",
         card=f"{R}/{{dataset}}/model_card.json",
         spread=seed_spread_of,

@@ -19,5 +19,5 @@ run(snakemake, attribute, model_spec=snakemake.params.model, image_shard_h5=snak
     analyzers=snakemake.params.analyzers, out_paths=outputs, batch_size=settings["batch_size"],
     device=settings["device"], precision=settings["precision"], patterns_h5=snakemake.input.patterns or None,
     tf32=settings["tf32"], fused=settings["fused"], shard=int(snakemake.wildcards.shard),
-    deterministic=settings["deterministic"],
+    deterministic=settings["deterministic"], top_k=settings["top_k"],
     config={"model": snakemake.params.model, "analyzers": snakemake.params.analyzers, "attribution": settings})
