@@ -49,6 +49,7 @@ def synthetic_shard(path: Path, n: int, size: int, seed: int = 0) -> None:
         f.create_dataset("images", data=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
                          chunks=(1, size, size, 3), compression="lzf")
         f["image_row"] = np.arange(n, dtype=np.int32)
+        f["image_size"] = np.full((n, 2), size, dtype=np.int32)  # as if the originals were the input size
         masks = np.zeros((n, size, size), bool)
         for i in range(n):
             x0, y0 = rng.integers(0, size // 2, 2)

@@ -32,14 +32,15 @@ def top_k_pixels(size: int, top_k: int = TOP_K_224) -> int:
     return max(1, min(size * size, round(top_k * size * size / 224 ** 2)))
 
 
-def _fair_top_count(v, inside, k):
+def _fair_top_count(v, ordered, inside, k):
     """Expected number of mask pixels among the k largest values of each row of v, ties at the k-th value
-    shared in proportion (torch: v (N,P) float, inside (N,P) bool, k (N,) int64) -> (N,) float64."""
+    shared in proportion (torch: v (N,P) float, `ordered` its rows sorted descending, inside (N,P) bool,
+    k (N,) int64) -> (N,) float64."""
     import torch
 
     n, p = v.shape
     kk = k.clamp(min=1, max=p)
-    t = v.sort(dim=1, descending=True).values.gather(1, (kk - 1)[:, None])
+    t = ordered.gather(1, (kk - 1)[:, None])
     above, tied = v > t, v == t
     n_above, n_tied = above.sum(1), tied.sum(1)
     in_above, in_tied = (above & inside).sum(1), (tied & inside).sum(1)
@@ -90,8 +91,9 @@ def map_scores(maps, masks, regions, top_k: int) -> dict[str, np.ndarray]:
     m = m.to(r.device)
     v, inside = r.flatten(1), m.flatten(1)
     s_in = inside.sum(1)
-    rank_in = _fair_top_count(v, inside, s_in)
-    topk_in = _fair_top_count(v, inside, torch.full_like(s_in, int(top_k)))
+    ordered = v.sort(dim=1, descending=True).values  # one sort serves both counts
+    rank_in = _fair_top_count(v, ordered, inside, s_in)
+    topk_in = _fair_top_count(v, ordered, inside, torch.full_like(s_in, int(top_k)))
     shifted = (v.double() - v.double().min(1, keepdim=True).values)
     e_in = torch.where(inside, shifted, torch.zeros_like(shifted)).sum(1)
     e_tot = shifted.sum(1)

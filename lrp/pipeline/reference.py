@@ -1,4 +1,4 @@
-"""Does a finished run reproduce the published one? Compare its Table 1 (to the printed digits) and the
+"""Does a finished run reproduce the published one? Compare its Tables 1 and 2 (to the printed digits) and the
 checksums of the files everything downstream depends on against a reference file (config/reference/*.json).
 
     python -m lrp.pipeline.reference check  [--results results] config/reference/demo.json
@@ -26,22 +26,26 @@ COLUMNS = ("mu_w", "mu_le_0.25", "mu_le_0.5", "mu")
 PRINTED = tuple(c + suffix for c in COLUMNS for suffix in ("", "_lo", "_hi"))
 COUNTS = ("n_used", "n_nan")
 DIGITS = 3  # lrp.report.table.printed's
+#: Table 2's numeric columns as table2.md prints them (lrp.report.table2), with their CIs.
+PRINTED2 = tuple(c + suffix for c in ("pointing", "rank_accuracy", "topk", "energy") for suffix in ("", "_lo", "_hi"))
+PRINTED2 += ("pointing_pairs",)
 
 
 class ReferenceError(ValueError):
     """A reference or results file that cannot be compared (missing, or not what it should be)."""
 
 
-def _table(path: Path) -> dict:
+def _table(path: Path, name: str = "Table 1") -> dict:
     import pandas as pd
 
+    cols, counts = (PRINTED, COUNTS) if name == "Table 1" else (PRINTED2, ())
     if not path.is_file():
-        raise ReferenceError(f"{path}: no Table 1 here (has the run finished?)")
+        raise ReferenceError(f"{path}: no {name} here (has the run finished?)")
     df = pd.read_csv(path)
-    missing = [c for c in ("analyzer", *PRINTED, *COUNTS) if c not in df.columns]
+    missing = [c for c in ("analyzer", *cols, *counts) if c not in df.columns]
     if missing:
-        raise ReferenceError(f"{path}: not a Table 1 CSV (lacks {', '.join(missing)})")
-    return {row["analyzer"]: {**{c: printed(float(row[c])) for c in PRINTED}, **{c: int(row[c]) for c in COUNTS}}
+        raise ReferenceError(f"{path}: not a {name} CSV (lacks {', '.join(missing)})")
+    return {row["analyzer"]: {**{c: printed(float(row[c])) for c in cols}, **{c: int(row[c]) for c in counts}}
             for _, row in df.iterrows()}
 
 
@@ -61,7 +65,8 @@ def record(results, config_path, out_json, files=None) -> dict:
            "made_on": {"machine": platform.machine(), "torch": torch.__version__,
                        "cpu_capability": torch.backends.cpu.get_cpu_capability()},
            "files": {f: _sha256(results / f) for f in files},
-           "table1": {d: _table(results / d / "table1.csv") for d in config["datasets"]}}
+           "table1": {d: _table(results / d / "table1.csv") for d in config["datasets"]},
+           "table2": {d: _table(results / d / "table2.csv", "Table 2") for d in config["datasets"]}}
     write_json(ref, out_json)
     return ref
 
@@ -103,18 +108,19 @@ def check(results, reference_json) -> list[str]:
         got = sha256_file(f) if f.is_file() else None
         if got != want:
             problems.append(f"{rel}: sha256 {got[:12] + '…' if got else 'missing'} (reference {want[:12]}…)")
-    for dataset, want_table in tables.items():
-        got_table = _table(results / dataset / "table1.csv")
-        for analyzer in sorted(set(want_table) | set(got_table)):
-            if analyzer not in got_table or analyzer not in want_table:
-                where = "the run" if analyzer not in got_table else "the reference"
-                problems.append(f"{dataset} Table 1: {analyzer} is missing from {where}")
-                continue
-            got, want = got_table[analyzer], want_table[analyzer]
-            for col in (*PRINTED, *COUNTS):
-                if str(got[col]) != str(want[col]):
-                    problems.append(f"{dataset} Table 1 {analyzer} {col}: {got[col]} (reference {want[col]}"
-                                    f"{_relative(str(got[col]), str(want[col]))})")
+    for name, key, cols in (("Table 1", "table1", (*PRINTED, *COUNTS)), ("Table 2", "table2", PRINTED2)):
+        for dataset, want_table in ref.get(key, {}).items():  # references recorded before Table 2 have none
+            got_table = _table(results / dataset / f"{key}.csv", name)
+            for analyzer in sorted(set(want_table) | set(got_table)):
+                if analyzer not in got_table or analyzer not in want_table:
+                    where = "the run" if analyzer not in got_table else "the reference"
+                    problems.append(f"{dataset} {name}: {analyzer} is missing from {where}")
+                    continue
+                got, want = got_table[analyzer], want_table[analyzer]
+                for col in cols:
+                    if str(got.get(col)) != str(want.get(col)):
+                        problems.append(f"{dataset} {name} {analyzer} {col}: {got.get(col)} (reference "
+                                        f"{want.get(col)}{_relative(str(got.get(col)), str(want.get(col)))})")
     return problems
 
 
@@ -132,7 +138,8 @@ def main(argv=None) -> int:
     try:
         if a.command == "record":
             ref = record(a.results, a.config, a.out)
-            print(f"recorded {a.out}: {sum(map(len, ref['table1'].values()))} Table 1 rows, {len(ref['files'])} files")
+            print(f"recorded {a.out}: {sum(map(len, ref['table1'].values()))} Table 1 rows, "
+                  f"{sum(map(len, ref['table2'].values()))} Table 2 rows, {len(ref['files'])} files")
             return 0
         problems = check(a.results, a.reference)
     except ReferenceError as e:
@@ -141,8 +148,11 @@ def main(argv=None) -> int:
     ref = json.loads(Path(a.reference).read_text())
     rows = sum(map(len, ref["table1"].values()))
     if not problems:
+        t2 = sum(map(len, ref.get("table2", {}).values()))
         print(f"reproduced: {a.results} matches {a.reference} — Table 1 ({rows} rows, {len(PRINTED)} values each, "
-              f"to the printed {DIGITS} decimals, and the counts) and the sha256 of {', '.join(ref['files'])}")
+              f"to the printed {DIGITS} decimals, and the counts)"
+              + (f", Table 2 ({t2} rows, {len(PRINTED2)} values each)" if t2 else "")
+              + f" and the sha256 of {', '.join(ref['files'])}")
         return 0
     print(f"NOT reproduced: {a.results} differs from {a.reference} in {len(problems)} value(s):")
     for p in problems:

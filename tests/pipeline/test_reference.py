@@ -14,7 +14,7 @@ from lrp.pipeline.reference import ReferenceError, check, record
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(tmp_path: Path, mu_w=(6.4548, 2.2301)) -> Path:
+def _run(tmp_path: Path, mu_w=(6.4548, 2.2301), pointing=(0.8123, 0.7)) -> Path:
     res = tmp_path / "results"
     (res / "demo").mkdir(parents=True)
     (res / "models" / "m").mkdir(parents=True)
@@ -25,6 +25,9 @@ def _run(tmp_path: Path, mu_w=(6.4548, 2.2301)) -> Path:
                        "n_used": [10, 10], "n_nan": [0, 0]})
     df["mu_w"] = list(mu_w)
     df.to_csv(res / "demo" / "table1.csv", index=False)
+    t2 = pd.DataFrame({"analyzer": ["lrp_cmp_alpha1", "gradient"], **{c: [0.5, 0.25] for c in reference.PRINTED2}})
+    t2["pointing"] = list(pointing)
+    t2.to_csv(res / "demo" / "table2.csv", index=False)
     (tmp_path / "cfg.yaml").write_text("datasets: {demo: {}}\nmodels: {m: {train: {dataset: demo}}}\n")
     return res
 
@@ -34,7 +37,15 @@ def test_record_then_check_reproduces(tmp_path):
     ref = record(res, tmp_path / "cfg.yaml", tmp_path / "ref.json")
     assert set(ref["files"]) == {"models/m/model.pt", "demo/samples.csv"}
     assert ref["table1"]["demo"]["lrp_cmp_alpha1"]["mu_w"] == "6.455"  # as Table 1 prints it
+    assert ref["table2"]["demo"]["lrp_cmp_alpha1"]["pointing"] == "0.812"  # as Table 2 prints it
     assert check(res, tmp_path / "ref.json") == []
+    old = json.loads((tmp_path / "ref.json").read_text())
+    del old["table2"]  # a reference recorded before Table 2 existed checks Table 1 and the files only
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert check(_run(tmp_path / "c", pointing=(0.1, 0.2)), tmp_path / "old.json") == []
+    assert check(_run(tmp_path / "d", pointing=(0.1, 0.2)), tmp_path / "ref.json") == [
+        "demo Table 2 gradient pointing: 0.200 (reference 0.700, Δ -0.500 (-71.4 %))",
+        "demo Table 2 lrp_cmp_alpha1 pointing: 0.100 (reference 0.812, Δ -0.712 (-87.7 %))"]
 
 
 def test_a_change_below_the_printed_digits_still_reproduces(tmp_path):
@@ -81,19 +92,36 @@ def test_shipped_references_are_complete(name):
     assert all(len(rows) > 3 for rows in ref["table1"].values())
 
 
+def _readme_rows(text: str, header: str) -> list[list[str]]:
+    """The cells of the README table whose header line starts with `header` (marks `*` / `\\*` dropped)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("| "):
+            break
+        rows.append([c.strip().removesuffix("\\*").removesuffix("*").strip() for c in line.strip("|").split("|")])
+    return rows
+
+
 def test_readme_table1_is_the_reference():
-    """Every number of the README's demo Table 1 is the recorded reference's (which `make demo` checks)."""
-    ref = json.loads((ROOT / "config" / "reference" / "demo.json").read_text())["table1"]["demo"]
+    """Every number of the README's demo Tables 1 and 2 is the recorded reference's (which `make demo` checks)."""
+    ref = json.loads((ROOT / "config" / "reference" / "demo.json").read_text())
     labels = {row["label"]: row for row in _labels()}
     text = (ROOT / "README.md").read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| ") and " [" in line]
-    assert len(rows) == len(ref), rows
-    for line in rows:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        analyzer = labels[cells[0]]["analyzer"]
+    rows = _readme_rows(text, "| Analyzer | μ_w |")
+    assert len(rows) == len(ref["table1"]["demo"]), rows
+    for cells in rows:
+        want = ref["table1"]["demo"][labels[cells[0]]["analyzer"]]
         for cell, col in zip(cells[1:], reference.COLUMNS):
-            want = ref[analyzer]
             assert cell == f"{want[col]} [{want[col + '_lo']}, {want[col + '_hi']}]", (cells[0], col)
+    rows = _readme_rows(text, "| Analyzer | pointing game |")
+    assert len(rows) == len(ref["table2"]["demo"]), rows
+    for cells in rows:
+        want = ref["table2"]["demo"][labels[cells[0]]["analyzer"]]
+        for cell, col in zip(cells[1:5], ("pointing", "rank_accuracy", "topk", "energy")):
+            assert cell == f"{want[col]} [{want[col + '_lo']}, {want[col + '_hi']}]", (cells[0], col)
+        assert cells[5] == want["pointing_pairs"]
 
 
 def _labels():

@@ -96,3 +96,23 @@ def test_fig2_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="non-finite"):
         figures.plot_fig2(bad, *out, "t")
     assert not any(tmp_path.iterdir())
+
+
+def test_pairwise_and_per_class_figures(tmp_path):
+    from lrp.report.localisation_figures import plot_pairwise, plot_pointing_per_class
+
+    table = pd.DataFrame({"analyzer": ["a", "b", "c"], "label": ["A", "B", "C"]})
+    pw = pd.DataFrame({"a": ["a", "a", "b"], "b": ["b", "c", "c"], "diff": [0.1, 0.3, 0.2],
+                       "p_holm": [0.2, 0.001, 0.01], "significant": [False, True, True]})
+    plot_pairwise(pw, table, tmp_path / "p.png", tmp_path / "p.pdf", title="t")
+    assert (tmp_path / "p.png").stat().st_size > 1000 and (tmp_path / "p.pdf").stat().st_size > 1000
+    with pytest.raises(ValueError, match="lacks columns"):
+        plot_pairwise(pw.drop(columns="p_holm"), table, tmp_path / "x.png", tmp_path / "x.pdf", title="t")
+    with pytest.raises(ValueError, match=r"analyzers \['c'\] that the table does not have"):
+        plot_pairwise(pw, table.iloc[:2], tmp_path / "x.png", tmp_path / "x.pdf", title="t")
+    frames = {"A": pd.DataFrame({"class_index": [0, 0, 1], "pointing_hit": [1.0, np.nan, 0.0]})}
+    plot_pointing_per_class(frames, ["disc", "square"], tmp_path / "c.png", tmp_path / "c.pdf", title="t")
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="lack pointing_hit"):
+        plot_pointing_per_class({"A": frames["A"].drop(columns="pointing_hit")}, [], tmp_path / "c.png",
+                                tmp_path / "c.pdf", title="t")

@@ -159,3 +159,43 @@ def test_a_registered_analyzer_gets_its_label_and_no_paper_values():
         composites.REGISTRY.pop("my_method")
     with pytest.raises(ValueError, match="unknown analyzer"):
         build_table1({**_summaries(), "my_method": _summary(2.5)}, None, N)
+
+
+def test_paired_marks_and_rank_probability_reach_every_writer(tmp_path):
+    per = pd.DataFrame({"analyzer": list(_summaries()), "tied_with_best": [False, True, False, False, True],
+                        "p_holds_rank": [1.0, 0.6, 0.9, 0.8, 0.55]})
+    per.attrs.update(n_units=97, alpha=0.05, left_out=[])
+    t = build_table1(_summaries(), None, N, paired=per)
+    assert t.set_index("analyzer")["tied_with_best"].to_dict()["lrp_z"]
+    write_table1(t, tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "t.tex", "T")
+    md = (tmp_path / "t.md").read_text()
+    assert "| LRP_z | 2.000 [1.990, 2.010] * |" in md and "| Gradient | 1.500 [1.490, 1.510] |" in md
+    assert "P(rank)" in md and "0.60 |" in md and "on the 97 units every analyzer scores" in md
+    back = pd.read_csv(tmp_path / "t.csv")  # the summary page reads the CSV: the marks survive it
+    from lrp.report.table import _cells
+
+    body = dict((row[0], row[1]) for row in _cells(back)[1])
+    assert body["LRP_CMP:α2+♭"].endswith(" *") and not body["Baseline (uniform)"].endswith("*")
+
+
+def test_table2_orders_by_the_pointing_game_and_marks_ties(tmp_path):
+    from lrp.report.table2 import build_table2, write_table2
+    from lrp.report.table2 import to_latex as to_latex2
+
+    def per(values, tied):
+        df = pd.DataFrame({"analyzer": ["gradient", "lrp_z", "baseline"], "value": values,
+                           "lo": [v - 0.01 for v in values], "hi": [v + 0.01 for v in values], "tied_with_best": tied})
+        df.attrs.update(n_units=50, alpha=0.05)
+        return df
+
+    t = build_table2({"pointing": per([0.7, 0.9, 0.6], [False, True, False]),
+                      "rank_accuracy": per([0.4, 0.3, 0.2], [True, True, False])}, {"gradient": 0.71, "lrp_z": 0.88,
+                                                                                    "baseline": 0.62}, 82, 15)
+    assert t["analyzer"].tolist() == ["lrp_z", "gradient", "baseline"]
+    write_table2(t, tmp_path / "t2.csv", tmp_path / "t2.md", tmp_path / "t2.tex", "Table 2 — demo")
+    md = (tmp_path / "t2.md").read_text()
+    assert "| LRP_z | 0.900 [0.890, 0.910] \\* | 0.300 [0.290, 0.310] \\* | 0.880 |" in md
+    assert "k = 82 pixels. Pointing tolerance 15 px." in md
+    assert to_latex2(t, "T").count(r"\\") >= 4
+    with pytest.raises(ValueError, match="unknown or no measures"):
+        build_table2({"recall": per([1, 1, 1], [True] * 3)}, {}, 1, 15)

@@ -21,6 +21,8 @@ from snakemake_run import ROOT, dry_run_jobs, snakemake, write_config
 CI_OUTPUTS = ["table1.csv", "table1.md", "table1.tex", "fig3_mu_by_box_size.png", "fig3_mu_by_box_size.pdf",
               "fig2_occlusion.png", "fig2_occlusion.pdf", "fig1_analyzers.png", "fig1_analyzers.pdf",
               "fig1_flat_layers.png", "fig1_flat_layers.pdf", "baseline.csv", "model_card.json", "samples.csv",
+              "table2.csv", "table2.md", "table2.tex", "paired_mu_w.csv", "paired_pointing.csv",
+              "fig_pairwise_mu_w.png", "fig_pairwise_pointing.png", "fig_pointing_per_class.png",
               "summary.html", "provenance.json"]
 
 
@@ -128,10 +130,11 @@ def test_report_renders_every_item(ci_run, tmp_path):
     seen = capture(tmp_path / "report.html", tmp_path / "shots")
     summary = seen["Summary"][0]["text"]
     for text in ("Model card", "passed the accuracy check", "Baseline check", "Table 1", "LRP_CMP:α2+♭",
-                 "Provenance", "bootstrap"):
+                 "Provenance", "bootstrap", "Table 2", "pointing game, image centre", "Holm"):
         assert text in summary, text
     figures = {item["item"] for item in seen["Figures"]}
-    assert figures == {"Fig. 1 (analyzers) demo", "Fig. 1 (flat layers) demo", "Fig. 2 demo", "Fig. 3 demo"}
+    assert figures == {"Fig. 1 (analyzers) demo", "Fig. 1 (flat layers) demo", "Fig. 2 demo", "Fig. 3 demo",
+                       "pairwise mu_w demo", "pairwise pointing demo", "pointing per class demo"}
     assert all(item["images"] >= 2 for item in seen["Figures"])  # the figure itself, besides the logo
     assert len(seen["Provenance"]) == 1
 
@@ -149,7 +152,8 @@ def _same_file(a: Path, b: Path) -> str | None:
             fa.visit(names.append)
             for name in names:
                 if isinstance(fa[name], h5py.Dataset):
-                    if name not in fb or not np.array_equal(fa[name][()], fb[name][()]):
+                    a_, b_ = (f[name][()] if name in f else None for f in (fa, fb))
+                    if b_ is None or not np.array_equal(a_, b_, equal_nan=np.asarray(a_).dtype.kind == "f"):
                         return f"dataset {name}"
         return None
     if a.suffix == ".json":
@@ -208,6 +212,7 @@ def _reverse(d: dict) -> dict:
 
 
 REPORT_ONLY = {"summary", "provenance", "all"}  # they record the whole config
+METRICS_ON = {"metrics", "table1", "table2", "fig3", "fig_pairwise", "fig_pointing"}  # what follows the maps
 
 
 @pytest.mark.slow
@@ -222,23 +227,27 @@ REPORT_ONLY = {"summary", "provenance", "all"}  # they record the whole config
     (lambda c: c.update(reproducibility={"onednn_max_cpu_isa": "ALL"}), None, {"train_model"}),
     # report settings re-run their own outputs
     (lambda c: c["datasets"]["demo"].update(panel_samples=["000301_disc"], paper="voc2007"),
-     {"panel", "table1"}, {"panel", "table1"}),
+     {"panel", "table1", "fig_pairwise"}, {"panel", "table1"}),
     (lambda c: c["models"]["demo_vgg"].update(min_accuracy={"mAP": 0.01}), {"model_card"}, {"model_card"}),
     # what changes the maps re-runs them (and only what follows)
-    (lambda c: c["attribution"].update(precision="float16"), {"attribute_demo", "metrics", "table1", "fig3"},
-     {"attribute_demo"}),
+    (lambda c: c["attribution"].update(precision="float16"), {"attribute_demo", *METRICS_ON}, {"attribute_demo"}),
     (lambda c: c["datasets"]["demo"]["patterns"].update(max_images=50),
-     {"pattern_index", "pattern_images", "patterns", "attribute_demo", "metrics", "table1", "fig3", "panel"},
+     {"pattern_index", "pattern_images", "patterns", "attribute_demo", *METRICS_ON, "panel"},
      {"patterns", "attribute_demo"}),
     (lambda c: c["analyzers"].update(lrp_cmp_alpha2_flat={"flat_layers": 2}),
-     {"attribute_demo", "metrics", "table1", "fig3", "panel"}, {"attribute_demo"}),
+     {"attribute_demo", *METRICS_ON, "panel"}, {"attribute_demo"}),
     (lambda c: c["models"]["demo_vgg"].update(bias="toolbox"),  # the analyzers' convention, not the network
-     {"attribute_demo", "metrics", "table1", "fig3", "panel"}, {"attribute_demo", "panel"}),
+     {"attribute_demo", *METRICS_ON, "panel"}, {"attribute_demo", "panel"}),
+    # top-k is scored from the float32 maps: the attribution jobs; the pointing tolerance only in the metrics
+    (lambda c: c["attribution"].update(top_k=500), {"attribute_demo", *METRICS_ON}, {"attribute_demo"}),
+    (lambda c: c["evaluation"].update(pointing_tolerance=5), {"baseline", "metrics", "table1", "table2",
+                                                              "fig3", "fig_pairwise", "fig_pointing"},
+     {"baseline", "metrics", "table2"}),
     # what changes the data re-runs the data rules, the patterns' own index included
     (lambda c: c["datasets"]["demo"].update(on_error="skip"), None, {"index", "pattern_index"}),
+    (lambda c: c["datasets"]["demo"].update(box_rounding="outward"), None, {"index", "image_shard"}),
 ], ids=["key-order", "run-settings", "train-threads", "cpu-isa", "report-settings", "model-card", "precision",
-        "patterns", "analyzer-option",
-        "bias", "on-error"])
+        "patterns", "analyzer-option", "bias", "top-k", "pointing-tolerance", "on-error", "box-rounding"])
 def test_config_edits_rerun_only_what_they_change(ci_run, edit, allowed, required):
     """Snakemake re-runs a job whose params changed: each rule's params hold only what its outputs are computed
     from, with sorted keys, so that a report setting or a batch size does not recompute a study."""

@@ -381,9 +381,11 @@ def attribution_settings(wildcards=None):
     return canonical({k: v for k, v in config["attribution"].items() if k not in RUN_SETTINGS})
 
 
-def evaluation_cfg(wildcards=None):
-    """What Table 1's bootstrap uses (Fig. 3's min_bin_count is its own param)."""
-    return canonical({k: v for k, v in config["evaluation"].items() if k != "min_bin_count"})
+def evaluation_cfg(*leave_out):
+    """What a table's bootstrap uses: the evaluation section less Fig. 3's min_bin_count (its own param) and
+    the keys in `leave_out` (Table 1 does not use the pointing game's tolerance)."""
+    skip = ("min_bin_count", *leave_out)
+    return canonical({k: v for k, v in config["evaluation"].items() if k not in skip})
 
 
 RUN_ONLY_TRAIN_KEYS = ("device",)

@@ -40,7 +40,7 @@ rule table1:
         ENV
     params:
         paper=paper_of,
-        evaluation=evaluation_cfg(),
+        evaluation=evaluation_cfg("pointing_tolerance"),
         code=dataset_code("pipeline.evaluation:table1"),
     script:
         "../scripts/table1.py"
