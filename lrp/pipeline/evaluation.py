@@ -101,9 +101,10 @@ def _index_rows(index_csv, sample_id: np.ndarray) -> pd.DataFrame:
 
 
 def table1(metric_csvs: dict, paper_dataset, out_csv, out_md, out_tex, n_boot: int, seed: int, title: str,
-           out_paired=None):
+           out_paired=None, out_figure=None):
     """Table 1 (μ summaries with bootstrap CIs beside the paper), the analyzers not distinguishable from the
-    best μ_w marked; `out_paired` gets the pairwise differences of μ_w (lrp.evaluation.paired)."""
+    best μ_w marked; `out_paired` gets the pairwise differences of μ_w (lrp.evaluation.paired), `out_figure`
+    (png, pdf) their matrix."""
     from lrp.evaluation.metrics import summarize
     from lrp.report.table import build_table1, write_table1
 
@@ -125,6 +126,12 @@ def table1(metric_csvs: dict, paper_dataset, out_csv, out_md, out_tex, n_boot: i
                    out_paired)
     table = build_table1(summaries, paper_dataset, n, paired=per)
     write_table1(table, out_csv, out_md, out_tex, title)
+    if out_figure is not None:
+        from lrp.report.localisation_figures import plot_pairwise
+
+        plot_pairwise(pairwise if per is not None else pd.DataFrame(columns=["a", "b", "diff", "p_holm",
+                                                                              "significant"]),
+                      table, *out_figure, title=title.replace("Table 1", "Paired differences of μ_w"), what="μ_w")
 
 
 def _paired(values: dict, n_boot: int, seed: int, groups=None):
@@ -141,10 +148,11 @@ def _write_csv(df: pd.DataFrame, path) -> None:
 
 
 def table2(metric_csvs: dict, out_csv, out_md, out_tex, out_paired, n_boot: int, seed: int, title: str,
-           tolerance: float, top_k: int | None = None):
+           tolerance: float, top_k: int | None = None, samples_csv=None, out_figures: dict | None = None):
     """Table 2: pointing game, rank accuracy, top-k intersection, energy pointing game per analyzer, with
     paired-bootstrap CIs (the same resamples for every analyzer); `out_paired` gets the pointing game's
-    pairwise differences."""
+    pairwise differences; `out_figures` {"pairwise": (png, pdf), "per_class": (png, pdf)} their matrix and the
+    per-class pointing game (class names from `samples_csv`, the index)."""
     from lrp.report.table2 import MEASURES, build_table2, write_table2
 
     frames = {name: pd.read_csv(path) for name, path in metric_csvs.items()}
@@ -166,6 +174,15 @@ def table2(metric_csvs: dict, out_csv, out_md, out_tex, out_paired, n_boot: int,
     table = build_table2(per_measure, pairs, top_k, tolerance)
     write_table2(table, out_csv, out_md, out_tex, title)
     _write_csv(pairwise, out_paired)
+    figures = out_figures or {}
+    if "pairwise" in figures:
+        from lrp.report.localisation_figures import plot_pairwise
+
+        plot_pairwise(pairwise, table, *figures["pairwise"], what="pointing game",
+                      title=title.replace("Table 2", "Paired differences of the pointing game"))
+    if "per_class" in figures:
+        fig_pointing_per_class(metric_csvs, samples_csv, *figures["per_class"],
+                               title=title.replace("Table 2", "Pointing game per class"))
     log(f"table2: {len(table)} analyzers, best pointing {table['label'].iloc[0]} {table['pointing'].iloc[0]:.3f}")
 
 
@@ -176,13 +193,6 @@ def _check_units(frames: dict) -> None:
     for name in names[1:]:
         if frames[name]["sample_id"].astype(str).tolist() != ref:
             raise ValueError(f"metrics of {name} and {names[0]} cover different units: re-run the metrics")
-
-
-def fig_pairwise(paired_csv, table_csv, out_png, out_pdf, title: str, what: str):
-    """The pairwise matrix of differences (row − column) with the Holm-significant ones marked."""
-    from lrp.report.localisation_figures import plot_pairwise
-
-    plot_pairwise(pd.read_csv(paired_csv), pd.read_csv(table_csv), out_png, out_pdf, title=title, what=what)
 
 
 def fig_pointing_per_class(metric_csvs: dict, samples_csv, out_png, out_pdf, title: str):

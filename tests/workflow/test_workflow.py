@@ -212,7 +212,7 @@ def _reverse(d: dict) -> dict:
 
 
 REPORT_ONLY = {"summary", "provenance", "all"}  # they record the whole config
-METRICS_ON = {"metrics", "table1", "table2", "fig3", "fig_pairwise", "fig_pointing"}  # what follows the maps
+METRICS_ON = {"metrics", "table1", "table2", "fig3"}  # what follows the maps
 
 
 @pytest.mark.slow
@@ -227,7 +227,7 @@ METRICS_ON = {"metrics", "table1", "table2", "fig3", "fig_pairwise", "fig_pointi
     (lambda c: c.update(reproducibility={"onednn_max_cpu_isa": "ALL"}), None, {"train_model"}),
     # report settings re-run their own outputs
     (lambda c: c["datasets"]["demo"].update(panel_samples=["000301_disc"], paper="voc2007"),
-     {"panel", "table1", "fig_pairwise"}, {"panel", "table1"}),
+     {"panel", "table1"}, {"panel", "table1"}),
     (lambda c: c["models"]["demo_vgg"].update(min_accuracy={"mAP": 0.01}), {"model_card"}, {"model_card"}),
     # what changes the maps re-runs them (and only what follows)
     (lambda c: c["attribution"].update(precision="float16"), {"attribute_demo", *METRICS_ON}, {"attribute_demo"}),
@@ -240,8 +240,7 @@ METRICS_ON = {"metrics", "table1", "table2", "fig3", "fig_pairwise", "fig_pointi
      {"attribute_demo", *METRICS_ON, "panel"}, {"attribute_demo", "panel"}),
     # top-k is scored from the float32 maps: the attribution jobs; the pointing tolerance only in the metrics
     (lambda c: c["attribution"].update(top_k=500), {"attribute_demo", *METRICS_ON}, {"attribute_demo"}),
-    (lambda c: c["evaluation"].update(pointing_tolerance=5), {"baseline", "metrics", "table1", "table2",
-                                                              "fig3", "fig_pairwise", "fig_pointing"},
+    (lambda c: c["evaluation"].update(pointing_tolerance=5), {"baseline", "metrics", "table1", "table2", "fig3"},
      {"baseline", "metrics", "table2"}),
     # what changes the data re-runs the data rules, the patterns' own index included
     (lambda c: c["datasets"]["demo"].update(on_error="skip"), None, {"index", "pattern_index"}),

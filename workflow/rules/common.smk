@@ -241,10 +241,6 @@ def plugins_of(name):
     return [p for p in config["plugins"] if str(plugins.origin(p)) in used]
 
 
-PAIRED_TABLE = {"mu_w": "table1", "pointing": "table2"}
-"""Measures with a pairwise figure, and the table whose order (best first) and labels it takes."""
-
-
 def outputs_of(name):
     """A dataset's results: its attribution shards (Snakemake does not re-create a deleted intermediate file
     whose consumers are up to date, so the shards are targets themselves: a deleted shard is recomputed, then
