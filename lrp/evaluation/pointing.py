@@ -25,25 +25,40 @@ __all__ = ["TOLERANCE", "centre_points", "point_hits", "pointing_outcome", "poin
            "parse_boxes"]
 
 
-def parse_boxes(column) -> list[np.ndarray]:
+def parse_boxes(column, source: str = "index") -> list[np.ndarray]:
     """An index's `source_boxes` column (JSON per row) -> one (k, 4) float64 array per row.
-    Raises ValueError naming the row whose value is not a list of 4-number boxes."""
+    Raises ValueError naming `source` and the row (1-based data line) whose value is not a list of finite
+    4-number boxes."""
     out = []
     for i, text in enumerate(column):
         try:
             b = np.asarray(json.loads(text), dtype=np.float64).reshape(-1, 4)
+            if not np.isfinite(b).all():
+                raise ValueError("not finite")
         except (TypeError, ValueError) as e:
-            raise ValueError(f"row {i}: boxes {str(text)[:60]!r} are not a JSON list of [x0, y0, x1, y1]: "
-                             f"{e}") from None
+            raise ValueError(f"{source}: row {i + 1}: source_boxes {str(text)[:60]!r} are not a JSON list of "
+                             f"[x0, y0, x1, y1]: {e}") from None
         out.append(b)
     return out
 
 
-def all_difficult(column) -> np.ndarray:
+def all_difficult(column, source: str = "index", n_boxes=None) -> np.ndarray:
     """An index's `difficult` column (JSON list of 0/1 per box) -> bool per row: every box difficult (a pair
-    TorchRay skips). A row without boxes counts as all difficult (there is nothing to point at)."""
-    flags = [json.loads(t) for t in column]
-    return np.array([all(bool(f) for f in fl) for fl in flags], dtype=bool)
+    TorchRay skips). A row without boxes counts as all difficult (there is nothing to point at). With `n_boxes`
+    (boxes per row) a row whose flag count differs is an error. Raises ValueError naming `source` and the row."""
+    out = []
+    counts = None if n_boxes is None else list(n_boxes)
+    for i, text in enumerate(column):
+        try:
+            flags = json.loads(text)
+            if not isinstance(flags, list) or any(f not in (0, 1, True, False) for f in flags):
+                raise ValueError("expected a list of 0/1")
+            if counts is not None and len(flags) != counts[i]:
+                raise ValueError(f"{len(flags)} flags for {counts[i]} boxes")
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{source}: row {i + 1}: difficult {str(text)[:60]!r}: {e}") from None
+        out.append(all(bool(f) for f in flags))
+    return np.array(out, dtype=bool)
 
 
 def centre_points(width, height) -> np.ndarray:
@@ -82,11 +97,13 @@ def point_hits(points, boxes: list, tolerance: float = TOLERANCE) -> np.ndarray:
     return hits
 
 
-def pointing_outcome(points, boxes: list, difficult_column, tolerance: float = TOLERANCE) -> np.ndarray:
+def pointing_outcome(points, boxes: list, difficult_column, tolerance: float = TOLERANCE,
+                     source: str = "index") -> np.ndarray:
     """Per unit 1.0 (hit), 0.0 (miss) or NaN: skipped (all boxes difficult) or no point (a constant map)."""
     p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     hits = point_hits(p, boxes, tolerance).astype(np.float64)
-    return np.where(all_difficult(difficult_column) | np.isnan(p).any(axis=1), np.nan, hits)
+    skip = all_difficult(difficult_column, source, n_boxes=[len(b) for b in boxes])
+    return np.where(skip | np.isnan(p).any(axis=1), np.nan, hits)
 
 
 def pointing_game(hits, class_index, skip=None) -> dict:

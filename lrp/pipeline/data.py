@@ -100,8 +100,10 @@ def baseline(index_csv, out_csv, tolerance: float = 15):
     from lrp.evaluation.pointing import all_difficult, centre_points, parse_boxes, point_hits, pointing_game
 
     df = read_index(index_csv)
-    hits = point_hits(centre_points(df["width"], df["height"]), parse_boxes(df["source_boxes"]), tolerance)
-    pg = pointing_game(hits, df["class_index"], skip=all_difficult(df["difficult"]))
+    boxes = parse_boxes(df["source_boxes"], str(index_csv))
+    hits = point_hits(centre_points(df["width"], df["height"]), boxes, tolerance)
+    pg = pointing_game(hits, df["class_index"], skip=all_difficult(df["difficult"], str(index_csv),
+                                                                   n_boxes=[len(b) for b in boxes]))
     stats = {**baseline_stats(df), "pointing": pg["pointing"], "pointing_pairs": pg["pointing_pairs"],
              "n_pointing_pairs": pg["n_pairs"], "n_pointing_skipped": pg["n_skipped"]}
     write_baseline(stats, out_csv)

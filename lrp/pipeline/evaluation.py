@@ -82,7 +82,8 @@ def metrics(analyzer: str, image_shards: list, attribution_shards: list, out_csv
     if index is not None:
         df["point_x"], df["point_y"] = points[:, 0], points[:, 1]
         # NaN: every box of the pair is difficult (skipped), or the map is constant (no point)
-        df["pointing_hit"] = pointing_outcome(points, parse_boxes(index["source_boxes"]), index["difficult"], tolerance)
+        df["pointing_hit"] = pointing_outcome(points, parse_boxes(index["source_boxes"], str(index_csv)),
+                                              index["difficult"], tolerance, source=str(index_csv))
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
     log(f"metrics {analyzer}: {len(df)} samples, mean μ {df['mu'].mean():.4f}, NaN {int(df['mu'].isna().sum())}")

@@ -250,3 +250,24 @@ def test_clear_gaps_stay_significant_among_thirteen_analyzers():
     tied = set(per.loc[per["tied_with_best"], "analyzer"])
     assert tied == {"a11", "a11_twin"}
     assert pw["significant"].sum() >= 70
+
+
+def test_hostile_index_columns_are_refused_naming_file_and_row(tmp_path):
+    """samples.csv may be edited by hand: bad box or flag JSON stops the baseline stage with file and row."""
+    import pandas as pd
+
+    from lrp.datasets.index import INDEX_COLUMNS
+    from lrp.pipeline.data import baseline
+
+    row = {"sample_id": "a", "image_id": "a", "split": "test", "image_file": "a.jpg", "class_index": 0,
+           "class_name": "c", "width": 10, "height": 10, "n_boxes": 1, "box_fraction": 0.5,
+           "boxes": "[[0, 0, 5, 10]]", "source_boxes": "[[0, 0, 5, 10]]", "difficult": "[0]"}
+    cases = [("source_boxes", "[[0, 0, 5]]", "row 2: source_boxes"), ("source_boxes", "[[0, 0, NaN, 1]]", "finite"),
+             ("difficult", "[0, 1]", "2 flags for 1 boxes"), ("difficult", '"yes"', "list of 0/1"),
+             ("difficult", "{", "row 2: difficult")]
+    for column, value, message in cases:
+        df = pd.DataFrame([row, {**row, "sample_id": "b", column: value}], columns=INDEX_COLUMNS)
+        df.to_csv(tmp_path / "samples.csv", index=False)
+        with pytest.raises(ValueError, match=rf"samples\.csv: .*{message}"):
+            baseline(tmp_path / "samples.csv", tmp_path / "baseline.csv")
+    assert not (tmp_path / "baseline.csv").exists()
