@@ -184,7 +184,17 @@ def test_a_cuda_job_stores_what_a_cpu_job_stores(tmp_path):
                     {"model_checksum": "x"})
     for a in ANALYZERS:
         (_, s_cpu, _), (_, s_gpu, _) = read_sums(cpu[a]), read_sums(gpu[a])
-        for k in s_cpu:
-            np.testing.assert_allclose(s_gpu[k], s_cpu[k], rtol=1e-4, err_msg=f"{a} {k}")
         m_cpu, m_gpu = read_shard(cpu[a])[1], read_shard(gpu[a])[1]
+        for k in ("r_in", "r_tot", "s_in", "s_tot", "e_in", "e_tot"):
+            np.testing.assert_allclose(s_gpu[k], s_cpu[k], rtol=1e-4, err_msg=f"{a} {k}")
+        # ranks and the maximum: round-off may swap near-tied pixels (the flat rule makes many), so a count may
+        # move by a few pixels and the GPU's point must be a maximum of the CPU map up to that round-off
+        for k in ("rank_in", "topk_in"):
+            np.testing.assert_allclose(s_gpu[k], s_cpu[k], atol=0.02 * SIZE * SIZE, err_msg=f"{a} {k}")
+        peak = np.abs(m_cpu).max()
+        for i, (x, y) in enumerate(zip(s_gpu["point_x"], s_gpu["point_y"])):
+            if np.isnan(x):
+                assert np.isnan(s_cpu["point_x"][i]), (a, i)
+                continue
+            assert m_cpu[i, int(y), int(x)] >= m_cpu[i].max() - 2e-3 * peak, (a, i)
         assert np.abs(m_gpu - m_cpu).max() <= 2e-3 * np.abs(m_cpu).max()
