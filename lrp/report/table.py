@@ -234,11 +234,17 @@ def to_latex(table: pd.DataFrame, title: str) -> str:
 def write_table1(table: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike,
                  tex_path: str | os.PathLike, title: str) -> None:
     """Write the table as CSV (full precision), Markdown and LaTeX, each atomically."""
+    write_formats(table, csv_path, md_path, tex_path, to_markdown(table, title) if not table.empty else "",
+                  to_latex(table, title) if not table.empty else "", "write_table1")
+
+
+def write_formats(table: pd.DataFrame, csv_path, md_path, tex_path, markdown: str, latex: str, who: str) -> None:
+    """A table's CSV (full precision) and its formatted Markdown and LaTeX, each atomically (Tables 1 and 2)."""
     if table.empty:
-        raise ValueError("write_table1() got an empty table")
+        raise ValueError(f"{who}() got an empty table")
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False)  # pandas writes shortest round-trip floats: full precision
     with atomic_path(md_path) as tmp:
-        tmp.write_text(to_markdown(table, title), encoding="utf-8")
+        tmp.write_text(markdown, encoding="utf-8")
     with atomic_path(tex_path) as tmp:
-        tmp.write_text(to_latex(table, title), encoding="utf-8")
+        tmp.write_text(latex, encoding="utf-8")

@@ -10,8 +10,7 @@ import os
 
 import pandas as pd
 
-from lrp.io import atomic_path
-from lrp.report.table import analyzer_names, paired_note, printed, tex_escape, tied
+from lrp.report.table import analyzer_names, paired_note, printed, tex_escape, tied, write_formats
 
 #: column -> (header, what the footnote calls it)
 MEASURES = {
@@ -102,11 +101,5 @@ def to_latex(table: pd.DataFrame, title: str) -> str:
 def write_table2(table: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike,
                  tex_path: str | os.PathLike, title: str) -> None:
     """CSV (full precision), Markdown and LaTeX, each atomically."""
-    if table.empty:
-        raise ValueError("write_table2() got an empty table")
-    with atomic_path(csv_path) as tmp:
-        table.to_csv(tmp, index=False)
-    with atomic_path(md_path) as tmp:
-        tmp.write_text(to_markdown(table, title), encoding="utf-8")
-    with atomic_path(tex_path) as tmp:
-        tmp.write_text(to_latex(table, title), encoding="utf-8")
+    write_formats(table, csv_path, md_path, tex_path, to_markdown(table, title) if not table.empty else "",
+                  to_latex(table, title) if not table.empty else "", "write_table2")
