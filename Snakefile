@@ -22,6 +22,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/faithfulness.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -195,6 +195,13 @@ def check_config(config: dict) -> None:
         for a in ds.get("analyzers") or []:
             if a not in analyzers:
                 problems.append(f"{key}.analyzers: {a!r} is not configured under the top-level `analyzers`")
+        faith = config.get("faithfulness")
+        if faith and isinstance(ds.get("input_size"), int):
+            side = -(-ds["input_size"] // max(1, round(faith["region"] * ds["input_size"] / 224)))
+            if faith["steps"] > side * side:
+                problems.append(f"faithfulness.steps: {faith['steps']} regions to remove, but a "
+                                f"{ds['input_size']}-pixel input of {key} has only {side * side} regions of the "
+                                f"scaled faithfulness.region {faith['region']}")
         selected = ds.get("analyzers") or list(analyzers)
         if "pattern_attribution" in selected:
             pat = ds.get("patterns") or {}

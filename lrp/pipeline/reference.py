@@ -1,4 +1,4 @@
-"""Does a finished run reproduce the published one? Compare its Tables 1 and 2 (to the printed digits) and the
+"""Does a finished run reproduce the published one? Compare its Tables 1, 2 and 3 (to the printed digits) and the
 checksums of the files everything downstream depends on against a reference file (config/reference/*.json).
 
     python -m lrp.pipeline.reference check  [--results results] config/reference/demo.json
@@ -29,6 +29,10 @@ DIGITS = 3  # lrp.report.table.printed's
 #: Table 2's numeric columns as table2.md prints them (lrp.report.table2), with their CIs.
 PRINTED2 = tuple(c + suffix for c in ("pointing", "rank_accuracy", "topk", "energy") for suffix in ("", "_lo", "_hi"))
 PRINTED2 += ("pointing_pairs",)
+#: Table 3's (lrp.report.faithfulness): AOPC MoRF, LeRF and their difference, with their CIs.
+PRINTED3 = tuple(c + suffix for c in ("morf", "lerf", "diff") for suffix in ("", "_lo", "_hi"))
+TABLES = {"Table 1": ("table1", PRINTED, COUNTS), "Table 2": ("table2", PRINTED2, ()),
+          "Table 3": ("table3", PRINTED3, ())}
 
 
 class ReferenceError(ValueError):
@@ -38,7 +42,7 @@ class ReferenceError(ValueError):
 def _table(path: Path, name: str = "Table 1") -> dict:
     import pandas as pd
 
-    cols, counts = (PRINTED, COUNTS) if name == "Table 1" else (PRINTED2, ())
+    _, cols, counts = TABLES[name]
     if not path.is_file():
         raise ReferenceError(f"{path}: no {name} here (has the run finished?)")
     df = pd.read_csv(path)
@@ -66,7 +70,8 @@ def record(results, config_path, out_json, files=None) -> dict:
                        "cpu_capability": torch.backends.cpu.get_cpu_capability()},
            "files": {f: _sha256(results / f) for f in files},
            "table1": {d: _table(results / d / "table1.csv") for d in config["datasets"]},
-           "table2": {d: _table(results / d / "table2.csv", "Table 2") for d in config["datasets"]}}
+           "table2": {d: _table(results / d / "table2.csv", "Table 2") for d in config["datasets"]},
+           "table3": {d: _table(results / d / "table3.csv", "Table 3") for d in config["datasets"]}}
     write_json(ref, out_json)
     return ref
 
@@ -108,8 +113,9 @@ def check(results, reference_json) -> list[str]:
         got = sha256_file(f) if f.is_file() else None
         if got != want:
             problems.append(f"{rel}: sha256 {got[:12] + '…' if got else 'missing'} (reference {want[:12]}…)")
-    for name, key, cols in (("Table 1", "table1", (*PRINTED, *COUNTS)), ("Table 2", "table2", PRINTED2)):
-        for dataset, want_table in ref.get(key, {}).items():  # references recorded before Table 2 have none
+    for name, (key, printed_cols, counts) in TABLES.items():
+        cols = (*printed_cols, *counts)
+        for dataset, want_table in ref.get(key, {}).items():  # references recorded before Tables 2, 3 have none
             got_table = _table(results / dataset / f"{key}.csv", name)
             for analyzer in sorted(set(want_table) | set(got_table)):
                 if analyzer not in got_table or analyzer not in want_table:
@@ -139,7 +145,8 @@ def main(argv=None) -> int:
         if a.command == "record":
             ref = record(a.results, a.config, a.out)
             print(f"recorded {a.out}: {sum(map(len, ref['table1'].values()))} Table 1 rows, "
-                  f"{sum(map(len, ref['table2'].values()))} Table 2 rows, {len(ref['files'])} files")
+                  f"{sum(map(len, ref['table2'].values()))} Table 2 rows, "
+                  f"{sum(map(len, ref['table3'].values()))} Table 3 rows, {len(ref['files'])} files")
             return 0
         problems = check(a.results, a.reference)
     except ReferenceError as e:
@@ -149,9 +156,11 @@ def main(argv=None) -> int:
     rows = sum(map(len, ref["table1"].values()))
     if not problems:
         t2 = sum(map(len, ref.get("table2", {}).values()))
+        t3 = sum(map(len, ref.get("table3", {}).values()))
         print(f"reproduced: {a.results} matches {a.reference} — Table 1 ({rows} rows, {len(PRINTED)} values each, "
               f"to the printed {DIGITS} decimals, and the counts)"
               + (f", Table 2 ({t2} rows, {len(PRINTED2)} values each)" if t2 else "")
+              + (f", Table 3 ({t3} rows, {len(PRINTED3)} values each)" if t3 else "")
               + f" and the sha256 of {', '.join(ref['files'])}")
         return 0
     print(f"NOT reproduced: {a.results} differs from {a.reference} in {len(problems)} value(s):")

@@ -26,13 +26,13 @@ def panel(model_spec: dict, image_shards: list, analyzers: dict, patterns_h5, sa
 
 
 def summary(dataset: str, table_csv, baseline_csv, model_card_json, paper_dataset, config: dict, out_html,
-            seed_spread_csv=None, table2_csv=None):
+            seed_spread_csv=None, table2_csv=None, table3_csv=None, sanity_csv=None):
     from lrp.pipeline.provenance import versions
     from lrp.report.summary import write_summary
 
     write_summary(dataset, table_csv, baseline_csv, model_card_json, paper_dataset,
                   {"versions": versions(), "config": config}, out_html, seed_spread_csv=seed_spread_csv,
-                  table2_csv=table2_csv)
+                  table2_csv=table2_csv, table3_csv=table3_csv, sanity_csv=sanity_csv)
 
 
 def provenance(files: list, config: dict, out_json, root, plugins=None):

@@ -20,6 +20,7 @@ from lrp.io import atomic_path
 
 WIDTH_IN, HEIGHT_IN, DPI = 3.5, 3.6, 200
 FIG3_HEIGHT_IN = 4.4  # room for the legend below the panels
+FIG2_HEIGHT_IN = 4.6  # three panels: median ratio, logit change, counts
 _RC = {"font.size": 7, "axes.titlesize": 7.5, "axes.labelsize": 7, "xtick.labelsize": 7,
        "ytick.labelsize": 7, "legend.fontsize": 7, "pdf.fonttype": 42, "svg.fonttype": "none"}
 _CURVE_COLUMNS = ("bin_lo", "bin_hi", "mean_mu", "count")
@@ -118,13 +119,37 @@ def _binned_mean_ci(area: np.ndarray, rel: np.ndarray, n_bins: int, level: float
     return mean, mean - half, mean + half, n
 
 
+def median_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Median and its distribution-free CI from order statistics: [x_(l), x_(n−l+1)] with l the binomial
+    (n, ½) quantile of (1 − level)/2, coverage ≥ level. NaN bounds for n < 6 (no such pair exists)."""
+    from scipy.stats import binom
+
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    n = len(v)
+    if n == 0:
+        return np.nan, np.nan, np.nan
+    lo_rank = int(binom.ppf((1 - level) / 2, n, 0.5))
+    if lo_rank < 1:
+        return float(np.median(v)), np.nan, np.nan
+    return float(np.median(v)), float(v[lo_rank - 1]), float(v[n - lo_rank])
+
+
+def _binned_median_ci(area: np.ndarray, rel: np.ndarray, n_bins: int, level: float = 0.95):
+    k = bin_index(area, n_bins)
+    out = np.array([median_ci(rel[k == b], level) for b in range(n_bins)]).reshape(n_bins, 3)
+    return out[:, 0], out[:, 1], out[:, 2]
+
+
 def occlusion_curves(occ: pd.DataFrame, n_bins: int = 10) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Fig. 2 data: mean relative logit change (f(x̃)−f(x))/|f(x)| per bin of occluded area, per region.
+    """Fig. 2 data per bin of occluded area, per region: the relative logit change (f(x̃)−f(x))/|f(x)| as the
+    paper plots it — its mean (ci_*: 95 % Student-t CI) and, robust to the units whose |f(x)| is near 0, its
+    median (median_lo/hi: 95 % order-statistic CI) — and the change in logit units f(x̃)−f(x) (mean_delta,
+    delta_lo/hi: 95 % Student-t CI), with the count.
 
     Object occlusion removes area = box fraction, context occlusion removes 1 − box fraction. Samples with
     |f(x)| < 1e-6 (relative change undefined) or an empty box (no object in view, nothing to occlude) are
-    excluded and counted. Returns (DataFrame[region, bin, bin_lo, bin_hi, mean, ci_lo, ci_hi, count],
-    {n_used, n_small_logit, n_empty_box}); ci_* is the 95 % Student-t CI of the bin mean.
+    excluded and counted. Returns (DataFrame[region, bin, bin_lo, bin_hi, mean, ci_lo, ci_hi, median, median_lo,
+    median_hi, mean_delta, delta_lo, delta_hi, count], {n_used, n_small_logit, n_empty_box}).
     """
     missing = [c for c in _OCC_COLUMNS if c not in occ]
     if missing:
@@ -150,35 +175,47 @@ def occlusion_curves(occ: pd.DataFrame, n_bins: int = 10) -> tuple[pd.DataFrame,
     parts = []
     for region, area, column in (("object", f, "logit_object_occluded"),
                                  ("context", 1 - f, "logit_context_occluded")):
-        mean, lo, hi, n = _binned_mean_ci(area, (v[column][keep] - logit) / np.abs(logit), n_bins)
+        delta = v[column][keep] - logit
+        mean, lo, hi, n = _binned_mean_ci(area, delta / np.abs(logit), n_bins)
+        med, med_lo, med_hi = _binned_median_ci(area, delta / np.abs(logit), n_bins)
+        dmean, dlo, dhi, _ = _binned_mean_ci(area, delta, n_bins)
         parts.append(pd.DataFrame({"region": region, "bin": np.arange(n_bins), "bin_lo": edges[:-1],
-                                   "bin_hi": edges[1:], "mean": mean, "ci_lo": lo, "ci_hi": hi, "count": n}))
+                                   "bin_hi": edges[1:], "mean": mean, "ci_lo": lo, "ci_hi": hi, "median": med,
+                                   "median_lo": med_lo, "median_hi": med_hi, "mean_delta": dmean,
+                                   "delta_lo": dlo, "delta_hi": dhi, "count": n}))
     return pd.concat(parts, ignore_index=True), counts
 
 
 def plot_fig2(occ: pd.DataFrame, out_png: str | os.PathLike, out_pdf: str | os.PathLike, title: str,
               n_bins: int = 10) -> None:
-    """Fig. 2: relative logit change vs occluded area, object vs context (see `occlusion_curves`).
+    """Fig. 2: logit change vs occluded area, object vs context (see `occlusion_curves`).
 
-    The object curve falling below the context curve is the paper's evidence that the model relies on
-    the object; per-bin counts are shown because large occluded areas have few samples per region.
+    Top: the paper's relative change Δf/|f(x)|, as the per-bin MEDIAN with its 95 % CI — a mean would let the
+    few units with |f(x)| near 0 dominate a bin. Middle: the mean Δf in logit units, which no small logit can
+    inflate. The object curve below the context curve is the paper's evidence that the model relies on the
+    object; the bottom panel gives every bin's count (large occluded areas have few units per region).
     """
     data, counts = occlusion_curves(occ, n_bins)
     width = 1 / n_bins
     with matplotlib.rc_context(_RC):
-        fig, ax, axc = _new_figure()
+        fig = Figure(figsize=(WIDTH_IN, FIG2_HEIGHT_IN), layout="constrained")
+        ax, axd, axc = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2, 1]})
         for j, (region, color) in enumerate((("object", "tab:red"), ("context", "tab:blue"))):
             d = data[data["region"] == region]
             x = ((d["bin_lo"] + d["bin_hi"]) / 2).to_numpy()
-            ax.plot(x, d["mean"], color=color, marker="o", ms=2.5, lw=1.0, label=f"{region} occluded")
-            ax.fill_between(x, d["ci_lo"], d["ci_hi"], color=color, alpha=0.25, lw=0)
+            ax.plot(x, d["median"], color=color, marker="o", ms=2.5, lw=1.0, label=f"{region} occluded")
+            ax.fill_between(x, d["median_lo"], d["median_hi"], color=color, alpha=0.25, lw=0)
+            axd.plot(x, d["mean_delta"], color=color, marker="o", ms=2.5, lw=1.0)
+            axd.fill_between(x, d["delta_lo"], d["delta_hi"], color=color, alpha=0.25, lw=0)
             axc.bar(x + (j - 0.5) * width / 2.2, d["count"], width=width / 2.2, color=color, lw=0)
-        ax.axhline(0, color="0.5", lw=0.6)
-        ax.set(xlim=(0, 1), ylabel="mean Δf / |f(x)| (true class)",
+        for a in (ax, axd):
+            a.axhline(0, color="0.5", lw=0.6)
+        ax.set(xlim=(0, 1), ylabel="median Δf / |f(x)|",
                title=f"{title}\nN = {counts['n_used']}; excluded: {counts['n_small_logit']} with |f(x)| < "
                      f"{MIN_ABS_LOGIT:g}, {counts['n_empty_box']} empty box")
+        axd.set(ylabel="mean Δf (logit)")
         handles, _ = ax.get_legend_handles_labels()
-        ax.legend(handles=[*handles, Patch(color="0.5", alpha=0.4, lw=0, label="95 % CI of mean")],
-                  loc="best", frameon=False)
-        axc.set(xlabel="occluded area (fraction of input)", ylabel="samples")
+        ax.legend(handles=[*handles, Patch(color="0.5", alpha=0.4, lw=0, label="95 % CI")], loc="best",
+                  frameon=False)
+        axc.set(xlabel="occluded area (fraction of input)", ylabel="units")
         _save(fig, out_png, out_pdf)

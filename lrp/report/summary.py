@@ -95,6 +95,36 @@ def table2_section(table: pd.DataFrame) -> str:
         f'<p class="note">{_esc(footnote(table))}</p>'
 
 
+def table3_section(table: pd.DataFrame) -> str:
+    from lrp.report.faithfulness import _cells as cells3
+    from lrp.report.faithfulness import footnote
+
+    head, body = cells3(table)
+    return "<h2>Table 3: faithfulness (region perturbation)</h2>" + _table_html(head, body) + \
+        f'<p class="note">{_esc(footnote(table))}</p>'
+
+
+def sanity_section(df: pd.DataFrame) -> str:
+    """Mean Spearman ρ with the trained model's maps after the output layer, and after every layer, is
+    re-initialised (lrp.evaluation.randomisation)."""
+    from lrp.report.faithfulness import _labels, sanity_summary
+
+    s = sanity_summary(df)
+    last = int(s["stage"].max())
+    labels = _labels()
+    body = []
+    for name in dict.fromkeys(s["analyzer"]):
+        d = s[s["analyzer"] == name].set_index("stage")
+        body.append([labels.get(name, name), *(f"{d.at[k, c]:.3f}" for k in (1, last)
+                                              for c in ("spearman", "spearman_abs"))])
+    n = int(df["sample_id"].nunique())
+    return ("<h2>Sanity check: cascading randomisation</h2><p>Spearman ρ between each analyzer's maps on the "
+            f"trained model and on the model with its top layer, and all {last} layers, re-initialised (N = {n} "
+            "units; Adebayo et al. 2018). Near 1 after all layers: the map does not depend on the model.</p>"
+            + _table_html(["Analyzer", "ρ top layer", "ρ(|·|) top layer", "ρ all layers", "ρ(|·|) all layers"],
+                          body))
+
+
 def seed_spread_section(spread: pd.DataFrame, source: str) -> str:
     """μ_w per training seed beside the bootstrap CI: the CI covers only which units were sampled; the spread
     across seeds is how much a retrained model moves the number (lrp.pipeline.seeds)."""
@@ -115,9 +145,10 @@ def provenance_section(provenance: dict) -> str:
 
 
 def write_summary(dataset: str, table_csv, baseline_csv, model_card_json, paper_dataset: str | None,
-                  provenance: dict, out_html: str | os.PathLike, seed_spread_csv=None, table2_csv=None) -> None:
+                  provenance: dict, out_html: str | os.PathLike, seed_spread_csv=None, table2_csv=None,
+                  table3_csv=None, sanity_csv=None) -> None:
     """The summary page; with `seed_spread_csv` (lrp.pipeline.seeds' output) the seed-to-seed table too, with
-    `table2_csv` Table 2."""
+    `table2_csv` Table 2, with `table3_csv` and `sanity_csv` the faithfulness table and the sanity check."""
     table = pd.read_csv(table_csv)
     if paper_dataset is not None:
         table.attrs["paper_dataset"] = paper_dataset
@@ -128,6 +159,10 @@ def write_summary(dataset: str, table_csv, baseline_csv, model_card_json, paper_
              table1_section(table)]
     if table2_csv:
         parts.append(table2_section(pd.read_csv(table2_csv)))
+    if table3_csv:
+        parts.append(table3_section(pd.read_csv(table3_csv)))
+    if sanity_csv:
+        parts.append(sanity_section(pd.read_csv(sanity_csv, dtype={"sample_id": str})))
     if seed_spread_csv:
         parts.append(seed_spread_section(pd.read_csv(seed_spread_csv), str(seed_spread_csv)))
     parts += [provenance_section(provenance), "</body></html>"]

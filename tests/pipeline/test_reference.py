@@ -28,6 +28,8 @@ def _run(tmp_path: Path, mu_w=(6.4548, 2.2301), pointing=(0.8123, 0.7)) -> Path:
     t2 = pd.DataFrame({"analyzer": ["lrp_cmp_alpha1", "gradient"], **{c: [0.5, 0.25] for c in reference.PRINTED2}})
     t2["pointing"] = list(pointing)
     t2.to_csv(res / "demo" / "table2.csv", index=False)
+    t3 = pd.DataFrame({"analyzer": ["lrp_cmp_alpha1", "random"], **{c: [0.31, 0.02] for c in reference.PRINTED3}})
+    t3.to_csv(res / "demo" / "table3.csv", index=False)
     (tmp_path / "cfg.yaml").write_text("datasets: {demo: {}}\nmodels: {m: {train: {dataset: demo}}}\n")
     return res
 
@@ -38,7 +40,13 @@ def test_record_then_check_reproduces(tmp_path):
     assert set(ref["files"]) == {"models/m/model.pt", "demo/samples.csv"}
     assert ref["table1"]["demo"]["lrp_cmp_alpha1"]["mu_w"] == "6.455"  # as Table 1 prints it
     assert ref["table2"]["demo"]["lrp_cmp_alpha1"]["pointing"] == "0.812"  # as Table 2 prints it
+    assert ref["table3"]["demo"]["random"]["diff_hi"] == "0.020"  # as Table 3 prints it
     assert check(res, tmp_path / "ref.json") == []
+    t3 = pd.read_csv(res / "demo" / "table3.csv")
+    t3.loc[0, "morf"] = 0.25
+    t3.to_csv(res / "demo" / "table3.csv", index=False)
+    assert check(res, tmp_path / "ref.json") == [
+        "demo Table 3 lrp_cmp_alpha1 morf: 0.250 (reference 0.310, Δ -0.060 (-19.4 %))"]
     old = json.loads((tmp_path / "ref.json").read_text())
     del old["table2"]  # a reference recorded before Table 2 existed checks Table 1 and the files only
     (tmp_path / "old.json").write_text(json.dumps(old))

@@ -19,6 +19,8 @@ LAYER = {"": 0, "datasets": 1, "models": 1, "storage": 1, "evaluation": 1, "trai
 def _package(module: str) -> str:
     """'' for the engine (lrp/*.py), else the subpackage: 'datasets', 'models', ..."""
     parts = module.split(".")
+    if len(parts) == 2 and (LRP / parts[1]).is_dir():  # a subpackage's own __init__ belongs to it
+        return parts[1]
     return parts[1] if len(parts) > 2 else ""
 
 

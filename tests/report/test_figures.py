@@ -78,8 +78,31 @@ def test_occlusion_curves_hand_case():
 def test_fig2_writes_png_and_pdf(tmp_path):
     png, pdf = tmp_path / "f2.png", tmp_path / "f2.pdf"
     figures.plot_fig2(_occ(), png, pdf, "PVOC 2007", n_bins=10)
-    assert _png_shape(png) == (round(figures.HEIGHT_IN * figures.DPI), round(figures.WIDTH_IN * figures.DPI))
+    assert _png_shape(png) == (round(figures.FIG2_HEIGHT_IN * figures.DPI), round(figures.WIDTH_IN * figures.DPI))
     assert pdf.read_bytes().startswith(b"%PDF")
+
+
+def test_median_ci_from_order_statistics():
+    # n = 10: l = binom.ppf(0.025, 10, 1/2) = 2, so [x_(2), x_(9)], coverage 1 − 2·11/1024 ≥ 0.95
+    assert figures.median_ci(np.arange(1.0, 11.0)[::-1]) == (5.5, 2.0, 9.0)
+    m, lo, hi = figures.median_ci([3.0, 1.0, 2.0])
+    assert m == 2.0 and np.isnan(lo) and np.isnan(hi)  # n < 6: no two order statistics cover 95 %
+    rng = np.random.default_rng(0)  # coverage of the true median 0 of N(0, 1), 400 samples of n = 25
+    hits = [lo <= 0 <= hi for lo, hi in (figures.median_ci(rng.normal(size=25))[1:] for _ in range(400))]
+    assert 0.93 <= np.mean(hits) <= 0.995
+
+
+def test_fig2_median_and_logit_change_resist_a_tiny_logit():
+    """One unit with f(x) = 1e-3 turns a bin's mean ratio into −1000; the median and the logit change are
+    what Fig. 2 plots."""
+    n = 30
+    occ = pd.DataFrame({"box_fraction": np.full(n, 0.25), "logit": np.r_[np.full(n - 1, 2.0), 1e-3],
+                        "logit_object_occluded": np.r_[np.full(n - 1, 1.0), -1.0], "logit_context_occluded": 2.0})
+    d, _ = figures.occlusion_curves(occ, n_bins=10)
+    obj = d[d.region == "object"].set_index("bin").loc[2]
+    assert obj["mean"] < -30 and obj["median"] == -0.5 and obj["median_lo"] == obj["median_hi"] == -0.5
+    assert obj["mean_delta"] == pytest.approx((-(n - 1) - 1.001) / n)
+    assert obj["delta_lo"] < obj["mean_delta"] < obj["delta_hi"]
 
 
 def test_fig2_rejects_bad_input(tmp_path):

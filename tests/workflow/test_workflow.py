@@ -23,7 +23,8 @@ CI_OUTPUTS = ["table1.csv", "table1.md", "table1.tex", "fig3_mu_by_box_size.png"
               "fig1_flat_layers.png", "fig1_flat_layers.pdf", "baseline.csv", "model_card.json", "samples.csv",
               "table2.csv", "table2.md", "table2.tex", "paired_mu_w.csv", "paired_pointing.csv",
               "fig_pairwise_mu_w.png", "fig_pairwise_pointing.png", "fig_pointing_per_class.png",
-              "summary.html", "provenance.json"]
+              "table3.csv", "table3.md", "table3.tex", "fig_perturbation_curves.png", "fig_faithfulness_vs_mu_w.png",
+              "sanity.csv", "fig_sanity.png", "summary.html", "provenance.json"]
 
 
 @pytest.fixture(scope="module")
@@ -130,11 +131,13 @@ def test_report_renders_every_item(ci_run, tmp_path):
     seen = capture(tmp_path / "report.html", tmp_path / "shots")
     summary = seen["Summary"][0]["text"]
     for text in ("Model card", "passed the accuracy check", "Baseline check", "Table 1", "LRP_CMP:α2+♭",
-                 "Provenance", "bootstrap", "Table 2", "pointing game, image centre", "Holm"):
+                 "Provenance", "bootstrap", "Table 2", "pointing game, image centre", "Holm", "Table 3",
+                 "AOPC MoRF", "Random map", "Sanity check: cascading randomisation"):
         assert text in summary, text
     figures = {item["item"] for item in seen["Figures"]}
     assert figures == {"Fig. 1 (analyzers) demo", "Fig. 1 (flat layers) demo", "Fig. 2 demo", "Fig. 3 demo",
-                       "pairwise mu_w demo", "pairwise pointing demo", "pointing per class demo"}
+                       "pairwise mu_w demo", "pairwise pointing demo", "pointing per class demo",
+                       "perturbation curves demo", "faithfulness vs mu_w demo", "sanity check demo"}
     assert all(item["images"] >= 2 for item in seen["Figures"])  # the figure itself, besides the logo
     assert len(seen["Provenance"]) == 1
 
@@ -212,7 +215,7 @@ def _reverse(d: dict) -> dict:
 
 
 REPORT_ONLY = {"summary", "provenance", "all"}  # they record the whole config
-METRICS_ON = {"metrics", "table1", "table2", "fig3"}  # what follows the maps
+METRICS_ON = {"metrics", "table1", "table2", "fig3", "perturbation", "faithfulness"}  # what follows the maps
 
 
 @pytest.mark.slow
@@ -221,32 +224,39 @@ METRICS_ON = {"metrics", "table1", "table2", "fig3"}  # what follows the maps
     (lambda c: (c.update(analyzers=_reverse(c["analyzers"]), attribution=_reverse(c["attribution"])),
                 c["datasets"].update(demo=_reverse(c["datasets"]["demo"]))), {"panel"}, set()),
     (lambda c: (c["attribution"].update(batch_size=7, threads=2, device="auto", fused=True),
-                c["occlusion"].update(batch_size=5), c["preprocess"].update(workers=2)), set(), set()),
+                c["occlusion"].update(batch_size=5), c["preprocess"].update(workers=2),
+                c["faithfulness"].update(batch_size=3)), set(), set()),
     # a training's thread count and oneDNN's ISA cap decide the model's bits: they re-train it
     (lambda c: c["models"]["demo_vgg"]["train"].update(threads=1), None, {"train_model", "attribute_demo"}),
     (lambda c: c.update(reproducibility={"onednn_max_cpu_isa": "ALL"}), None, {"train_model"}),
     # report settings re-run their own outputs
     (lambda c: c["datasets"]["demo"].update(panel_samples=["000301_disc"], paper="voc2007"),
-     {"panel", "table1"}, {"panel", "table1"}),
+     {"panel", "table1", "faithfulness"}, {"panel", "table1"}),
     (lambda c: c["models"]["demo_vgg"].update(min_accuracy={"mAP": 0.01}), {"model_card"}, {"model_card"}),
     # what changes the maps re-runs them (and only what follows)
     (lambda c: c["attribution"].update(precision="float16"), {"attribute_demo", *METRICS_ON}, {"attribute_demo"}),
     (lambda c: c["datasets"]["demo"]["patterns"].update(max_images=50),
-     {"pattern_index", "pattern_images", "patterns", "attribute_demo", *METRICS_ON, "panel"},
+     {"pattern_index", "pattern_images", "patterns", "attribute_demo", *METRICS_ON, "panel", "sanity"},
      {"patterns", "attribute_demo"}),
     (lambda c: c["analyzers"].update(lrp_cmp_alpha2_flat={"flat_layers": 2}),
-     {"attribute_demo", *METRICS_ON, "panel"}, {"attribute_demo"}),
+     {"attribute_demo", *METRICS_ON, "panel", "sanity"}, {"attribute_demo", "sanity"}),
     (lambda c: c["models"]["demo_vgg"].update(bias="toolbox"),  # the analyzers' convention, not the network
-     {"attribute_demo", *METRICS_ON, "panel"}, {"attribute_demo", "panel"}),
+     {"attribute_demo", *METRICS_ON, "panel", "sanity"}, {"attribute_demo", "panel", "sanity"}),
     # top-k is scored from the float32 maps: the attribution jobs; the pointing tolerance only in the metrics
     (lambda c: c["attribution"].update(top_k=500), {"attribute_demo", *METRICS_ON}, {"attribute_demo"}),
-    (lambda c: c["evaluation"].update(pointing_tolerance=5), {"baseline", "metrics", "table1", "table2", "fig3"},
+    (lambda c: c["evaluation"].update(pointing_tolerance=5),
+     {"baseline", "metrics", "table1", "table2", "fig3", "faithfulness"},
      {"baseline", "metrics", "table2"}),
+    # the perturbation settings re-run the curves and Table 3; the sanity check's units only the check
+    (lambda c: c["faithfulness"].update(steps=5, fill="uniform"), {"perturbation", "faithfulness"},
+     {"perturbation", "faithfulness"}),
+    (lambda c: c["faithfulness"].update(sanity_units=2), {"sanity"}, {"sanity"}),
     # what changes the data re-runs the data rules, the patterns' own index included
     (lambda c: c["datasets"]["demo"].update(on_error="skip"), None, {"index", "pattern_index"}),
     (lambda c: c["datasets"]["demo"].update(box_rounding="outward"), None, {"index", "image_shard"}),
 ], ids=["key-order", "run-settings", "train-threads", "cpu-isa", "report-settings", "model-card", "precision",
-        "patterns", "analyzer-option", "bias", "top-k", "pointing-tolerance", "on-error", "box-rounding"])
+        "patterns", "analyzer-option", "bias", "top-k", "pointing-tolerance", "faithfulness", "sanity-units",
+        "on-error", "box-rounding"])
 def test_config_edits_rerun_only_what_they_change(ci_run, edit, allowed, required):
     """Snakemake re-runs a job whose params changed: each rule's params hold only what its outputs are computed
     from, with sorted keys, so that a report setting or a batch size does not recompute a study."""

@@ -43,11 +43,30 @@ def test_missing_imagenet_data_is_a_clear_error(tmp_path):
     (lambda c: c["analyzers"]["integrated_gradients"].update({"step": 4}), "analyzers.integrated_gradients.step"),
     (lambda c: c.update({"plugins": ["my_methods.py"]}), "plugins[0]: plugin file 'my_methods.py' does not exist"),
 ])
+def test_broken_config_is_refused_by_key(tmp_path, edit, key):
+    """The one validation the Snakefile runs (lrp.pipeline.config.validate), in this process: every problem
+    named by its key. That Snakemake runs it before any job is the next test's."""
+    import yaml
+
+    from lrp.pipeline.config import ConfigError, validate
+
+    cfg = yaml.safe_load(write_config(tmp_path, "ci.yaml", edit).read_text())
+    with pytest.raises(ConfigError) as e:
+        validate(cfg, ROOT / "config" / "schema.yaml")
+    assert key in str(e.value)
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda c: c["attribution"].update({"batch_size": -4}), ["attribution.batch_size"]),  # the schema's check
+    (lambda c: (c["faithfulness"].update({"steps": 10_000}), c.update({"plugins": ["my_methods.py"]})),
+     ["faithfulness.steps: 10000 regions to remove", "plugins[0]: plugin file 'my_methods.py' does not exist"]),
+], ids=["schema", "check_config"])
 def test_broken_config_fails_before_any_job(tmp_path, edit, key):
     cfg = write_config(tmp_path, "ci.yaml", edit)
     p = snakemake("--cores", "1", "--configfile", cfg, cwd=tmp_path, check=False)
     assert p.returncode != 0
-    assert key in p.stdout + p.stderr
+    for k in key:
+        assert k in p.stdout + p.stderr, k
     assert not (tmp_path / "results").exists()
 
 
@@ -55,16 +74,15 @@ def test_broken_config_fails_before_any_job(tmp_path, edit, key):
 def test_cluster_generic_profile_submits_every_job(tmp_path):
     """The cluster-generic profile as users run it, with a stand-in for sbatch: every job of the data stages
     is a batch job (its own Snakemake process), and the outputs arrive."""
-    p = snakemake("results/demo/baseline.csv", "results/demo/images/0.h5", "--profile",
+    p = snakemake("results/demo/baseline.csv", "--profile",
                   ROOT / "profiles" / "cluster-generic",
                   "--cluster-generic-submit-cmd", ROOT / "tests" / "fake_submit.sh",
                   "--jobs", "2", "--latency-wait", "5", "--seconds-between-status-checks", "1",
                   "--configfile", ROOT / "config" / "ci.yaml", cwd=tmp_path)
     out = p.stdout + p.stderr
     submitted = {line.split("external jobid")[0] for line in out.splitlines() if "with external jobid 'fake-" in line}
-    assert len(submitted) == 5, out[-3000:]  # data, index, baseline, images, image_shard
+    assert len(submitted) == 3, out[-3000:]  # data, index, baseline
     assert (tmp_path / "results" / "demo" / "baseline.csv").stat().st_size > 0
-    assert (tmp_path / "results" / "demo" / "images" / "0.h5").stat().st_size > 0
 
 
 def test_missing_pattern_folder_names_the_key(tmp_path):

@@ -60,10 +60,14 @@ def imagenet_study(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_imagenet_study_end_to_end(tmp_path):
-    """The paper's ImageNet path through every rule: local val folder + LOC csv boxes, patterns learned from
-    a train/<wnid>/ folder (not from the val images), single-label units, Table 1 beside the paper's block."""
+    """The paper's ImageNet path through every rule that reads the format: local val folder + LOC csv boxes,
+    patterns learned from a train/<wnid>/ folder (not from the val images), single-label units, Table 1 beside
+    the paper's block."""
     cfg = imagenet_study(tmp_path)
-    snakemake("--cores", "2", "--configfile", cfg, cwd=tmp_path)
+    # what depends on the data format; the format-free rules after Tables 1 and 2 (Figs. 2 and 3, faithfulness,
+    # summary, provenance) are the demo run's (test_workflow.py): a job costs a Python start of CI's minutes
+    targets = [f"results/imagenet/{f}" for f in ("table1.csv", "table2.csv", "fig1_analyzers.png")]
+    snakemake(*targets, "--cores", "2", "--configfile", cfg, cwd=tmp_path)
     res = tmp_path / "results" / "imagenet"
     samples = pd.read_csv(res / "samples.csv")
     assert len(samples) == 3 and (samples["n_boxes"] == 1).all()
@@ -80,7 +84,7 @@ def test_imagenet_study_end_to_end(tmp_path):
             maps.append(h["relevance"][:])
     assert [len(m) for m in maps] == [2, 1] and all(np.isfinite(m).all() for m in maps)
     assert max(np.abs(m).max() for m in maps) > 0  # (4 training images leave some output patterns at 0)
-    assert dry_run_jobs(tmp_path, "--configfile", cfg) == {}
+    assert dry_run_jobs(tmp_path, "--configfile", cfg, "--cores", "1", *targets) == {}
 
 
 def test_imagenet_index_and_baseline_need_only_the_box_xmls(tmp_path):

@@ -123,6 +123,29 @@ def attribution_shards(wildcards):
     )
 
 
+def shard_attributions(wildcards):
+    """Every computed analyzer's attribution shard of one image shard (the perturbation stage reads them all)."""
+    return expand(
+        f"{R}/{{dataset}}/attributions/{{analyzer}}/{{shard}}.h5",
+        dataset=wildcards.dataset,
+        analyzer=computed_analyzers(wildcards.dataset),
+        shard=wildcards.shard,
+    )
+
+
+def perturbation_shards(wildcards):
+    return expand(
+        f"{R}/{{dataset}}/perturbation/{{shard}}.h5", dataset=wildcards.dataset, shard=shards(wildcards.dataset)
+    )
+
+
+def faithfulness_settings(wildcards):
+    """What the perturbation curves are computed from: the faithfulness section less its run setting (batch
+    size) and the sanity check's keys."""
+    skip = ("batch_size", "sanity_units")
+    return canonical({k: v for k, v in config["faithfulness"].items() if k not in skip})
+
+
 def metric_files(wildcards):
     return {a: f"{R}/{wildcards.dataset}/metrics/{a}.csv" for a in analyzers(wildcards.dataset)}
 
@@ -279,6 +302,16 @@ def outputs_of(name):
             "fig2_occlusion.pdf",
             "fig3_mu_by_box_size.png",
             "fig3_mu_by_box_size.pdf",
+            "table3.csv",
+            "table3.md",
+            "table3.tex",
+            "fig_perturbation_curves.png",
+            "fig_perturbation_curves.pdf",
+            "fig_faithfulness_vs_mu_w.png",
+            "fig_faithfulness_vs_mu_w.pdf",
+            "sanity.csv",
+            "fig_sanity.png",
+            "fig_sanity.pdf",
         )
     ]
     return out
@@ -290,6 +323,7 @@ def manifest_files(wildcards):
     name = wildcards.dataset
     out = outputs_of(name) + expand(f"{R}/{name}/images/{{shard}}.h5", shard=shards(name))
     out += [f"{R}/{name}/logits.h5"]
+    out += expand(f"{R}/{name}/perturbation/{{shard}}.h5", shard=shards(name))
     out += [patterns_of(name)] if patterns_of(name) else []
     m = dataset(name)["model"]
     if "train" in config["models"][m]:
@@ -311,6 +345,11 @@ def dataset_patterns(wildcards):
 
 def dataset_analyzer_options(wildcards):
     return analyzer_options(wildcards.dataset)
+
+
+def sorted_analyzer_options(wildcards):
+    """analyzer_options with sorted keys: for stages whose results do not depend on the analyzers' order."""
+    return canonical(analyzer_options(wildcards.dataset))
 
 
 def panel_settings(wildcards):

@@ -45,6 +45,8 @@ rule summary:
     input:
         table=f"{R}/{{dataset}}/table1.csv",
         table2=f"{R}/{{dataset}}/table2.csv",
+        table3=f"{R}/{{dataset}}/table3.csv",
+        sanity=f"{R}/{{dataset}}/sanity.csv",
         baseline=f"{R}/{{dataset}}/baseline.csv",
         card=f"{R}/{{dataset}}/model_card.json",
         spread=seed_spread_of,
