@@ -3,7 +3,7 @@
 # (ours vs zennit vs a plain gradient) with the eager and with the fused elementwise kernels, and a profile of
 # lrp_cmp_alpha1 with fused kernels. About 5 minutes on an H100. `pipeline` as first argument runs instead the
 # end-to-end shard benchmark (eager and fused; `pipeline --fused`: fused only); `pair`: the αβ pair's stacked vs split
-# transposed convolution (issue #3, 2026-11-27). Writes everything into one tarball ${OUT:-benchmarks/out}/gpu_session.tgz.
+# transposed convolution (issue #3, 2026-11-27); `faithfulness`: the region-perturbation throughput (issue #22). Writes everything into one tarball ${OUT:-benchmarks/out}/gpu_session.tgz.
 # Needs zennit and isal (the device image lacks both): pass their wheels in .whl/ (see benchmarks/README.md).
 # The TF32 and deterministic-mode checks of the 2026-11-27 session: benchmarks/README.md (their code is in git history).
 set -uo pipefail
@@ -33,6 +33,13 @@ if [ "${1:-}" = pair ]; then  # the αβ pair's transposed convolution on CUDA: 
   timeout 70 python3 benchmarks/attribution.py --device cuda --batch 64 --repeats 5 --no-zennit --eager --only $CMP --json "$OUT/attribution_cuda_eager.json" 2>&1 | tee "$OUT/attribution_cuda_eager.txt"
   timeout 60 python3 -m pytest -q -p no:cacheprovider tests/engine/test_engine_oracles.py tests/engine/test_engine_properties.py -k "cuda or oracle" 2>&1 | tail -3 | tee "$OUT/cuda_tests.txt"
   timeout 45 python3 benchmarks/attribution.py --device cuda --batch 64 --profile lrp_cmp_alpha2 --fused --no-zennit 2>&1 | tee "$OUT/profile_cmp_alpha2_fused.txt"
+  exit 0
+fi
+if [ "${1:-}" = faithfulness ]; then  # issue #22: region-perturbation throughput on the GPU, VGG-16 and ResNet-50 at 224²
+  for m in vgg16 resnet50; do
+    timeout 120 python3 benchmarks/perturbation.py --device cuda --model $m --size 224 --units 64 --steps 100 --batch 256 --quantus-units 0 --study 1000 12 2 --json "$OUT/perturbation_cuda_$m.json" 2>&1 | tee "$OUT/perturbation_cuda_$m.txt"
+  done
+  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/evaluation/test_perturbation.py tests/pipeline/test_faithfulness.py 2>&1 | tail -3 | tee "$OUT/faithfulness_tests.txt"
   exit 0
 fi
 # Most important first: the fused engine with zennit and --check (the candidate), then the eager engine on the αβ analyzers.

@@ -30,7 +30,7 @@ if __package__ in (None, ""):
 from lrp.evaluation.perturbation import region_perturbation, region_size  # noqa: E402
 
 
-def build(model_name: str, size: int, units: int, seed: int = 0):
+def build(model_name: str, size: int, units: int, seed: int = 0, device: str = "cpu"):
     """The model (random seeded weights), inputs, targets and a signed map per unit."""
     torch.manual_seed(seed)
     if model_name == "demo_vgg":
@@ -47,7 +47,8 @@ def build(model_name: str, size: int, units: int, seed: int = 0):
     with torch.no_grad():
         targets = model(x).argmax(1)
     relevance = torch.randn(units, size, size, generator=g)
-    return model, x, targets, relevance
+    dev = torch.device(device)
+    return model.to(dev), x.to(dev), targets.to(dev), relevance.to(dev)
 
 
 def plain_forward(model, x, rows: int, batch: int):
@@ -77,6 +78,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--region", type=int, default=9, help="region side at 224 px, scaled to --size")
     ap.add_argument("--batch", type=int, default=256, help="forward rows per batch")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (Quantus runs on the CPU only: skipped on cuda)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quantus-units", type=int, default=2, help="units for Quantus (0: skip it)")
     ap.add_argument("--study", type=int, nargs=3, default=[1000, 11, 2], metavar=("UNITS", "ANALYZERS", "ORDERS"),
@@ -85,7 +87,10 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     region = region_size(a.size, a.region)
-    model, x, targets, relevance = build(a.model, a.size, a.units)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # the study's fp32
+    model, x, targets, relevance = build(a.model, a.size, a.units, device=a.device)
+    cuda = x.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     rows = a.units * (a.steps + 1)
     fns = {"plain_forward": lambda: plain_forward(model, x, rows, a.batch),
            "region_perturbation": lambda: region_perturbation(model, x, targets, relevance, region=region,
@@ -95,17 +100,20 @@ def main(argv=None) -> dict:
     times = {k: [] for k in fns}
     for _ in range(a.repeats):
         for k, f in fns.items():
+            sync()
             tic = time.perf_counter()
             f()
+            sync()
             times[k].append(time.perf_counter() - tic)
     med = {k: statistics.median(v) for k, v in times.items()}
     res = {"info": {"model": a.model, "size": a.size, "region": region, "steps": a.steps, "units": a.units,
                     "batch": a.batch, "threads": a.threads, "repeats": a.repeats, "torch": torch.__version__,
+                    "device": torch.cuda.get_device_name(x.device) if cuda else "cpu",
                     "cpu": platform.processor() or platform.machine(),
                     "cpu_capability": torch.backends.cpu.get_cpu_capability()},
            "images_per_s": {k: rows / v for k, v in med.items()},
            "ratio_to_plain_forward": med["region_perturbation"] / med["plain_forward"]}
-    if a.quantus_units:
+    if a.quantus_units and not cuda:
         try:
             import quantus  # noqa: F401
         except ImportError:
@@ -123,8 +131,9 @@ def main(argv=None) -> dict:
     res["study"] = {"units": units, "analyzers": analyzers, "orders": orders, "rows": study_rows,
                     "seconds": study_rows / res["images_per_s"]["region_perturbation"]}
     rate = res["images_per_s"]
+    where = res["info"]["device"] if cuda else f"{a.threads} threads, {res['info']['cpu_capability']}"
     print(f"region perturbation, {a.model} at {a.size}² ({region}² regions, {a.steps} steps, {a.units} units, "
-          f"batch {a.batch}, {a.threads} threads, {res['info']['cpu_capability']}):")
+          f"batch {a.batch}, {where}):")
     print(f"  plain forward        {rate['plain_forward']:9.0f} images/s")
     print(f"  region_perturbation  {rate['region_perturbation']:9.0f} images/s "
           f"({res['ratio_to_plain_forward']:.2f}× the plain forward's time)")

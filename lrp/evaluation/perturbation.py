@@ -16,13 +16,15 @@ Conventions (docs/metrics.md names where Quantus' `RegionPerturbation` differs):
             noise image per unit, uniform in `value_range`, drawn once from the unit's seed, so MoRF, LeRF and
             random order remove towards the same image (Quantus draws new noise at every step).
   seed      an int, or one int per unit: a unit's random order and noise depend on its own seed only, so a
-            pipeline that derives them from sample ids gets the same curves under any sharding.
+            pipeline that derives them from sample ids gets the same curves under any sharding; the order
+            and the noise draw from independent streams of it (`derive_seed`).
 Every step of every unit is one row of a large forward batch (`batch_size` rows), so the cost is
 N · (steps + 1) forward passes in batches, on the inputs' device.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -61,6 +63,13 @@ def region_relevance(relevance: torch.Tensor, grid: torch.Tensor, n_regions: int
     return out.index_add_(1, grid.reshape(-1).to(relevance.device), flat)
 
 
+def derive_seed(seed: int, purpose: str) -> int:
+    """An independent seed for one use of a unit's seed ("order", "fill", a caller's "random_map"): two
+    generators seeded alike draw the same numbers, so a random order, its noise fill and a random map drawn
+    from one seed would be correlated (a noise map would then remove the brightest fill first)."""
+    return int.from_bytes(hashlib.sha256(f"{int(seed)}/{purpose}".encode()).digest()[:8], "little") >> 1
+
+
 def _unit_seeds(seed, n: int) -> list[int]:
     if isinstance(seed, int) and not isinstance(seed, bool):
         return [seed + i for i in range(n)]
@@ -78,7 +87,7 @@ def removal_order(scores: torch.Tensor, order: str, seeds: Sequence[int]) -> tor
         return torch.sort(scores, dim=1, stable=True).indices
     if order == "random":
         m = scores.shape[1]
-        perms = [torch.randperm(m, generator=torch.Generator().manual_seed(s)) for s in seeds]
+        perms = [torch.randperm(m, generator=torch.Generator().manual_seed(derive_seed(s, "order"))) for s in seeds]
         return torch.stack(perms).to(scores.device)
     raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
 
@@ -92,14 +101,15 @@ def _fill_tensor(fill, inputs: torch.Tensor, seeds: Sequence[int], value_range) 
         if value_range is None:
             raise ValueError("fill='uniform' needs value_range=(low, high): the range of a valid input "
                              "(scalars or per-channel tensors, in the model's input space)")
-        low, high = (torch.as_tensor(v, dtype=inputs.dtype).reshape(-1) for v in value_range)
+        low, high = (torch.as_tensor(v, dtype=inputs.dtype, device="cpu").reshape(-1) for v in value_range)
         if low.numel() not in (1, c) or high.numel() not in (1, c):
             raise ValueError(f"value_range: expected scalars or {c} values per bound")
         if not bool(torch.all(high >= low)):
             raise ValueError("value_range: high must not be below low")
         low, high = low.reshape(1, -1, 1, 1), high.reshape(1, -1, 1, 1)
-        noise = torch.stack([torch.rand(inputs.shape[1:], generator=torch.Generator().manual_seed(s),
-                                        dtype=inputs.dtype) for s in seeds])
+        noise = torch.stack([torch.rand(inputs.shape[1:], dtype=inputs.dtype,
+                                        generator=torch.Generator().manual_seed(derive_seed(s, "fill")))
+                             for s in seeds])
         return (low + (high - low) * noise).to(inputs.device)
     t = torch.as_tensor(fill, dtype=inputs.dtype, device=inputs.device)
     if t.ndim == 1 and t.numel() == c:

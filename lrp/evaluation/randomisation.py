@@ -19,31 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lrp.evaluation.ranks import spearman
+
 
 def randomisable_layers(model: torch.nn.Module) -> list[str]:
     """Names of the conv/linear layers, output first (registration order reversed)."""
     kinds = (torch.nn.Conv2d, torch.nn.Linear)
     return [name for name, m in model.named_modules() if isinstance(m, kinds)][::-1]
-
-
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks of each row (ties share their mean rank, as Spearman's ρ wants)."""
-    out = np.empty(x.shape, dtype=np.float64)
-    for i, row in enumerate(x):
-        _, inv, counts = np.unique(row, return_inverse=True, return_counts=True)
-        ends = np.cumsum(counts)
-        out[i] = ((ends - counts + 1 + ends) / 2)[inv]
-    return out
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman's ρ between the rows of a and b (N, P); NaN where a row is constant."""
-    ra, rb = average_ranks(a), average_ranks(b)
-    ra -= ra.mean(1, keepdims=True)
-    rb -= rb.mean(1, keepdims=True)
-    den = np.sqrt((ra ** 2).sum(1) * (rb ** 2).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (ra * rb).sum(1) / den, np.nan)
 
 
 def cascading_randomisation(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, analyzers: dict,
@@ -69,7 +51,7 @@ def cascading_randomisation(model: torch.nn.Module, inputs: torch.Tensor, target
     n = len(inputs)
     for stage, layer in enumerate(["", *layers]):
         if stage:
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng():  # every device's generator restored afterwards
                 torch.manual_seed(seed + stage)
                 with torch.no_grad():
                     modules[layer].reset_parameters()

@@ -35,6 +35,16 @@ def select_units(sample_ids, max_units: int | None, seed: int) -> set[str]:
     return set(sorted(ids, key=lambda s: (unit_seed(seed, s), s))[:max_units])
 
 
+def random_maps(seeds, size: int) -> torch.Tensor:
+    """The random-map baseline of each unit: uniform noise from the unit's own stream ("random_map"),
+    independent of its noise fill ("fill")."""
+    from lrp.evaluation.perturbation import derive_seed
+
+    maps = [torch.rand(size, size, generator=torch.Generator().manual_seed(derive_seed(s, "random_map")))
+            for s in seeds]
+    return torch.stack(maps) if maps else torch.zeros(0, size, size)
+
+
 def value_range(preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (low, high) of a valid input in the model's input space: pixels 0 and 255 preprocessed."""
     mean, std = torch.tensor(preprocessing.mean), torch.tensor(preprocessing.std)
@@ -93,8 +103,7 @@ def perturbation(model_spec: dict, image_shard_h5, attribution_shards: dict, ind
         t = torch.from_numpy(classes[sl]).to(dev)
         for name in names:
             if name == RANDOM:
-                R = torch.stack([torch.rand(size, size, generator=torch.Generator().manual_seed(s))
-                                 for s in seeds[sl]])
+                R = random_maps(seeds[sl], size)
             else:
                 R = torch.from_numpy(maps[name][sl])
             for order in orders:
@@ -111,7 +120,7 @@ def perturbation(model_spec: dict, image_shard_h5, attribution_shards: dict, ind
     write_perturbation(out_h5, sample_ids, classes, out, dict(
         region=region, region_224=settings["region"], steps=steps, fill=fill, seed=settings["seed"],
         input_size=size, model_checksum=bundle.checksum, lrp_version=__version__, device=str(dev),
-        n_shard_units=n_all))
+        max_units=-1 if settings.get("max_units") is None else settings["max_units"], n_shard_units=n_all))
     log(f"perturbation: {n} of {n_all} units, {len(names)} maps × {orders}, {steps} steps of {region}² regions, "
         f"{done / max(time.time() - t0, 1e-9):.0f} images/s")
 

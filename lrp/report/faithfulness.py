@@ -59,7 +59,7 @@ def build_table3(per_measure: dict[str, pd.DataFrame], table1: pd.DataFrame, att
 def rank_correlation(table: pd.DataFrame, measure: str = "diff") -> tuple[float, int]:
     """Spearman's ρ across the analyzers between μ_w and a faithfulness measure (the random map left out),
     and the number of analyzers; NaN for fewer than three."""
-    from lrp.evaluation.randomisation import spearman
+    from lrp.evaluation.ranks import spearman
 
     d = table[table["analyzer"] != "random"].dropna(subset=["mu_w", measure])
     if len(d) < 3:
@@ -173,8 +173,13 @@ def plot_scatter(table: pd.DataFrame, out_png: str | os.PathLike, out_pdf: str |
         ax.errorbar(d["mu_w"], d[measure], xerr=[d["mu_w"] - d["mu_w_lo"], d["mu_w_hi"] - d["mu_w"]],
                     yerr=[d[measure] - d[f"{measure}_lo"], d[f"{measure}_hi"] - d[measure]], fmt="o", ms=3,
                     lw=0.7, color="tab:blue", ecolor="0.5")
-        for _, r in d.iterrows():
-            ax.annotate(r["label"], (r["mu_w"], r[measure]), fontsize=5.5, xytext=(2, 2), textcoords="offset points")
+        # one label per point (coinciding analyzers, e.g. LRP_z and LRP_ε, share it), alternately above and
+        # below in x order so that neighbours do not overwrite each other
+        points = d.groupby([d["mu_w"].round(3), d[measure].round(3)], sort=True)["label"].agg(" = ".join)
+        for i, ((x, y), label) in enumerate(points.items()):
+            ax.annotate(label, (x, y), fontsize=5.5, xytext=(3, 3 if i % 2 == 0 else -8),
+                        textcoords="offset points")
+        ax.margins(x=0.2, y=0.1)
         rnd = table[table["analyzer"] == "random"]
         if len(rnd):
             ax.axhline(float(rnd[measure].iloc[0]), color="0.3", ls="--", lw=0.8, label=RANDOM_LABEL)

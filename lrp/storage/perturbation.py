@@ -20,7 +20,7 @@ from lrp.io import atomic_path
 
 STR = h5py.string_dtype("utf-8")
 ORDERS = ("morf", "lerf", "random")  # lrp.evaluation.perturbation.ORDERS (storage does not import evaluation)
-SETTINGS = ("region", "region_224", "steps", "fill", "seed", "input_size", "model_checksum")
+SETTINGS = ("region", "region_224", "steps", "fill", "seed", "input_size", "model_checksum", "max_units")
 """Attributes every shard of one study must share."""
 
 
@@ -49,12 +49,50 @@ class Perturbations(NamedTuple):
     n_units: int
 
 
-def _attr(v):
-    if isinstance(v, bytes):
-        v = v.decode()
-    if isinstance(v, np.generic):
-        v = v.item()
-    return v
+MAX_UNITS = 10_000_000
+MAX_STEPS = 1_000_000
+
+
+def _hard_links_only(f: h5py.File, path: Path) -> None:
+    """Refuse soft and external links anywhere in the file: an external link would read another file."""
+    bad = []
+
+    def visit(group, prefix=""):
+        for name in group:
+            link = group.get(name, getlink=True)
+            where = f"{prefix}{name}"
+            if not isinstance(link, h5py.HardLink):
+                bad.append(where)
+                continue
+            obj = group.get(name)
+            if isinstance(obj, h5py.Group):
+                visit(obj, where + "/")
+
+    visit(f)
+    if bad:
+        raise ValueError(f"{path}: '{bad[0]}' is a soft or external link; a perturbation shard holds only its own "
+                         "datasets")
+
+
+def _attr(value, key: str, path: Path):
+    """A scalar int, float or str attribute (bytes decoded); anything else is refused."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: attribute '{key}' is not UTF-8 text") from None
+    if isinstance(value, np.generic) and value.dtype.kind in "iuf":
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{path}: attribute '{key}' must be a scalar number or text, got {type(value).__name__}")
+    return value
+
+
+def _dataset(f, key: str, path: Path) -> h5py.Dataset:
+    obj = f.get(key)
+    if not isinstance(obj, h5py.Dataset):
+        raise ValueError(f"{path}: '{key}' is {'missing' if obj is None else 'not a dataset'}")
+    return obj
 
 
 def _read_one(path: Path):
@@ -62,43 +100,65 @@ def _read_one(path: Path):
         f = h5py.File(path, "r")
     except OSError as e:
         raise ValueError(f"{path}: cannot open perturbation shard: {e}") from None
-    with f:
-        for key in ("sample_id", "class_index", "curves"):
-            if key not in f:
-                raise ValueError(f"{path}: not a perturbation shard, no '{key}'")
-        attrs = {k: _attr(f.attrs[k]) for k in SETTINGS if k in f.attrs}
-        missing = [k for k in SETTINGS if k not in attrs]
-        if missing:
-            raise ValueError(f"{path}: attributes {missing} missing: not written by this lrp version's "
-                             "perturbation stage; delete it and re-run it")
-        steps = attrs["steps"]
-        if not isinstance(steps, int) or not 1 <= steps <= 1_000_000:
-            raise ValueError(f"{path}: attribute 'steps' is {steps!r}, not a positive int")
-        ids = f["sample_id"]
-        if ids.ndim != 1 or ids.dtype.kind not in "OS":
-            raise ValueError(f"{path}: 'sample_id' must be a 1-D string dataset")
+    try:
+        with f:
+            return _read_open(f, path)
+    except (OSError, KeyError, TypeError, UnicodeError, RuntimeError) as e:  # a corrupt chunk, a bad dtype
+        raise ValueError(f"{path}: unreadable perturbation shard ({type(e).__name__}: {e})") from None
+
+
+def _read_open(f: h5py.File, path: Path):
+    _hard_links_only(f, path)
+    for key in ("sample_id", "class_index", "curves"):
+        if key not in f:
+            raise ValueError(f"{path}: not a perturbation shard, no '{key}'")
+    missing = [k for k in SETTINGS if k not in f.attrs]
+    if missing:
+        raise ValueError(f"{path}: attributes {missing} missing: not written by this lrp version's "
+                         "perturbation stage; delete it and re-run it")
+    attrs = {k: _attr(f.attrs[k], k, path) for k in SETTINGS}
+    steps = attrs["steps"]
+    if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"{path}: attribute 'steps' is {steps!r}, not an int in 1..{MAX_STEPS}")
+    ids = _dataset(f, "sample_id", path)
+    if ids.ndim != 1 or h5py.check_string_dtype(ids.dtype) is None:
+        raise ValueError(f"{path}: 'sample_id' must be a 1-D string dataset")
+    n = ids.shape[0]
+    if n > MAX_UNITS:
+        raise ValueError(f"{path}: 'sample_id' declares {n} units (at most {MAX_UNITS})")
+    try:
         ids = ids.asstr()[:]
-        cls = f["class_index"]
-        if cls.shape != (len(ids),) or cls.dtype.kind not in "iu":
-            raise ValueError(f"{path}: 'class_index' must be {len(ids)} integers")
-        cls = cls[:].astype(np.int64)
-        curves = {}
-        for name, group in f["curves"].items():
-            if not isinstance(group, h5py.Group):
-                raise ValueError(f"{path}: 'curves/{name}' is not a group of orders")
-            curves[name] = {}
-            for order, ds in group.items():
-                where = f"{path}: 'curves/{name}/{order}'"
-                if order not in ORDERS:
-                    raise ValueError(f"{where}: unknown order (expected one of {ORDERS})")
-                if not isinstance(ds, h5py.Dataset) or ds.shape != (len(ids), steps + 1) or ds.dtype.kind != "f":
-                    raise ValueError(f"{where}: expected a ({len(ids)}, {steps + 1}) float dataset")
-                c = ds[:].astype(np.float64)
-                if not np.isfinite(c).all():
-                    bad = np.flatnonzero(~np.isfinite(c).all(1))
-                    raise ValueError(f"{where}: non-finite logits for units {list(ids[bad[:5]])}")
-                curves[name][order] = c
-        return ids, cls, curves, attrs
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: 'sample_id' is not UTF-8 text") from None
+    cls = _dataset(f, "class_index", path)
+    if cls.shape != (n,) or cls.dtype.kind not in "iu":
+        raise ValueError(f"{path}: 'class_index' must be {n} integers")
+    cls = cls[:]
+    if n and (cls.min() < 0 or cls.max() >= 2 ** 31):
+        raise ValueError(f"{path}: 'class_index' holds values outside 0..2³¹")
+    cls = cls.astype(np.int64)
+    group = f["curves"]
+    if not isinstance(group, h5py.Group) or not len(group):
+        raise ValueError(f"{path}: 'curves' must be a group with one group of orders per map")
+    curves = {}
+    for name in group:
+        orders = group[name]
+        if not isinstance(orders, h5py.Group) or not len(orders):
+            raise ValueError(f"{path}: 'curves/{name}' is not a group of orders")
+        curves[name] = {}
+        for order in orders:
+            where = f"{path}: 'curves/{name}/{order}'"
+            if order not in ORDERS:
+                raise ValueError(f"{where}: unknown order (expected one of {ORDERS})")
+            ds = orders[order]
+            if not isinstance(ds, h5py.Dataset) or ds.shape != (n, steps + 1) or ds.dtype.kind != "f":
+                raise ValueError(f"{where}: expected a ({n}, {steps + 1}) float dataset")
+            c = ds[:].astype(np.float64)
+            if not np.isfinite(c).all():
+                bad = np.flatnonzero(~np.isfinite(c).all(1))
+                raise ValueError(f"{where}: non-finite logits for units {list(ids[bad[:5]])}")
+            curves[name][order] = c
+    return ids, cls, curves, attrs
 
 
 def read_perturbations(paths: list) -> Perturbations:

@@ -47,8 +47,9 @@ def test_linear_model_curve_is_logit_minus_cumulative_sorted_region_relevance(si
 
 def test_random_order_aopc_ci_contains_the_closed_form():
     """E[f(x⁰) − f(xᵏ)] = k·S/M for a uniformly random order on a linear model with zero fill, so
-    E[AOPC] = S/M · L/2."""
-    c, h, w, region, steps, n = 1, 12, 12, 3, 10, 400
+    E[AOPC] = S/M · L/2. The bound is 3.29 standard errors (two-sided 0.1 %), so the test fails by chance once in
+    a thousand seeds; a biased order (e.g. row-major) misses it by far more."""
+    c, h, w, region, steps, n = 1, 12, 12, 3, 10, 2000
     model, lin = linear_model(c, h, w, seed=1)
     x = torch.randn(1, c, h, w, dtype=torch.float64).expand(n, -1, -1, -1)
     t = torch.zeros(n, dtype=torch.long)
@@ -58,7 +59,7 @@ def test_random_order_aopc_ci_contains_the_closed_form():
     closed = rel[0].sum().item() / m * steps / 2
     se = aopc.std().item() / np.sqrt(n)
     assert aopc.std() > 0  # the orders differ between units
-    assert abs(aopc.mean().item() - closed) < 1.96 * se, (aopc.mean().item(), closed, se)
+    assert abs(aopc.mean().item() - closed) < 3.29 * se, (aopc.mean().item(), closed, se)
 
 
 class Recorder(torch.nn.Module):

@@ -7,7 +7,8 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from lrp.evaluation.randomisation import average_ranks, cascading_randomisation, randomisable_layers, spearman
+from lrp.evaluation.randomisation import cascading_randomisation, randomisable_layers
+from lrp.evaluation.ranks import average_ranks, spearman
 
 
 def _net():
@@ -48,6 +49,19 @@ def test_cascade_decorrelates_gradient_and_leaves_the_model_alone():
     assert s.loc[(3, "gradient")] < 0.5  # every layer re-initialised: the map has little left of the trained one
     again = cascading_randomisation(net, x, t, {"gradient": {}, "lrp_z": {}}, seed=0)
     np.testing.assert_array_equal(df["spearman"].to_numpy(), again["spearman"].to_numpy())  # seeded
+    # cumulative: stage 2 is the model with layer "5" AND layer "2" re-initialised (seeds 1 and 2), by hand
+    import copy
+
+    import lrp
+
+    ref = copy.deepcopy(net)
+    for stage, layer in ((1, "5"), (2, "2")):
+        torch.manual_seed(stage)
+        dict(ref.named_modules())[layer].reset_parameters()
+    trained = lrp.attribute(net, x, t, "gradient").sum(1).reshape(5, -1).numpy()
+    cascaded = lrp.attribute(ref, x, t, "gradient").sum(1).reshape(5, -1).numpy()
+    got = df[(df["stage"] == 2) & (df["analyzer"] == "gradient")]["spearman"].to_numpy()
+    np.testing.assert_allclose(got, spearman(trained, cascaded), rtol=1e-12)
 
 
 def test_a_map_that_ignores_the_model_stays_at_one():

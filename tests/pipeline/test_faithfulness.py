@@ -111,14 +111,71 @@ def test_select_units_is_seeded_and_order_free():
     assert select_units(ids, None, 0) == set(ids) == select_units(ids, 99, 0)
 
 
-def test_uniform_fill_stays_in_the_valid_input_range(study):
-    mean = _run(study, "mean_fill")
-    noise = _run(study, "noise_fill", fill="uniform")
-    assert not np.allclose(mean.curves["lrp_z"]["morf"][:, 1:], noise.curves["lrp_z"]["morf"][:, 1:])
-    np.testing.assert_allclose(mean.curves["lrp_z"]["morf"][:, 0], noise.curves["lrp_z"]["morf"][:, 0])
+def test_uniform_fill_is_noise_over_the_valid_input_range(study, monkeypatch):
+    """The stage asks for uniform noise over the preprocessed 0..255 range; several calls (7-row batches: four
+    units per call) give each unit the curves of one library call on all units."""
+    import lrp.evaluation.perturbation as library
+
+    seen = []
+    real = library.region_perturbation
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["fill"], kwargs["value_range"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(library, "region_perturbation", spy)
+    out = study["tmp"] / "noise.h5"
+    perturbation(study["spec"], study["img"], study["maps"], study["index"], {**SETTINGS, "fill": "uniform"}, out,
+                 batch_size=7, device="cpu")
+    monkeypatch.setattr(library, "region_perturbation", real)
     lo, hi = value_range(study["bundle"].preprocessing)
     np.testing.assert_allclose(lo.numpy(), [-2.0, -110 / 60, -100 / 60])
     np.testing.assert_allclose(hi.numpy(), [135 / 60, 145 / 60, 155 / 60])
+    assert len(seen) == 2 * 3 * 2 and all(f == "uniform" and torch.equal(v[0], lo) and torch.equal(v[1], hi)
+                                          for f, v in seen)  # 2 calls of 4 + 2 units × 3 maps × 2 orders
+    noise = read_perturbations([out])
+    b = study["bundle"]
+    with h5py.File(study["img"], "r") as f:
+        x = b.preprocessing(torch.from_numpy(f["images"][:]))
+        t = torch.from_numpy(f["class_index"][:])
+    seeds = [unit_seed(0, f"s{i}") for i in range(N)]
+    _, R = read_shard(study["maps"]["lrp_z"])
+    want, _ = real(b.module, x, t, torch.from_numpy(R), region=1, steps=6, order="lerf", fill="uniform",
+                   value_range=(lo, hi), seed=seeds)
+    np.testing.assert_allclose(noise.curves["lrp_z"]["lerf"], want.numpy(), rtol=1e-5, atol=1e-5)
+    mean = _run(study, "mean_fill")
+    assert not np.allclose(mean.curves["lrp_z"]["morf"][:, 1:], noise.curves["lrp_z"]["morf"][:, 1:])
+
+
+def test_the_random_map_is_independent_of_the_noise_fill():
+    """Both come from the unit's seed, through different streams: drawn from the same stream, the random map
+    would equal the fill's first channel, and MoRF would remove the brightest fill first."""
+    from lrp.evaluation.perturbation import _fill_tensor
+    from lrp.pipeline.faithfulness import random_maps
+
+    seeds = [unit_seed(0, f"s{i}") for i in range(4)]
+    maps = random_maps(seeds, 32)
+    fill = _fill_tensor("uniform", torch.zeros(4, 3, 32, 32), seeds, (0.0, 1.0))
+    for m, f in zip(maps, fill):
+        r = np.corrcoef(m.flatten().numpy(), f[0].flatten().numpy())[0, 1]
+        assert abs(r) < 0.1, r
+    assert torch.equal(maps, random_maps(seeds, 32)) and random_maps([], 8).shape == (0, 8, 8)
+
+
+def test_sanity_stage_writes_the_check(study, tmp_path):
+    from lrp.pipeline.faithfulness import sanity
+
+    out = tmp_path / "sanity.csv"
+    sanity(study["spec"], study["img"], {a: {} for a in ANALYZERS}, None, out, tmp_path / "s.png", tmp_path / "s.pdf",
+           n_units=3, seed=0, device="cpu", title="t")
+    df = pd.read_csv(out, dtype={"sample_id": str})
+    assert list(df["sample_id"].unique()) == ["s0", "s1", "s2"] and set(df["analyzer"]) == set(ANALYZERS)
+    from lrp.evaluation.randomisation import randomisable_layers
+
+    layers = randomisable_layers(study["bundle"].module)
+    assert df["stage"].max() == len(layers) and list(df["layer"].unique()) == ["(trained)", *layers]
+    assert (df.loc[df["stage"] == 0, "spearman"] == 1.0).all()
+    assert (tmp_path / "s.png").stat().st_size > 1000
 
 
 def test_maps_of_another_shard_are_refused(study, tmp_path):

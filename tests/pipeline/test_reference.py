@@ -113,7 +113,7 @@ def _readme_rows(text: str, header: str) -> list[list[str]]:
 
 
 def test_readme_table1_is_the_reference():
-    """Every number of the README's demo Tables 1 and 2 is the recorded reference's (which `make demo` checks)."""
+    """Every number of the README's demo Tables 1, 2 and 3 is the recorded reference's (which `make demo` checks)."""
     ref = json.loads((ROOT / "config" / "reference" / "demo.json").read_text())
     labels = {row["label"]: row for row in _labels()}
     text = (ROOT / "README.md").read_text()
@@ -130,6 +130,13 @@ def test_readme_table1_is_the_reference():
         for cell, col in zip(cells[1:5], ("pointing", "rank_accuracy", "topk", "energy")):
             assert cell == f"{want[col]} [{want[col + '_lo']}, {want[col + '_hi']}]", (cells[0], col)
         assert cells[5] == want["pointing_pairs"]
+    rows = _readme_rows(text, "| Analyzer | AOPC MoRF |")
+    assert len(rows) == len(ref["table3"]["demo"]), rows
+    labels["Random map"] = {"analyzer": "random"}
+    for cells in rows:
+        want = ref["table3"]["demo"][labels[cells[0]]["analyzer"]]
+        for cell, col in zip(cells[1:4], ("morf", "lerf", "diff")):
+            assert cell == f"{want[col]} [{want[col + '_lo']}, {want[col + '_hi']}]", (cells[0], col)
 
 
 def _labels():

@@ -113,3 +113,13 @@ def test_float16_precision_benchmark_smoke(tmp_path):
         assert r["plain_float16"][metric]["max_abs_diff"] > 10 * r["scaled_float16"][metric]["max_abs_diff"]
     assert r["scaled_float16"]["nan_status_changed"] == 0
     assert "lrp_z" in stdout
+
+
+def test_perturbation_benchmark_smoke(tmp_path):
+    js = tmp_path / "f.json"
+    stdout = run("benchmarks/perturbation.py", "--units", "2", "--steps", "5", "--size", "32", "--repeats", "1",
+                 "--threads", "1", "--quantus-units", "1", "--json", js)
+    res = json.loads(js.read_text())
+    assert res["images_per_s"]["region_perturbation"] > 0 and res["images_per_s"]["plain_forward"] > 0
+    assert res["images_per_s"]["quantus_region_perturbation"] > 0 and res["study"]["rows"] == 1000 * 12 * 2 * 6
+    assert "study cost" in stdout

@@ -58,6 +58,14 @@ def test_smoke_run_ci_config(ci_run):
         assert json.loads(h.attrs["versions"])["torch"]
         assert json.loads(h.attrs["options"])["bias"] == cfg["models"]["demo_vgg"]["bias"]
         assert h.attrs["fused"] == 0  # attribution.fused: auto (the default) on a CPU job: eager steps
+    # Table 3: every computed analyzer and the random map, on the configured units; the sanity check's stage 0
+    computed = [a for a in cfg["analyzers"] if a != "baseline"]
+    t3 = pd.read_csv(res / "table3.csv")
+    assert set(t3["analyzer"]) == {*computed, "random"} and (t3["n_units"] == cfg["faithfulness"]["max_units"]).all()
+    assert (t3["steps"] == cfg["faithfulness"]["steps"]).all() and t3["morf"].notna().all()
+    sanity = pd.read_csv(res / "sanity.csv")
+    assert set(sanity["analyzer"]) == set(computed) and sanity["sample_id"].nunique() == 4
+    assert (sanity.loc[sanity["stage"] == 0, "spearman"].dropna() == 1.0).all()
     # The plugin's analyzers (examples/my_analyzers.py) ran like the built-ins, and their maps name the file.
     plugin = ROOT / "examples" / "my_analyzers.py"
     digest = hashlib.sha256(plugin.read_bytes()).hexdigest()

@@ -143,7 +143,9 @@ def faithfulness_settings(wildcards):
     """What the perturbation curves are computed from: the faithfulness section less its run setting (batch
     size) and the sanity check's keys."""
     skip = ("batch_size", "sanity_units")
-    return canonical({k: v for k, v in config["faithfulness"].items() if k not in skip})
+    out = canonical({k: v for k, v in config["faithfulness"].items() if k not in skip})
+    out["orders"] = sorted(out["orders"], key=["morf", "lerf"].index)  # their order changes nothing
+    return out
 
 
 def metric_files(wildcards):
