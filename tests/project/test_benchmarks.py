@@ -67,7 +67,7 @@ def test_memory_benchmark_smoke(tmp_path):
 def test_pipeline_benchmark_smoke(tmp_path):
     js = tmp_path / "p.json"
     stdout = run("benchmarks/pipeline.py", "--device", "cpu", "--n", "4", "--batch", "2", "--size", "64",
-                 "--json", js)
+                 "--metric-jobs", "1", "--json", js)
     res = json.loads(js.read_text())
     assert res["n"] == 4 and res["analyzers"] == 11
     for phase in ("load_wait", "h2d", "attribute", "d2h", "write_wait", "metrics", "total_attribute_job"):

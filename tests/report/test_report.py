@@ -172,9 +172,12 @@ def test_provenance_manifest(tmp_path):
     assert json.loads(s["config"]) == {"k": 1} and "lrp" in json.loads(s["versions"])
 
 
-def test_source_hash_follows_the_functions_a_stage_uses(tmp_path):
+@pytest.mark.parametrize("cached", [False, True], ids=["parsed", "through-the-cache"])
+def test_source_hash_follows_the_functions_a_stage_uses(tmp_path, cached):
     """Editing a helper a stage calls, or a module it imports (also lazily, also indirectly), re-runs it;
-    editing another stage of the same module, or a module only that one imports, does not."""
+    editing another stage of the same module, or a module only that one imports, does not. Through the cache
+    (.snakemake/lrp_source_hash.json in a workflow) every answer is the same."""
+    cache = tmp_path.parent / f"{tmp_path.name}-cache" / "hashes.json" if cached else None
     (tmp_path / "sub").mkdir()
     (tmp_path / "__init__.py").write_text("from .engine import run  # re-export\n")
     (tmp_path / "engine.py").write_text("E = 1\n")
@@ -188,7 +191,7 @@ def test_source_hash_follows_the_functions_a_stage_uses(tmp_path):
            "def report(x):\n    from .plot import P\n    return x\n\n"
            "def data(x):\n    report = x + 1  # a local that shadows the report stage\n    return report\n")
     mod.write_text(src)
-    h = lambda *s: source_hash(*s, root=tmp_path)  # noqa: E731
+    h = lambda *s: source_hash(*s, root=tmp_path, cache=cache)  # noqa: E731
     train, report, data = h("stages:train"), h("stages:report"), h("stages:data")
     assert source_specs("stages:train", root=tmp_path) == {"stages:train", "sub.model", "maths", ""}
     assert source_specs("stages:data", root=tmp_path) == {"stages:data"}  # the local is not the stage
@@ -206,6 +209,10 @@ def test_source_hash_follows_the_functions_a_stage_uses(tmp_path):
     assert h("stages:train") == before
     (tmp_path / "__init__.py").write_text("from .engine import run\n__version__ = '2'\n")  # __init__ itself does
     assert h("stages:train") != before
+    if cached:
+        assert json.loads(cache.read_text())["hashes"]  # it was used
+        cache.write_text('{"code": 5, "hashes": [1]}')  # a cache of another form is recomputed, not trusted
+        assert h("stages:train") == source_hash("stages:train", root=tmp_path)
     with pytest.raises(ValueError, match="no top-level 'nope'"):
         h("stages:nope")
     with pytest.raises(ValueError, match="no lrp module"):

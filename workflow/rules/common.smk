@@ -239,7 +239,13 @@ def lrp_sources(*specs, plugins=None):
     stages that use analyzers, the plugin files count too (`plugins`; default: all of the config's)."""
     from lrp.pipeline.provenance import source_hash
 
-    return source_hash(*specs, plugins=config["plugins"] if plugins is None else plugins)
+    plugins = config["plugins"] if plugins is None else plugins
+    return source_hash(*specs, plugins=plugins, cache=SOURCE_HASH_CACHE)
+
+
+SOURCE_HASH_CACHE = Path(".snakemake") / "lrp_source_hash.json"
+"""Snakemake's own folder in the working directory: a dry run or a cluster job then does not parse the lrp
+package again to hash it (lrp.pipeline.provenance.source_hash)."""
 
 
 def dataset_code(spec):
