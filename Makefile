@@ -32,11 +32,12 @@ demo: venv
 	$(PY) -m lrp.pipeline.reference check config/reference/demo.json --results results
 
 # Two workers, one per core of the CI machine; each test file stays on one worker (--dist loadfile), so the
-# end-to-end workflow run shared by test_workflow.py's tests is made once.
+# end-to-end workflow run shared by test_workflow.py's tests is made once; the longest files start first
+# (tests/conftest.py LONG_FIRST, kept in that order by --no-loadscope-reorder).
 TEST_WORKERS ?= 2
 
 test: venv
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Lint gate (CI runs it before the tests): Python style and imports, Snakemake formatting, Snakemake's own lint.
 lint: venv
