@@ -25,27 +25,6 @@ def _share_the_cores() -> None:
 
 _share_the_cores()
 
-# The files that take longest on CI's 2 cores (minutes each: Snakemake runs, benchmark processes), started first so
-# that the other worker fills in around them instead of one of them starting last and running alone (longest job
-# first). The order is used with `--no-loadscope-reorder` (make test); each file stays on one worker.
-LONG_FIRST = ("workflow/test_workflow.py", "workflow/test_workflow_imagenet.py", "engine/test_kernels.py",
-              "project/test_benchmarks.py", "workflow/test_workflow_config.py", "training/test_finetune.py",
-              "pipeline/test_cpu_numerics.py")
-
-
-def pytest_collection_modifyitems(session, config, items):
-    root = Path(__file__).resolve().parent
-
-    def rank(item):
-        try:
-            rel = Path(item.fspath).resolve().relative_to(root).as_posix()
-        except ValueError:
-            return len(LONG_FIRST)
-        return LONG_FIRST.index(rel) if rel in LONG_FIRST else len(LONG_FIRST)
-
-    items[:] = sorted(items, key=rank)  # stable: within a file, and for the rest, the collection order
-
-
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "my_analyzers.py"
 
 

@@ -111,11 +111,15 @@ def source_hash(*specs: str, root=None, plugins=(), cache=None) -> str:
 
 
 def _content_key(root: Path) -> str:
-    """sha256 of every .py file under `root` (relative path and bytes): the state of the code."""
+    """sha256 of every .py file under `root` (relative path, length and bytes) and of the hashing code itself
+    (this module and lrp.plugins' digest, which an explicit `root` need not contain): the state of the code."""
+    files = [(f"root/{p.relative_to(root)}", p) for p in sorted(root.rglob("*.py"))]
+    files += [("hasher/provenance.py", Path(__file__)), ("hasher/plugins.py", LRP / "plugins.py")]
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(f"{path.relative_to(root)}\n".encode())
-        h.update(path.read_bytes())
+    for name, path in files:
+        data = path.read_bytes()
+        h.update(f"{name}\0{len(data)}\n".encode())
+        h.update(data)
     return h.hexdigest()
 
 
@@ -136,6 +140,8 @@ def _cached_source_hash(specs, root: Path, plugins, cache: Path) -> str:
     if key in hashes:
         return hashes[key]
     value = source_hash(*specs, root=root, plugins=plugins)
+    if _content_key(root) != code or (plugins and digest(plugins) != json.loads(key)[2]):
+        return value  # edited while it was being hashed: right for now, but not stored under either state
     hashes[key] = value
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)

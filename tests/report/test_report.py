@@ -240,3 +240,30 @@ def test_summary_shows_the_seed_spread_beside_table1(tmp_path):
     html = seed_spread_section(spread({0: table(3.0), 1: table(3.2), 2: table(2.8)}), "spread.csv")
     assert "<th>μ_w seed 2</th>" in html and "spread.csv" in html
     assert "<td>3.000 ± 0.200</td><td>2.800–3.200</td><td>±0.100</td>" in html
+
+
+def test_source_hash_cache_keys_the_code_exactly(tmp_path, monkeypatch):
+    """Files are framed by name and length in the cache's code key (no two code states share it), and a hash
+    computed while a file was edited is returned but not stored under either state."""
+    from lrp.pipeline import provenance
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        root.mkdir()
+        (root / "__init__.py").write_text("")
+    (a / "m.py").write_text("X = 1\n")
+    (a / "n.py").write_text("Y = 2\n")
+    (b / "m.py").write_text("X = 1\nn.py\nY = 2\n")
+    assert provenance._content_key(a) != provenance._content_key(b)
+
+    cache = tmp_path / "cache.json"
+    real = provenance.source_hash
+
+    def editing(*specs, **kwargs):
+        value = real(*specs, **kwargs)
+        (a / "n.py").write_text("Y = 3\n")  # an editor saves while the workflow is being parsed
+        return value
+
+    monkeypatch.setattr(provenance, "source_hash", editing)
+    provenance._cached_source_hash(("m",), a, (), cache)
+    assert not cache.exists()
