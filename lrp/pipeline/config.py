@@ -211,6 +211,15 @@ def check_config(config: dict) -> None:
             if ds["format"] == "voc" and not pat.get("split"):
                 problems.append(f"{key}.patterns.split: pattern_attribution needs a training split "
                                 f"(e.g. train) to learn patterns from")
+    for name, members in config.get("comparisons", {}).items():
+        key = f"comparisons.{name}"
+        missing = [d for d in members if d not in config["datasets"]]
+        if missing:
+            problems.append(f"{key}: {missing} not keys of `datasets` ({', '.join(config['datasets'])})")
+            continue
+        used = [config["datasets"][d]["model"] for d in members]
+        if len(set(used)) != len(used):
+            problems.append(f"{key}: the datasets must use different models (got {used})")
     for name, m in models.items():
         key = f"models.{name}"
         if "train" in m:

@@ -40,3 +40,30 @@ def provenance(files: list, config: dict, out_json, root, plugins=None):
 
     doc = write_manifest(files, config, out_json, root=root, plugins=plugins)
     log(f"provenance: {len(doc['files'])} files")
+
+
+def comparison(name: str, inputs: dict, models: dict, out: dict):
+    """A model comparison (`comparisons.<name>`): the listed datasets' Tables 1–3 side by side, after checking
+    that they scored the same units. `inputs` {dataset: {"samples", "table1", "table2", "table3"}}, `models`
+    {dataset: model name}, `out` {"csv", "md", "tex", "png", "pdf"}. Raises ValueError when the units differ."""
+    import pandas as pd
+
+    from lrp.datasets.index import read_index
+    from lrp.io import log
+    from lrp.report.comparison import build_comparison, plot_comparison, write_comparison
+
+    first = None
+    for dataset, files in inputs.items():
+        units = set(read_index(files["samples"])["sample_id"])
+        if first is None:
+            first = (dataset, units)
+        elif units != first[1]:
+            raise ValueError(f"comparisons.{name}: {dataset} and {first[0]} evaluate different units "
+                             f"({len(units ^ first[1])} differ): a comparison needs the same data and index settings")
+    tables = {d: {k: pd.read_csv(files[k]) for k in ("table1", "table2", "table3") if files.get(k)}
+              for d, files in inputs.items()}
+    result = build_comparison(tables, models)
+    title = f"Model comparison — {name}"
+    write_comparison(result, out["csv"], out["md"], out["tex"], title)
+    plot_comparison(result, out["png"], out["pdf"], title)
+    log(f"comparison {name}: {result['analyzer'].nunique()} analyzers × {len(inputs)} models")

@@ -21,6 +21,13 @@ def test_paper_dag_builds_without_data(tmp_path):
     assert jobs["table1"] == 2 and jobs["fig2"] == 2 and jobs["fig3"] == 2 and jobs["patterns"] == 1
 
 
+def test_model_comparison_dag_builds_without_data(tmp_path):
+    """VGG-16 and ResNet-50 on the same ImageNet units, side by side (config/imagenet_models.yaml)."""
+    jobs = dry_run_jobs(tmp_path, "--configfile", ROOT / "config" / "imagenet_models.yaml")
+    assert jobs["attribute_imagenet_vgg16"] == 100 and jobs["attribute_imagenet_resnet50"] == 100
+    assert jobs["comparison"] == 1 and jobs["table1"] == 2 and jobs["faithfulness"] == 2
+
+
 def test_missing_imagenet_data_is_a_clear_error(tmp_path):
     p = snakemake("results/imagenet/data.json", "--cores", "1", "--configfile", ROOT / "config" / "config.yaml",
                   cwd=tmp_path, check=False)
@@ -42,6 +49,11 @@ def test_missing_imagenet_data_is_a_clear_error(tmp_path):
     (lambda c: c["analyzers"].update({"gradient": {"epsilon": 5}}), "analyzers.gradient.epsilon: gradient takes no"),
     (lambda c: c["analyzers"]["integrated_gradients"].update({"step": 4}), "analyzers.integrated_gradients.step"),
     (lambda c: c.update({"plugins": ["my_methods.py"]}), "plugins[0]: plugin file 'my_methods.py' does not exist"),
+    (lambda c: c.update({"comparisons": {"m": ["demo", "nope"]}}), "comparisons.m: ['nope'] not keys of `datasets`"),
+    (lambda c: c.update({"comparisons": {"m": ["demo", "demo"]}}), "comparisons.m: ['demo', 'demo'] has non-unique"),
+    (lambda c: (c["datasets"].update(demo2=dict(c["datasets"]["demo"])),
+                c.update(comparisons={"m": ["demo", "demo2"]})),
+     "comparisons.m: the datasets must use different models"),
 ])
 def test_broken_config_is_refused_by_key(tmp_path, edit, key):
     """The one validation the Snakefile runs (lrp.pipeline.config.validate), in this process: every problem

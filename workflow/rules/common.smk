@@ -25,6 +25,7 @@ wildcard_constraints:
     dataset="[a-z][a-z0-9_]*",
     analyzer="[a-z][a-z0-9_]*",
     model="[A-Za-z0-9_.-]+",
+    name="[A-Za-z0-9_.-]+",
     shard="[0-9]+",
 
 
@@ -340,10 +341,35 @@ def manifest_files(wildcards):
 
 
 def all_targets():
-    """Every dataset's results and its provenance manifest (which lists them all with checksums)."""
+    """Every dataset's results and its provenance manifest (which lists them all with checksums), and every
+    model comparison."""
     out = []
     for name in config["datasets"]:
         out += outputs_of(name) + [f"{R}/{name}/provenance.json"]
+    for name in config["comparisons"]:
+        out += [f"{R}/comparisons/{name}.{ext}" for ext in ("csv", "md", "tex", "png", "pdf")]
+    return out
+
+
+def comparison_datasets(wildcards):
+    return list(config["comparisons"][wildcards.name])
+
+
+def comparison_models(wildcards):
+    return {d: dataset(d)["model"] for d in comparison_datasets(wildcards)}
+
+
+def comparison_inputs(wildcards):
+    """{<table>_<dataset>: path} of every dataset in the comparison (the index checks that the units agree)."""
+    out = {}
+    for d in comparison_datasets(wildcards):
+        for key, f in (
+            ("samples", "samples.csv"),
+            ("table1", "table1.csv"),
+            ("table2", "table2.csv"),
+            ("table3", "table3.csv"),
+        ):
+            out[f"{key}_{d}"] = f"{R}/{d}/{f}"
     return out
 
 

@@ -90,3 +90,36 @@ rule provenance:
         code=dataset_code("pipeline.report:provenance"),
     script:
         "../scripts/provenance.py"
+
+
+rule comparison:
+    """Which method, on which model: the datasets of `comparisons.<name>` (the same units, one model each) side
+    by side (Tables 1-3 with ranks, Kendall's tau between the models' rankings)."""
+    input:
+        unpack(comparison_inputs),
+    output:
+        csv=report(
+            f"{R}/comparisons/{{name}}.csv",
+            caption="../report/comparison.rst",
+            category="Data (CSV)",
+            labels={"comparison": "{name}"},
+        ),
+        md=f"{R}/comparisons/{{name}}.md",
+        tex=f"{R}/comparisons/{{name}}.tex",
+        png=report(
+            f"{R}/comparisons/{{name}}.png",
+            caption="../report/comparison.rst",
+            category="Figures",
+            labels={"figure": "model comparison", "dataset": "{name}"},
+        ),
+        pdf=f"{R}/comparisons/{{name}}.pdf",
+    log:
+        f"{R}/logs/comparison/{{name}}.log",
+    conda:
+        ENV
+    params:
+        datasets=comparison_datasets,
+        models=comparison_models,
+        code=lrp_sources("pipeline.report:comparison"),
+    script:
+        "../scripts/comparison.py"

@@ -1,0 +1,146 @@
+"""Which method, on which model: the datasets of one comparison (the same units, one model each) side by side.
+
+Per analyzer and model: μ_w (Table 1), the pointing game (Table 2) and AOPC MoRF − LeRF (Table 3) with their CIs
+and the analyzer's rank within its model; per pair of models, Kendall's τ between their μ_w rankings. Arranges
+numbers the tables computed; nothing is re-estimated here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lrp.report.figures import _RC, WIDTH_IN, _save
+from lrp.report.table import tex_escape, write_formats
+
+#: measure -> (table, value column, header)
+MEASURES = {"mu_w": ("table1", "mu_w", "μ_w"), "pointing": ("table2", "pointing", "pointing game"),
+            "faithfulness": ("table3", "diff", "AOPC MoRF − LeRF")}
+
+
+def build_comparison(tables: dict[str, dict[str, pd.DataFrame]], models: dict[str, str]) -> pd.DataFrame:
+    """One row per (analyzer, model): `tables` {dataset: {"table1"|"table2"|"table3": frame}} (a dataset may
+    lack Table 2 or 3), `models` {dataset: model name}. Analyzers are those every dataset's Table 1 has, in the
+    first dataset's Table 1 order. Raises ValueError for fewer than two datasets or no common analyzer."""
+    if len(tables) < 2:
+        raise ValueError(f"a comparison needs at least two datasets, got {list(tables)}")
+    names = [set(t["table1"]["analyzer"]) for t in tables.values()]
+    first = next(iter(tables.values()))["table1"]
+    analyzers = [a for a in first["analyzer"] if all(a in n for n in names)]
+    if not analyzers:
+        raise ValueError(f"the datasets {list(tables)} have no analyzer in common")
+    labels = dict(zip(first["analyzer"], first["label"]))
+    rows = []
+    for dataset, t in tables.items():
+        for a in analyzers:
+            row = {"analyzer": a, "label": labels.get(a, a), "dataset": dataset, "model": models[dataset]}
+            for m, (key, col, _) in MEASURES.items():
+                frame = t.get(key)
+                r = frame.set_index("analyzer").loc[a] if frame is not None and a in set(frame["analyzer"]) else None
+                for suffix in ("", "_lo", "_hi"):
+                    row[f"{m}{suffix}"] = float(r[col + suffix]) if r is not None and col + suffix in r else np.nan
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    for m in MEASURES:
+        out[f"{m}_rank"] = out.groupby("dataset")[m].rank(ascending=False, method="min").astype("Int64")
+    return out
+
+
+def rank_agreement(comparison: pd.DataFrame, measure: str = "mu_w") -> pd.DataFrame:
+    """Kendall's τ between the analyzers' `measure` rankings of every pair of models."""
+    from scipy.stats import kendalltau
+
+    wide = comparison.pivot(index="analyzer", columns="dataset", values=measure)
+    datasets = list(dict.fromkeys(comparison["dataset"]))
+    rows = []
+    for i, a in enumerate(datasets):
+        for b in datasets[i + 1:]:
+            both = wide[[a, b]].dropna()
+            tau = float(kendalltau(both[a], both[b]).statistic) if len(both) >= 2 else np.nan
+            rows.append({"a": a, "b": b, "kendall_tau": tau, "n_analyzers": len(both)})
+    return pd.DataFrame(rows, columns=["a", "b", "kendall_tau", "n_analyzers"])
+
+
+def _cell(r, m: str) -> str:
+    if pd.isna(r[m]):
+        return "—"
+    ci = "" if pd.isna(r[f"{m}_lo"]) else f" [{r[f'{m}_lo']:.3f}, {r[f'{m}_hi']:.3f}]"
+    return f"{r[m]:.3f}{ci} ({r[f'{m}_rank']})"
+
+
+def _cells(comparison: pd.DataFrame):
+    datasets = list(dict.fromkeys(comparison["dataset"]))
+    models = dict(zip(comparison["dataset"], comparison["model"]))
+    measures = [m for m in MEASURES if comparison[m].notna().any()]
+    head = ["Analyzer", *(f"{MEASURES[m][2]} · {models[d]}" for m in measures for d in datasets)]
+    body = []
+    for a, g in comparison.groupby("analyzer", sort=False):
+        by = g.set_index("dataset")
+        body.append([g["label"].iloc[0], *(_cell(by.loc[d], m) for m in measures for d in datasets)])
+    return head, body
+
+
+def footnote(comparison: pd.DataFrame) -> str:
+    tau = rank_agreement(comparison)
+    pairs = "; ".join(f"{r['a']} vs {r['b']}: τ = {r['kendall_tau']:.2f} over {r['n_analyzers']} analyzers"
+                      for _, r in tau.iterrows())
+    return ("Each cell: value [95 % CI] (rank within the model). μ_w from Table 1, the pointing game from Table 2, "
+            "AOPC MoRF − LeRF from Table 3 of each dataset, on the same units. Kendall τ of the μ_w rankings: "
+            f"{pairs}.")
+
+
+def to_markdown(comparison: pd.DataFrame, title: str) -> str:
+    head, body = _cells(comparison)
+    esc = lambda s: str(s).replace("|", r"\|")  # noqa: E731
+    lines = [f"## {esc(title)}", "", "| " + " | ".join(head) + " |",
+             "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
+    return "\n".join([*lines, "", esc(footnote(comparison)), ""])
+
+
+def to_latex(comparison: pd.DataFrame, title: str) -> str:
+    head, body = _cells(comparison)
+    lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize", rf"\caption{{{tex_escape(title)}}}",
+             rf"\begin{{tabular}}{{l{'r' * (len(head) - 1)}}}", r"\toprule",
+             " & ".join(tex_escape(h) for h in head) + r" \\", r"\midrule"]
+    lines += [" & ".join(tex_escape(c) for c in row) + r" \\" for row in body]
+    lines += [r"\bottomrule", r"\end{tabular}", "", rf"\par\smallskip\footnotesize {tex_escape(footnote(comparison))}",
+              r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def write_comparison(comparison: pd.DataFrame, csv_path, md_path, tex_path, title: str) -> None:
+    write_formats(comparison, csv_path, md_path, tex_path, to_markdown(comparison, title),
+                  to_latex(comparison, title), "write_comparison")
+
+
+def plot_comparison(comparison: pd.DataFrame, out_png: str | os.PathLike, out_pdf: str | os.PathLike,
+                    title: str) -> None:
+    """One panel per measure: every analyzer's value and CI, one marker per model."""
+    measures = [m for m in MEASURES if comparison[m].notna().any()]
+    datasets = list(dict.fromkeys(comparison["dataset"]))
+    models = dict(zip(comparison["dataset"], comparison["model"]))
+    labels = list(dict.fromkeys(comparison["label"]))
+    y = np.arange(len(labels))
+    markers = "osD^v<>"
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(WIDTH_IN * len(measures) * 0.8, 0.22 * len(labels) + 1.4), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, len(measures), sharey=True))
+        for ax, m in zip(axes, measures):
+            for j, d in enumerate(datasets):
+                g = comparison[comparison["dataset"] == d].set_index("label").reindex(labels)
+                off = (j - (len(datasets) - 1) / 2) * 0.25
+                err = np.array([g[m] - g[f"{m}_lo"], g[f"{m}_hi"] - g[m]])
+                ax.errorbar(g[m], y + off, xerr=np.where(np.isfinite(err), err, 0), fmt=markers[j % len(markers)],
+                            ms=3, lw=0.7, label=models[d])
+            ax.set(xlabel=MEASURES[m][2])
+            ax.grid(axis="x", lw=0.3, alpha=0.5)
+        axes[0].set_yticks(y, labels)
+        axes[0].invert_yaxis()
+        axes[-1].legend(loc="best", frameon=False)
+        fig.suptitle(f"{title}\nbars: 95 % CIs; the same units for every model")
+        _save(fig, out_png, out_pdf)
