@@ -107,3 +107,35 @@ def test_missing_pattern_folder_names_the_key(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"datasets\.imagenet\.patterns\.images: .*nope.* not a folder"):
         index(data, cfg, tmp_path / "s.csv", tmp_path / "r.json", key="datasets.imagenet")
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_comparison_rule_runs_on_finished_tables(tmp_path):
+    """The comparison job as Snakemake runs it (rule, script, stage), on two datasets' finished tables."""
+    import pandas as pd
+
+    from lrp.datasets.index import INDEX_COLUMNS
+
+    def edit(c):
+        c["datasets"]["demo_b"] = dict(c["datasets"]["demo"], model="demo_vgg_b")
+        c["models"]["demo_vgg_b"] = dict(c["models"]["demo_vgg"])
+        c["comparisons"] = {"two_models": ["demo", "demo_b"]}
+
+    cfg = write_config(tmp_path, "ci.yaml", edit)
+    row = {c: "" for c in INDEX_COLUMNS} | {"class_index": 0, "width": 8, "height": 8, "n_boxes": 1,
+                                             "box_fraction": 0.5}
+    for d, mu in (("demo", (3.0, 2.0)), ("demo_b", (2.0, 2.5))):
+        res = tmp_path / "results" / d
+        res.mkdir(parents=True)
+        pd.DataFrame([{**row, "sample_id": s} for s in ("u0", "u1")], columns=INDEX_COLUMNS).to_csv(
+            res / "samples.csv", index=False)
+        pd.DataFrame({"analyzer": ["lrp_z", "gradient"], "label": ["LRP_z", "Gradient"], "mu_w": mu,
+                      "mu_w_lo": 0.0, "mu_w_hi": 4.0}).to_csv(res / "table1.csv", index=False)
+        pd.DataFrame({"analyzer": ["lrp_z", "gradient"], "pointing": [0.8, 0.7], "pointing_lo": 0.5,
+                      "pointing_hi": 0.9}).to_csv(res / "table2.csv", index=False)
+        pd.DataFrame({"analyzer": ["lrp_z", "gradient", "random"], "diff": [1.5, 0.1, 0.0], "diff_lo": -1.0,
+                      "diff_hi": 2.0}).to_csv(res / "table3.csv", index=False)
+    snakemake("results/comparisons/two_models.md", "--allowed-rules", "comparison", "--cores", "1",
+              "--configfile", cfg, cwd=tmp_path)
+    md = (tmp_path / "results" / "comparisons" / "two_models.md").read_text()
+    assert "μ_w · demo_vgg_b" in md and "3.000 [0.000, 4.000] (1)" in md and "τ = -1.00 over 2 analyzers" in md
+    assert (tmp_path / "results" / "comparisons" / "two_models.png").stat().st_size > 1000
