@@ -220,6 +220,14 @@ def check_config(config: dict) -> None:
         used = [config["datasets"][d]["model"] for d in members]
         if len(set(used)) != len(used):
             problems.append(f"{key}: the datasets must use different models (got {used})")
+        # the same units: every key but how a dataset is evaluated and reported, its sharding and its patterns
+        own = ("model", "paper", "analyzers", "panel_samples", "seed_spread", "n_shards", "patterns")
+        data = [{k: v for k, v in config["datasets"][d].items() if k not in own} for d in members]
+        differ = sorted({k for d in data for k in d if any(e.get(k) != d.get(k) for e in data)})
+        if differ:
+            problems.append(f"{key}: the datasets must hold the same data and units; {members} differ in {differ}")
+    if "comparisons" in config["datasets"]:
+        problems.append("datasets.comparisons: the name is taken by results/comparisons/ (model comparisons)")
     for name, m in models.items():
         key = f"models.{name}"
         if "train" in m:

@@ -37,30 +37,50 @@ def build_comparison(tables: dict[str, dict[str, pd.DataFrame]], models: dict[st
     rows = []
     for dataset, t in tables.items():
         for a in analyzers:
-            row = {"analyzer": a, "label": labels.get(a, a), "dataset": dataset, "model": models[dataset]}
-            for m, (key, col, _) in MEASURES.items():
-                frame = t.get(key)
-                r = frame.set_index("analyzer").loc[a] if frame is not None and a in set(frame["analyzer"]) else None
-                for suffix in ("", "_lo", "_hi"):
-                    row[f"{m}{suffix}"] = float(r[col + suffix]) if r is not None and col + suffix in r else np.nan
-            rows.append(row)
+            rows.append(_row(a, labels.get(a, a), dataset, models[dataset], t))
     out = pd.DataFrame(rows)
-    for m in MEASURES:
-        out[f"{m}_rank"] = out.groupby("dataset")[m].rank(ascending=False, method="min").astype("Int64")
+    for m in MEASURES:  # ranks among the analyzers that have the measure on every model, so ranks compare
+        common = out.groupby("analyzer")[m].apply(lambda v: bool(v.notna().all()))
+        ranked = out["analyzer"].map(common)
+        out[f"{m}_rank"] = out[m].where(ranked).groupby(out["dataset"]).rank(ascending=False, method="min")
+        out[f"{m}_rank"] = out[f"{m}_rank"].astype("Int64")
+    if all("table3" in t and RANDOM in set(t["table3"]["analyzer"]) for t in tables.values()):
+        # the random map: the chance level of AOPC on each model (AOPC scales differ between models); unranked
+        extra = pd.DataFrame([_row(RANDOM, "Random map", d, models[d], t) for d, t in tables.items()])
+        for m in MEASURES:
+            extra[f"{m}_rank"] = pd.array([pd.NA] * len(extra), dtype="Int64")
+        out = pd.concat([out, extra], ignore_index=True)
     return out
 
 
+RANDOM = "random"
+
+
+def _row(analyzer: str, label: str, dataset: str, model: str, t: dict) -> dict:
+    row = {"analyzer": analyzer, "label": label, "dataset": dataset, "model": model}
+    for m, (key, col, _) in MEASURES.items():
+        frame = t.get(key)
+        r = frame.set_index("analyzer").loc[analyzer] if frame is not None and analyzer in set(frame["analyzer"]) \
+            else None
+        for suffix in ("", "_lo", "_hi"):
+            row[f"{m}{suffix}"] = float(r[col + suffix]) if r is not None and col + suffix in r else np.nan
+    return row
+
+
 def rank_agreement(comparison: pd.DataFrame, measure: str = "mu_w") -> pd.DataFrame:
-    """Kendall's τ between the analyzers' `measure` rankings of every pair of models."""
+    """Kendall's τ between the analyzers' `measure` rankings of every pair of models. The uniform baseline and
+    the random map are left out (their values do not depend on the model and would count as agreement); NaN for
+    fewer than three analyzers."""
     from scipy.stats import kendalltau
 
-    wide = comparison.pivot(index="analyzer", columns="dataset", values=measure)
+    kept = comparison[~comparison["analyzer"].isin(("baseline", RANDOM))]
+    wide = kept.pivot(index="analyzer", columns="dataset", values=measure)
     datasets = list(dict.fromkeys(comparison["dataset"]))
     rows = []
     for i, a in enumerate(datasets):
         for b in datasets[i + 1:]:
             both = wide[[a, b]].dropna()
-            tau = float(kendalltau(both[a], both[b]).statistic) if len(both) >= 2 else np.nan
+            tau = float(kendalltau(both[a], both[b]).statistic) if len(both) >= 3 else np.nan
             rows.append({"a": a, "b": b, "kendall_tau": tau, "n_analyzers": len(both)})
     return pd.DataFrame(rows, columns=["a", "b", "kendall_tau", "n_analyzers"])
 
@@ -69,7 +89,7 @@ def _cell(r, m: str) -> str:
     if pd.isna(r[m]):
         return "—"
     ci = "" if pd.isna(r[f"{m}_lo"]) else f" [{r[f'{m}_lo']:.3f}, {r[f'{m}_hi']:.3f}]"
-    return f"{r[m]:.3f}{ci} ({r[f'{m}_rank']})"
+    return f"{r[m]:.3f}{ci}" + ("" if pd.isna(r[f"{m}_rank"]) else f" ({r[f'{m}_rank']})")
 
 
 def _cells(comparison: pd.DataFrame):
@@ -86,11 +106,13 @@ def _cells(comparison: pd.DataFrame):
 
 def footnote(comparison: pd.DataFrame) -> str:
     tau = rank_agreement(comparison)
-    pairs = "; ".join(f"{r['a']} vs {r['b']}: τ = {r['kendall_tau']:.2f} over {r['n_analyzers']} analyzers"
-                      for _, r in tau.iterrows())
-    return ("Each cell: value [95 % CI] (rank within the model). μ_w from Table 1, the pointing game from Table 2, "
-            "AOPC MoRF − LeRF from Table 3 of each dataset, on the same units. Kendall τ of the μ_w rankings: "
-            f"{pairs}.")
+    pairs = "; ".join(f"{r['a']} vs {r['b']}: τ = "
+                      + ("n/a" if pd.isna(r["kendall_tau"]) else f"{r['kendall_tau']:.2f}")
+                      + f" over {r['n_analyzers']} analyzers" for _, r in tau.iterrows())
+    return ("Each cell: value [95 % CI] (rank within the model, among the analyzers every model has the value "
+            "for). μ_w from Table 1, the pointing game from Table 2, AOPC MoRF − LeRF from Table 3 of each dataset, "
+            "on the same units; the random map is Table 3's chance level. Kendall τ of the μ_w rankings (baseline "
+            f"left out): {pairs}.")
 
 
 def to_markdown(comparison: pd.DataFrame, title: str) -> str:
@@ -124,15 +146,16 @@ def plot_comparison(comparison: pd.DataFrame, out_png: str | os.PathLike, out_pd
     measures = [m for m in MEASURES if comparison[m].notna().any()]
     datasets = list(dict.fromkeys(comparison["dataset"]))
     models = dict(zip(comparison["dataset"], comparison["model"]))
-    labels = list(dict.fromkeys(comparison["label"]))
-    y = np.arange(len(labels))
+    order = list(dict.fromkeys(comparison["analyzer"]))
+    labels = [comparison.loc[comparison["analyzer"] == a, "label"].iloc[0] for a in order]
+    y = np.arange(len(order))
     markers = "osD^v<>"
     with matplotlib.rc_context(_RC):
         fig = Figure(figsize=(WIDTH_IN * len(measures) * 0.8, 0.22 * len(labels) + 1.4), layout="constrained")
         axes = np.atleast_1d(fig.subplots(1, len(measures), sharey=True))
         for ax, m in zip(axes, measures):
             for j, d in enumerate(datasets):
-                g = comparison[comparison["dataset"] == d].set_index("label").reindex(labels)
+                g = comparison[comparison["dataset"] == d].set_index("analyzer").reindex(order)
                 off = (j - (len(datasets) - 1) / 2) * 0.25
                 err = np.array([g[m] - g[f"{m}_lo"], g[f"{m}_hi"] - g[m]])
                 ax.errorbar(g[m], y + off, xerr=np.where(np.isfinite(err), err, 0), fmt=markers[j % len(markers)],

@@ -54,6 +54,11 @@ def test_missing_imagenet_data_is_a_clear_error(tmp_path):
     (lambda c: (c["datasets"].update(demo2=dict(c["datasets"]["demo"])),
                 c.update(comparisons={"m": ["demo", "demo2"]})),
      "comparisons.m: the datasets must use different models"),
+    (lambda c: (c["datasets"].update(demo2=dict(c["datasets"]["demo"], input_size=32, model="m2")),
+                c["models"].update(m2=dict(c["models"]["demo_vgg"])), c.update(comparisons={"m": ["demo", "demo2"]})),
+     "comparisons.m: the datasets must hold the same data and units; ['demo', 'demo2'] differ in ['input_size']"),
+    (lambda c: c["datasets"].update(comparisons=dict(c["datasets"]["demo"])), "datasets.comparisons: the name is"),
+    (lambda c: c.update(comparisons={"a b": ["demo"]}), "comparisons: 'a b' does not match"),
 ])
 def test_broken_config_is_refused_by_key(tmp_path, edit, key):
     """The one validation the Snakefile runs (lrp.pipeline.config.validate), in this process: every problem
@@ -137,5 +142,5 @@ def test_comparison_rule_runs_on_finished_tables(tmp_path):
     snakemake("results/comparisons/two_models.md", "--allowed-rules", "comparison", "--cores", "1",
               "--configfile", cfg, cwd=tmp_path)
     md = (tmp_path / "results" / "comparisons" / "two_models.md").read_text()
-    assert "μ_w · demo_vgg_b" in md and "3.000 [0.000, 4.000] (1)" in md and "τ = -1.00 over 2 analyzers" in md
+    assert "μ_w · demo_vgg_b" in md and "3.000 [0.000, 4.000] (1)" in md and "τ = n/a over 2 analyzers" in md
     assert (tmp_path / "results" / "comparisons" / "two_models.png").stat().st_size > 1000

@@ -102,7 +102,7 @@ rule comparison:
             f"{R}/comparisons/{{name}}.csv",
             caption="../report/comparison.rst",
             category="Data (CSV)",
-            labels={"comparison": "{name}"},
+            labels={"comparison": "{name}", "table": "model comparison"},
         ),
         md=f"{R}/comparisons/{{name}}.md",
         tex=f"{R}/comparisons/{{name}}.tex",
@@ -110,7 +110,7 @@ rule comparison:
             f"{R}/comparisons/{{name}}.png",
             caption="../report/comparison.rst",
             category="Figures",
-            labels={"figure": "model comparison", "dataset": "{name}"},
+            labels={"comparison": "{name}", "figure": "model comparison"},
         ),
         pdf=f"{R}/comparisons/{{name}}.pdf",
     log:
