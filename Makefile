@@ -24,6 +24,8 @@ demo: venv
 	@echo "  Table 1:  results/demo/table1.md  (.csv, .tex)"
 	@echo "  Table 2:  results/demo/table2.md  (.csv, .tex): pointing game, rank accuracy, top-k, energy"
 	@echo "  Paired:   results/demo/fig_pairwise_mu_w.png, fig_pairwise_pointing.png, fig_pointing_per_class.png"
+	@echo "  Table 3:  results/demo/table3.md  (.csv, .tex): faithfulness (region perturbation, AOPC)"
+	@echo "  Faithful: results/demo/fig_perturbation_curves.png, fig_faithfulness_vs_mu_w.png, fig_sanity.png"
 	@echo "  Fig. 1:   results/demo/fig1_analyzers.png, fig1_flat_layers.png (.pdf)"
 	@echo "  Fig. 3:   results/demo/fig3_mu_by_box_size.png (.pdf)"
 	@echo "  Fig. 2:   results/demo/fig2_occlusion.png (.pdf)"
