@@ -77,18 +77,12 @@ def write_manifest(files: list, config: dict, out_json, root=None, plugins=None)
     return doc
 
 
-def source_hash(*specs: str, root=None, plugins=(), cache=None) -> str:
+def source_hash(*specs: str, root=None, plugins=()) -> str:
     """Content hash of the lrp code a pipeline stage runs, for a rule's `params.code` (Snakemake re-runs a job
     whose params changed; by default it only watches the thin script's mtime). See `source_specs`.
 
     `plugins` (the config's): for a stage that uses the analyzer registry (`lrp.composites`), their files'
-    content counts too, so editing your analyzer re-runs its attributions, panels and tables.
-
-    `cache` (a JSON file, e.g. in Snakemake's `.snakemake/`): the hashes keyed by the content of every lrp
-    source file, the specs and the plugins' digest, so that a Snakemake start (every dry run, every cluster
-    job) does not parse the package again (about 1 s); any edit of any lrp file misses the cache."""
-    if cache is not None:
-        return _cached_source_hash(specs, Path(root) if root else LRP, plugins, Path(cache))
+    content counts too, so editing your analyzer re-runs its attributions, panels and tables."""
     root = Path(root) if root else LRP
     h = hashlib.sha256()
     used = source_specs(*specs, root=root)
@@ -108,48 +102,6 @@ def source_hash(*specs: str, root=None, plugins=(), cache=None) -> str:
             node = defs[name]
             h.update(f"{name}\n".encode() + "".join(lines[node.lineno - 1: node.end_lineno]).encode())
     return h.hexdigest()[:16]
-
-
-def _content_key(root: Path) -> str:
-    """sha256 of every .py file under `root` (relative path, length and bytes) and of the hashing code itself
-    (this module and lrp.plugins' digest, which an explicit `root` need not contain): the state of the code."""
-    files = [(f"root/{p.relative_to(root)}", p) for p in sorted(root.rglob("*.py"))]
-    files += [("hasher/provenance.py", Path(__file__)), ("hasher/plugins.py", LRP / "plugins.py")]
-    h = hashlib.sha256()
-    for name, path in files:
-        data = path.read_bytes()
-        h.update(f"{name}\0{len(data)}\n".encode())
-        h.update(data)
-    return h.hexdigest()
-
-
-def _cached_source_hash(specs, root: Path, plugins, cache: Path) -> str:
-    """source_hash through `cache`: {"code": content key, "hashes": {specs + plugins: hash}}; a cache of another
-    code state, or one that is not of this form, is replaced."""
-    from lrp.plugins import digest
-
-    code = _content_key(root)
-    key = json.dumps([sorted(specs), str(root), digest(plugins) if plugins else ""])
-    try:
-        table = json.loads(cache.read_text())
-        hashes = table["hashes"] if table["code"] == code else {}
-        if not (isinstance(hashes, dict) and all(isinstance(v, str) for v in hashes.values())):
-            hashes = {}
-    except (OSError, ValueError, KeyError, TypeError):
-        hashes = {}  # none yet, unreadable or another form: recompute (it is only a cache)
-    if key in hashes:
-        return hashes[key]
-    value = source_hash(*specs, root=root, plugins=plugins)
-    if _content_key(root) != code or (plugins and digest(plugins) != json.loads(key)[2]):
-        return value  # edited while it was being hashed: right for now, but not stored under either state
-    hashes[key] = value
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cache) as tmp:
-            tmp.write_text(json.dumps({"code": code, "hashes": hashes}))
-    except OSError:
-        pass  # a read-only working directory: no cache, the same hashes
-    return value
 
 
 def source_specs(*specs: str, root=None) -> set[str]:

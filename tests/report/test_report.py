@@ -191,7 +191,10 @@ def test_source_hash_follows_the_functions_a_stage_uses(tmp_path, cached):
            "def report(x):\n    from .plot import P\n    return x\n\n"
            "def data(x):\n    report = x + 1  # a local that shadows the report stage\n    return report\n")
     mod.write_text(src)
-    h = lambda *s: source_hash(*s, root=tmp_path, cache=cache)  # noqa: E731
+    from lrp.pipeline.source_cache import cached_source_hash
+
+    def h(*specs):
+        return cached_source_hash(*specs, root=tmp_path, cache=cache) if cached else source_hash(*specs, root=tmp_path)
     train, report, data = h("stages:train"), h("stages:report"), h("stages:data")
     assert source_specs("stages:train", root=tmp_path) == {"stages:train", "sub.model", "maths", ""}
     assert source_specs("stages:data", root=tmp_path) == {"stages:data"}  # the local is not the stage
@@ -245,7 +248,7 @@ def test_summary_shows_the_seed_spread_beside_table1(tmp_path):
 def test_source_hash_cache_keys_the_code_exactly(tmp_path, monkeypatch):
     """Files are framed by name and length in the cache's code key (no two code states share it), and a hash
     computed while a file was edited is returned but not stored under either state."""
-    from lrp.pipeline import provenance
+    from lrp.pipeline import provenance, source_cache
 
     a, b = tmp_path / "a", tmp_path / "b"
     for root in (a, b):
@@ -254,7 +257,7 @@ def test_source_hash_cache_keys_the_code_exactly(tmp_path, monkeypatch):
     (a / "m.py").write_text("X = 1\n")
     (a / "n.py").write_text("Y = 2\n")
     (b / "m.py").write_text("X = 1\nn.py\nY = 2\n")
-    assert provenance._content_key(a) != provenance._content_key(b)
+    assert source_cache.content_key(a) != source_cache.content_key(b)
 
     cache = tmp_path / "cache.json"
     real = provenance.source_hash
@@ -265,5 +268,5 @@ def test_source_hash_cache_keys_the_code_exactly(tmp_path, monkeypatch):
         return value
 
     monkeypatch.setattr(provenance, "source_hash", editing)
-    provenance._cached_source_hash(("m",), a, (), cache)
+    source_cache.cached_source_hash("m", root=a, cache=cache)
     assert not cache.exists()

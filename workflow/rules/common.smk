@@ -238,15 +238,15 @@ def lrp_sources(*specs, plugins=None):
     """Content hash of the lrp code a stage runs ("module:function" plus every lrp module it imports,
     lrp.pipeline.provenance.source_hash): editing that code re-runs the stage, editing other stages does not. For
     stages that use analyzers, the plugin files count too (`plugins`; default: all of the config's)."""
-    from lrp.pipeline.provenance import source_hash
+    from lrp.pipeline.source_cache import cached_source_hash
 
     plugins = config["plugins"] if plugins is None else plugins
-    return source_hash(*specs, plugins=plugins, cache=SOURCE_HASH_CACHE)
+    return cached_source_hash(*specs, plugins=plugins, cache=SOURCE_HASH_CACHE)
 
 
 SOURCE_HASH_CACHE = Path(".snakemake") / "lrp_source_hash.json"
 """Snakemake's own folder in the working directory: a dry run or a cluster job then does not parse the lrp
-package again to hash it (lrp.pipeline.provenance.source_hash)."""
+package again to hash it (lrp.pipeline.source_cache)."""
 
 
 def dataset_code(spec):
