@@ -67,7 +67,12 @@ def derive_seed(seed: int, purpose: str) -> int:
     """An independent seed for one use of a unit's seed ("order", "fill", a caller's "random_map"): two
     generators seeded alike draw the same numbers, so a random order, its noise fill and a random map drawn
     from one seed would be correlated (a noise map would then remove the brightest fill first)."""
-    return int.from_bytes(hashlib.sha256(f"{int(seed)}/{purpose}".encode()).digest()[:8], "little") >> 1
+    return seed_of(f"{int(seed)}/{purpose}")
+
+
+def seed_of(text: str) -> int:
+    """A 63-bit seed from a text (its sha256): the same on every machine and Python."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
 def _unit_seeds(seed, n: int) -> list[int]:

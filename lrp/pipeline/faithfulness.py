@@ -3,7 +3,6 @@ the faithfulness table with its curves and scatter, and the cascading-randomisat
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import numpy as np
@@ -23,7 +22,9 @@ so its MoRF and LeRF orders are random orders; a faithful analyzer must beat it.
 def unit_seed(seed: int, sample_id: str) -> int:
     """A unit's own seed (noise fill, random map) from the config seed and its sample id: the same under any
     sharding or unit selection."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()[:8], "little") >> 1
+    from lrp.evaluation.perturbation import seed_of
+
+    return seed_of(f"{seed}:{sample_id}")
 
 
 def select_units(sample_ids, max_units: int | None, seed: int) -> set[str]:
@@ -61,7 +62,7 @@ def perturbation(model_spec: dict, image_shard_h5, attribution_shards: dict, ind
     """
     from lrp.datasets.index import read_index
     from lrp.evaluation.perturbation import region_perturbation, region_size
-    from lrp.storage.attributions import read_shard
+    from lrp.storage.attribution_rows import read_rows
     from lrp.storage.images import iter_shard_batches, shard_size
     from lrp.storage.perturbation import write_perturbation
 
@@ -70,14 +71,14 @@ def perturbation(model_spec: dict, image_shard_h5, attribution_shards: dict, ind
     bundle.module.eval()
     chosen = select_units(read_index(index_csv)["sample_id"], settings.get("max_units"), settings["seed"])
     n_all, ids_all, size = shard_size(image_shard_h5)
-    keep = np.array([s in chosen for s in ids_all], dtype=bool)
+    rows = np.flatnonzero([s in chosen for s in ids_all])
     maps = {}
     for name, path in attribution_shards.items():
-        ids, R = read_shard(path)
+        ids, R = read_rows(path, rows)  # only the selected units' maps are decompressed
         if list(ids) != list(ids_all) or R.shape[1:] != (size, size):
             raise ValueError(f"{path}: its samples or map size differ from {image_shard_h5}'s: re-run its "
                              "attribution")
-        maps[name] = R[keep]
+        maps[name] = R
     images, classes, sample_ids = [], [], []
     for b in iter_shard_batches(image_shard_h5, 256):
         sel = np.array([s in chosen for s in b.sample_id], dtype=bool)
@@ -129,16 +130,19 @@ def faithfulness(perturbation_shards: list, table1_csv, out: dict, n_boot: int, 
     """The faithfulness table (AOPC MoRF, LeRF, MoRF − LeRF with paired-bootstrap CIs), the mean perturbation
     curves and the scatter of faithfulness against μ_w (Table 1). `out` {"csv", "md", "tex", "curves": (png,
     pdf), "scatter": (png, pdf)}. Raises ValueError when the shards disagree on settings or analyzers."""
+    from lrp.evaluation.perturbation import aopc as area
     from lrp.report.faithfulness import build_table3, plot_curves, plot_scatter, write_table3
     from lrp.storage.perturbation import read_perturbations
 
     data = read_perturbations(perturbation_shards)
-    aopc = {name: {o: (c[:, :1] - c).mean(1) for o, c in per.items()} for name, per in data.curves.items()}
+    aopc = {name: {o: area(c) for o, c in per.items()} for name, per in data.curves.items()}
+    from lrp.pipeline.evaluation import _paired  # Tables 1 and 2's paired bootstrap
+
     per_order = {}
     for order in data.orders:
-        per_order[order] = _paired({n: v[order] for n, v in aopc.items()}, n_boot, seed)
+        per_order[order] = _paired({n: v[order] for n, v in aopc.items()}, n_boot, seed)[0]
     if {"morf", "lerf"} <= set(data.orders):
-        per_order["diff"] = _paired({n: v["morf"] - v["lerf"] for n, v in aopc.items()}, n_boot, seed)
+        per_order["diff"] = _paired({n: v["morf"] - v["lerf"] for n, v in aopc.items()}, n_boot, seed)[0]
     table = build_table3(per_order, pd.read_csv(table1_csv), data.attrs)
     write_table3(table, out["csv"], out["md"], out["tex"], title)
     plot_curves(data.curves, *out["curves"], title=title.replace("Table 3", "Region perturbation"),
@@ -147,12 +151,6 @@ def faithfulness(perturbation_shards: list, table1_csv, out: dict, n_boot: int, 
     best = table.iloc[0]
     log(f"faithfulness: {len(table)} rows on {data.n_units} units, best AOPC MoRF {best['label']} "
         f"{best['morf']:.3f}")
-
-
-def _paired(values: dict, n_boot: int, seed: int) -> pd.DataFrame:
-    from lrp.evaluation.paired import paired_bootstrap
-
-    return paired_bootstrap(values, n_boot=max(1, n_boot), seed=seed)[0]
 
 
 def sanity(model_spec: dict, image_shard_h5, analyzers: dict, patterns_h5, out_csv, out_png, out_pdf, n_units: int,

@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lrp.report.figures import _RC, WIDTH_IN, _save
-from lrp.report.table import tex_escape, write_formats
+from lrp.report.table import latex_table, markdown_table, write_formats
 
 #: measure -> (table, value column, header)
 MEASURES = {"mu_w": ("table1", "mu_w", "μ_w"), "pointing": ("table2", "pointing", "pointing game"),
@@ -116,23 +116,11 @@ def footnote(comparison: pd.DataFrame) -> str:
 
 
 def to_markdown(comparison: pd.DataFrame, title: str) -> str:
-    head, body = _cells(comparison)
-    esc = lambda s: str(s).replace("|", r"\|")  # noqa: E731
-    lines = [f"## {esc(title)}", "", "| " + " | ".join(head) + " |",
-             "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
-    return "\n".join([*lines, "", esc(footnote(comparison)), ""])
+    return markdown_table(title, *_cells(comparison), footnote(comparison), escape_star=False)
 
 
 def to_latex(comparison: pd.DataFrame, title: str) -> str:
-    head, body = _cells(comparison)
-    lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize", rf"\caption{{{tex_escape(title)}}}",
-             rf"\begin{{tabular}}{{l{'r' * (len(head) - 1)}}}", r"\toprule",
-             " & ".join(tex_escape(h) for h in head) + r" \\", r"\midrule"]
-    lines += [" & ".join(tex_escape(c) for c in row) + r" \\" for row in body]
-    lines += [r"\bottomrule", r"\end{tabular}", "", rf"\par\smallskip\footnotesize {tex_escape(footnote(comparison))}",
-              r"\end{table}", ""]
-    return "\n".join(lines)
+    return latex_table(title, *_cells(comparison), footnote(comparison))
 
 
 def write_comparison(comparison: pd.DataFrame, csv_path, md_path, tex_path, title: str) -> None:

@@ -14,7 +14,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lrp.report.figures import _RC, WIDTH_IN, _save
-from lrp.report.table import analyzer_names, paired_note, printed, tex_escape, tied, write_formats
+from lrp.report.table import (
+    analyzer_names,
+    latex_table,
+    markdown_table,
+    paired_note,
+    printed,
+    tied,
+    write_formats,
+)
 
 RANDOM_LABEL = "Random map"
 COLUMNS = {"morf": "AOPC MoRF", "lerf": "AOPC LeRF", "diff": "MoRF − LeRF"}
@@ -97,23 +105,11 @@ def footnote(table: pd.DataFrame) -> str:
 
 
 def to_markdown(table: pd.DataFrame, title: str) -> str:
-    head, body = _cells(table)
-    esc = lambda s: str(s).replace("|", r"\|").replace("*", r"\*")  # noqa: E731
-    lines = [f"## {esc(title)}", "", "| " + " | ".join(head) + " |",
-             "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
-    return "\n".join([*lines, "", esc(footnote(table)), ""])
+    return markdown_table(title, *_cells(table), footnote(table))
 
 
 def to_latex(table: pd.DataFrame, title: str) -> str:
-    head, body = _cells(table)
-    lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize", rf"\caption{{{tex_escape(title)}}}",
-             rf"\begin{{tabular}}{{l{'r' * (len(head) - 1)}}}", r"\toprule",
-             " & ".join(tex_escape(h) for h in head) + r" \\", r"\midrule"]
-    lines += [" & ".join(tex_escape(c) for c in row) + r" \\" for row in body]
-    lines += [r"\bottomrule", r"\end{tabular}", "", rf"\par\smallskip\footnotesize {tex_escape(footnote(table))}",
-              r"\end{table}", ""]
-    return "\n".join(lines)
+    return latex_table(title, *_cells(table), footnote(table))
 
 
 def write_table3(table: pd.DataFrame, csv_path, md_path, tex_path, title: str) -> None:

@@ -238,6 +238,28 @@ def write_table1(table: pd.DataFrame, csv_path: str | os.PathLike, md_path: str 
                   to_latex(table, title) if not table.empty else "", "write_table1")
 
 
+def markdown_table(title: str, head: list[str], body: list[list[str]], note: str, escape_star: bool = True) -> str:
+    """A Markdown table with a "## title" heading and its footnote (Tables 2 and 3, the model comparison);
+    cells and title escaped (`|`, and `*` unless the table marks nothing with it), headers as given."""
+    esc = (lambda s: str(s).replace("|", r"\|").replace("*", r"\*")) if escape_star else \
+        (lambda s: str(s).replace("|", r"\|"))
+    lines = [f"## {esc(title)}", "", "| " + " | ".join(head) + " |",
+             "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
+    return "\n".join([*lines, "", esc(note), ""])
+
+
+def latex_table(title: str, head: list[str], body: list[list[str]], note: str) -> str:
+    """A booktabs `table` float of text cells with its footnote (Tables 2 and 3, the model comparison)."""
+    lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize", rf"\caption{{{tex_escape(title)}}}",
+             rf"\begin{{tabular}}{{l{'r' * (len(head) - 1)}}}", r"\toprule",
+             " & ".join(tex_escape(h) for h in head) + r" \\", r"\midrule"]
+    lines += [" & ".join(tex_escape(c) for c in row) + r" \\" for row in body]
+    lines += [r"\bottomrule", r"\end{tabular}", "", rf"\par\smallskip\footnotesize {tex_escape(note)}",
+              r"\end{table}", ""]
+    return "\n".join(lines)
+
+
 def write_formats(table: pd.DataFrame, csv_path, md_path, tex_path, markdown: str, latex: str, who: str) -> None:
     """A table's CSV (full precision) and its formatted Markdown and LaTeX, each atomically (Tables 1 and 2)."""
     if table.empty:

@@ -10,7 +10,15 @@ import os
 
 import pandas as pd
 
-from lrp.report.table import analyzer_names, paired_note, printed, tex_escape, tied, write_formats
+from lrp.report.table import (
+    analyzer_names,
+    latex_table,
+    markdown_table,
+    paired_note,
+    printed,
+    tied,
+    write_formats,
+)
 
 #: column -> (header, what the footnote calls it)
 MEASURES = {
@@ -79,23 +87,11 @@ def footnote(table: pd.DataFrame) -> str:
 
 
 def to_markdown(table: pd.DataFrame, title: str) -> str:
-    head, body = _cells(table)
-    esc = lambda s: str(s).replace("|", r"\|").replace("*", r"\*")  # noqa: E731
-    lines = [f"## {esc(title)}", "", "| " + " | ".join(head) + " |",
-             "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
-    return "\n".join([*lines, "", esc(footnote(table)), ""])
+    return markdown_table(title, *_cells(table), footnote(table))
 
 
 def to_latex(table: pd.DataFrame, title: str) -> str:
-    head, body = _cells(table)
-    lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize", rf"\caption{{{tex_escape(title)}}}",
-             rf"\begin{{tabular}}{{l{'r' * (len(head) - 1)}}}", r"\toprule",
-             " & ".join(tex_escape(h) for h in head) + r" \\", r"\midrule"]
-    lines += [" & ".join(tex_escape(c) for c in row) + r" \\" for row in body]
-    lines += [r"\bottomrule", r"\end{tabular}", "", rf"\par\smallskip\footnotesize {tex_escape(footnote(table))}",
-              r"\end{table}", ""]
-    return "\n".join(lines)
+    return latex_table(title, *_cells(table), footnote(table))
 
 
 def write_table2(table: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike,

@@ -322,3 +322,18 @@ def test_writer_stores_metric_sums_when_made_for_them(tmp_path):
     plain.close()
     with pytest.raises(ValueError, match=r"p\.h5: no metric sums"):
         read_sums(tmp_path / "p.h5")
+
+
+@pytest.mark.parametrize("precision", ["float16", "float32"])
+def test_read_rows_gives_those_rows_of_read_shard(tmp_path, precision):
+    from lrp.storage.attribution_rows import read_rows
+
+    maps = _maps(6, magnitude=3e-4)
+    w = ShardWriter(tmp_path / "s.h5", 6, maps.shape[1:], list("abcdef"), precision=precision)
+    w.write(maps)
+    w.close()
+    ids, full = read_shard(tmp_path / "s.h5")
+    got_ids, some = read_rows(tmp_path / "s.h5", [1, 4, 5])
+    assert list(got_ids) == list(ids) == list("abcdef")
+    np.testing.assert_array_equal(some, full[[1, 4, 5]])
+    assert read_rows(tmp_path / "s.h5", [])[1].shape == (0, *maps.shape[1:])
