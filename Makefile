@@ -30,6 +30,8 @@ demo: venv
 	@echo "  Fig. 3:   results/demo/fig3_mu_by_box_size.png (.pdf)"
 	@echo "  Fig. 2:   results/demo/fig2_occlusion.png (.pdf)"
 	@echo "  Model:    results/demo/model_card.json; provenance: results/demo/provenance.json"
+	@echo "  ResNet:   results/demo_resnet/ (the same study on the demo ResNet with BatchNorm: tables, figures, card)"
+	@echo "  Compare:  results/comparisons/demo_models.md (.csv, .tex, .png): which method, on which model"
 	@echo
 	$(PY) -m lrp.pipeline.reference check config/reference/demo.json --results results
 
@@ -48,4 +50,5 @@ lint: venv
 	$(VENV)/bin/snakemake --lint --configfile config/demo.yaml
 
 clean-demo:
-	rm -rf results/demo results/models/demo_vgg results/logs results/benchmarks
+	rm -rf results/demo results/demo_resnet results/models/demo_vgg results/models/demo_resnet results/comparisons \
+		results/logs results/benchmarks

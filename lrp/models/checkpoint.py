@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -69,15 +70,17 @@ def save_bundle(bundle: ModelBundle, path, arch: str | None = None, arch_kwargs:
     arch, arch_kwargs = _arch_of(bundle, arch, arch_kwargs)
     state = {k: v.detach().cpu().clone() for k, v in bundle.module.state_dict().items()}
     info = _plain({k: v for k, v in bundle.info.items() if k != "arch"}, "bundle.info")
+    # Interned: pickle writes a string once and refers back to it when the SAME object recurs, so an `arch` and a
+    # `name` that are equal but distinct objects (one from a config file) would give other bytes, another sha256.
     payload = {
         "format": FORMAT,
-        "arch": arch,
+        "arch": sys.intern(arch),
         "arch_kwargs": arch_kwargs,
         "state_dict": state,
         "preprocessing": bundle.preprocessing.to_dict(),
         "class_names": [str(c) for c in bundle.class_names],
         "input_size": int(bundle.input_size),
-        "name": str(bundle.name),
+        "name": sys.intern(str(bundle.name)),
         "info": info,
     }
     path = Path(path)

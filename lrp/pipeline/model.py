@@ -44,7 +44,8 @@ def cpu_numerics(threads: int, isa: str) -> dict:
 def train_model(data_json, spec: dict, out_model, card_json):
     """Train a model the config trains itself, by `spec["recipe"]`; record its training and test accuracy.
 
-    demo_vgg (default): the demo VGG on the dataset's own train split. finetune_alexnet: the PVOC model,
+    demo_vgg (default) / demo_resnet: the demo VGG / ResNet on the dataset's own train split.
+    finetune_alexnet: the PVOC model,
     ImageNet AlexNet fine-tuned multi-label (lrp.training.finetune) on `spec["train_data_json"]`'s images (a
     `training_data` entry) or the dataset's own, scored on the dataset's `eval_split`. Trains with exactly
     `spec["threads"]` threads (another count trains another model), under `spec["onednn_max_cpu_isa"]`.
@@ -63,13 +64,15 @@ def train_model(data_json, spec: dict, out_model, card_json):
         run_finetune(root, classes, {**spec, "train_root": train_root}, out_model, card_json, spec["threads"],
                      log=log)
         return
-    if recipe != "demo_vgg":
+    if recipe not in ("demo_vgg", "demo_resnet"):
         raise ValueError(f"models.{spec['name']}.train.recipe: unknown recipe {recipe!r} "
-                         f"(demo_vgg, finetune_alexnet)")
+                         f"(demo_vgg, demo_resnet, finetune_alexnet)")
     numerics = cpu_numerics(spec["threads"], spec["onednn_max_cpu_isa"])
+    # the bundle is named by its architecture (the demo VGG's file, and so its sha256, predate demo_resnet)
     bundle, history = train_demo_model(root, classes, split="train", epochs=spec["epochs"],
                                        batch_size=spec["batch_size"], lr=spec["lr"], seed=spec["seed"],
-                                       image_size=spec["input_size"], threads=spec["threads"], log=log)
+                                       image_size=spec["input_size"], threads=spec["threads"], log=log,
+                                       arch=recipe, name=recipe)
     checksum = save_bundle(bundle, out_model)
     test = evaluate_multilabel(bundle, root, classes, "test")
     log(f"trained model: test mAP {test['mAP']:.3f}")

@@ -1,5 +1,6 @@
-"""Does a finished run reproduce the published one? Compare its Tables 1, 2 and 3 (to the printed digits) and the
-checksums of the files everything downstream depends on against a reference file (config/reference/*.json).
+"""Does a finished run reproduce the published one? Compare its Tables 1, 2 and 3 and its model comparisons' paired
+differences (to the printed digits) and the checksums of the files everything downstream depends on against a
+reference file (config/reference/*.json).
 
     python -m lrp.pipeline.reference check  [--results results] config/reference/demo.json
     python -m lrp.pipeline.reference record [--results results] --config config/demo.yaml OUT.json
@@ -33,6 +34,8 @@ PRINTED2 += ("pointing_pairs",)
 PRINTED3 = tuple(c + suffix for c in ("morf", "lerf", "diff") for suffix in ("", "_lo", "_hi"))
 TABLES = {"Table 1": ("table1", PRINTED, COUNTS), "Table 2": ("table2", PRINTED2, ()),
           "Table 3": ("table3", PRINTED3, ())}
+#: a model comparison's paired differences of μ_w (lrp.report.comparison: "Δμ_w" columns and their † marks)
+PRINTED_PAIRS = ("mu_w_diff", "mu_w_diff_lo", "mu_w_diff_hi")
 
 
 class ReferenceError(ValueError):
@@ -71,9 +74,27 @@ def record(results, config_path, out_json, files=None) -> dict:
            "files": {f: _sha256(results / f) for f in files},
            "table1": {d: _table(results / d / "table1.csv") for d in config["datasets"]},
            "table2": {d: _table(results / d / "table2.csv", "Table 2") for d in config["datasets"]},
-           "table3": {d: _table(results / d / "table3.csv", "Table 3") for d in config["datasets"]}}
+           "table3": {d: _table(results / d / "table3.csv", "Table 3") for d in config["datasets"]},
+           "comparisons": {c: _comparison(results / "comparisons" / f"{c}.csv")
+                           for c in config.get("comparisons") or {}}}
     write_json(ref, out_json)
     return ref
+
+
+def _comparison(path: Path) -> dict:
+    """{"<analyzer> <dataset>": {Δμ_w, CI bounds as printed, "significant"}} of a comparison's non-first models."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise ReferenceError(f"{path}: no model comparison here (has the run finished?)")
+    df = pd.read_csv(path)
+    missing = [c for c in ("analyzer", "dataset", *PRINTED_PAIRS, "mu_w_diff_significant") if c not in df.columns]
+    if missing:
+        raise ReferenceError(f"{path}: not a model comparison CSV with paired differences (lacks {', '.join(missing)})")
+    rows = df[df["mu_w_diff"].notna()]
+    return {f"{r['analyzer']} {r['dataset']}": {**{c: printed(float(r[c])) for c in PRINTED_PAIRS},
+                                                "significant": str(r["mu_w_diff_significant"])}
+            for _, r in rows.iterrows()}
 
 
 def _sha256(path: Path) -> str:
@@ -127,6 +148,18 @@ def check(results, reference_json) -> list[str]:
                     if str(got.get(col)) != str(want.get(col)):
                         problems.append(f"{dataset} {name} {analyzer} {col}: {got.get(col)} (reference "
                                         f"{want.get(col)}{_relative(str(got.get(col)), str(want.get(col)))})")
+    for name, want_rows in ref.get("comparisons", {}).items():  # references recorded before them have none
+        got_rows = _comparison(results / "comparisons" / f"{name}.csv")
+        for key in sorted(set(want_rows) | set(got_rows)):
+            if key not in got_rows or key not in want_rows:
+                where = "the run" if key not in got_rows else "the reference"
+                problems.append(f"comparison {name}: {key} is missing from {where}")
+                continue
+            for col in (*PRINTED_PAIRS, "significant"):
+                got, want = got_rows[key].get(col), want_rows[key].get(col)
+                if str(got) != str(want):
+                    problems.append(f"comparison {name} {key} {col}: {got} (reference {want}"
+                                    f"{_relative(str(got), str(want))})")
     return problems
 
 
@@ -146,7 +179,8 @@ def main(argv=None) -> int:
             ref = record(a.results, a.config, a.out)
             print(f"recorded {a.out}: {sum(map(len, ref['table1'].values()))} Table 1 rows, "
                   f"{sum(map(len, ref['table2'].values()))} Table 2 rows, "
-                  f"{sum(map(len, ref['table3'].values()))} Table 3 rows, {len(ref['files'])} files")
+                  f"{sum(map(len, ref['table3'].values()))} Table 3 rows, "
+                  f"{sum(map(len, ref['comparisons'].values()))} paired model differences, {len(ref['files'])} files")
             return 0
         problems = check(a.results, a.reference)
     except ReferenceError as e:
@@ -157,10 +191,12 @@ def main(argv=None) -> int:
     if not problems:
         t2 = sum(map(len, ref.get("table2", {}).values()))
         t3 = sum(map(len, ref.get("table3", {}).values()))
+        pairs = sum(map(len, ref.get("comparisons", {}).values()))
         print(f"reproduced: {a.results} matches {a.reference} — Table 1 ({rows} rows, {len(PRINTED)} values each, "
               f"to the printed {DIGITS} decimals, and the counts)"
               + (f", Table 2 ({t2} rows, {len(PRINTED2)} values each)" if t2 else "")
               + (f", Table 3 ({t3} rows, {len(PRINTED3)} values each)" if t3 else "")
+              + (f", the model comparison's {pairs} paired Δμ_w (with CIs and † marks)" if pairs else "")
               + f" and the sha256 of {', '.join(ref['files'])}")
         return 0
     print(f"NOT reproduced: {a.results} differs from {a.reference} in {len(problems)} value(s):")

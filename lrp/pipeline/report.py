@@ -42,10 +42,13 @@ def provenance(files: list, config: dict, out_json, root, plugins=None):
     log(f"provenance: {len(doc['files'])} files")
 
 
-def comparison(name: str, inputs: dict, models: dict, out: dict):
+def comparison(name: str, inputs: dict, models: dict, out: dict, metrics: dict | None = None, n_boot: int = 1000,
+               seed: int = 0):
     """A model comparison (`comparisons.<name>`): the listed datasets' Tables 1–3 side by side, after checking
     that they scored the same units. `inputs` {dataset: {"samples", "table1", "table2", "table3"}}, `models`
-    {dataset: model name}, `out` {"csv", "md", "tex", "png", "pdf"}. Raises ValueError when the units differ."""
+    {dataset: model name}, `out` {"csv", "md", "tex", "png", "pdf", optionally "pairs"}. With `metrics`
+    {dataset: {analyzer: per-unit metrics CSV}}, each analyzer's μ_w is also compared between the models unit by
+    unit (lrp.evaluation.model_pairs; written to out["pairs"]). Raises ValueError when the units differ."""
     import pandas as pd
 
     from lrp.datasets.index import read_index
@@ -62,7 +65,19 @@ def comparison(name: str, inputs: dict, models: dict, out: dict):
                              f"({len(units ^ first[1])} differ): a comparison needs the same data and index settings")
     tables = {d: {k: pd.read_csv(files[k]) for k in ("table1", "table2", "table3") if files.get(k)}
               for d, files in inputs.items()}
-    result = build_comparison(tables, models)
+    pairs = None
+    if metrics:
+        from lrp.evaluation.model_pairs import paired_model_differences
+
+        per_unit = {d: {a: pd.read_csv(path, usecols=["sample_id", "mu_w"]).set_index("sample_id")["mu_w"]
+                        for a, path in by_analyzer.items()} for d, by_analyzer in metrics.items()}
+        pairs = paired_model_differences(per_unit, n_boot=max(1, n_boot), seed=seed)
+        if out.get("pairs"):
+            from lrp.io import atomic_path
+
+            with atomic_path(out["pairs"]) as tmp:
+                pairs.to_csv(tmp, index=False)
+    result = build_comparison(tables, models, model_pairs=pairs)
     title = f"Model comparison — {name}"
     write_comparison(result, out["csv"], out["md"], out["tex"], title)
     plot_comparison(result, out["png"], out["pdf"], title)

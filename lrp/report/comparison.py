@@ -1,8 +1,9 @@
 """Which method, on which model: the datasets of one comparison (the same units, one model each) side by side.
 
 Per analyzer and model: μ_w (Table 1), the pointing game (Table 2) and AOPC MoRF − LeRF (Table 3) with their CIs
-and the analyzer's rank within its model; per pair of models, Kendall's τ between their μ_w rankings. Arranges
-numbers the tables computed; nothing is re-estimated here.
+and the analyzer's rank within its model; per pair of models, Kendall's τ between their μ_w rankings; and, when
+given, each analyzer's paired difference of μ_w between the first model and each other one
+(lrp.evaluation.model_pairs). Otherwise it arranges numbers the tables computed.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ MEASURES = {"mu_w": ("table1", "mu_w", "μ_w"), "pointing": ("table2", "pointing
             "faithfulness": ("table3", "diff", "AOPC MoRF − LeRF")}
 
 
-def build_comparison(tables: dict[str, dict[str, pd.DataFrame]], models: dict[str, str]) -> pd.DataFrame:
+def build_comparison(tables: dict[str, dict[str, pd.DataFrame]], models: dict[str, str],
+                     model_pairs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (analyzer, model): `tables` {dataset: {"table1"|"table2"|"table3": frame}} (a dataset may
     lack Table 2 or 3), `models` {dataset: model name}. Analyzers are those every dataset's Table 1 has, in the
-    first dataset's Table 1 order. Raises ValueError for fewer than two datasets or no common analyzer."""
+    first dataset's Table 1 order. `model_pairs` (lrp.evaluation.model_pairs.paired_model_differences): its rows
+    first dataset vs another become that dataset's `mu_w_diff*` columns (NaN on the first dataset's rows).
+    Raises ValueError for fewer than two datasets or no common analyzer."""
     if len(tables) < 2:
         raise ValueError(f"a comparison needs at least two datasets, got {list(tables)}")
     names = [set(t["table1"]["analyzer"]) for t in tables.values()]
@@ -50,6 +54,20 @@ def build_comparison(tables: dict[str, dict[str, pd.DataFrame]], models: dict[st
         for m in MEASURES:
             extra[f"{m}_rank"] = pd.array([pd.NA] * len(extra), dtype="Int64")
         out = pd.concat([out, extra], ignore_index=True)
+    return _with_model_pairs(out, model_pairs, next(iter(tables)))
+
+
+DIFF = ("mu_w_diff", "mu_w_diff_lo", "mu_w_diff_hi", "mu_w_diff_p_holm", "mu_w_diff_significant")
+
+
+def _with_model_pairs(out: pd.DataFrame, model_pairs: pd.DataFrame | None, first: str) -> pd.DataFrame:
+    if model_pairs is None:
+        return out
+    vs_first = model_pairs[model_pairs["a"] == first].rename(columns={"b": "dataset"})
+    cols = dict(zip(("diff", "diff_lo", "diff_hi", "p_holm", "significant"), DIFF))
+    vs_first = vs_first[["analyzer", "dataset", *cols]].rename(columns=cols)
+    out = out.merge(vs_first, on=["analyzer", "dataset"], how="left")
+    out["mu_w_diff_significant"] = out["mu_w_diff_significant"].astype("boolean")
     return out
 
 
@@ -92,15 +110,25 @@ def _cell(r, m: str) -> str:
     return f"{r[m]:.3f}{ci}" + ("" if pd.isna(r[f"{m}_rank"]) else f" ({r[f'{m}_rank']})")
 
 
+def _diff_cell(r) -> str:
+    if pd.isna(r["mu_w_diff"]):
+        return "—"
+    return (f"{r['mu_w_diff']:+.3f} [{r['mu_w_diff_lo']:+.3f}, {r['mu_w_diff_hi']:+.3f}]"
+            + (" †" if not pd.isna(r["mu_w_diff_significant"]) and bool(r["mu_w_diff_significant"]) else ""))
+
+
 def _cells(comparison: pd.DataFrame):
     datasets = list(dict.fromkeys(comparison["dataset"]))
     models = dict(zip(comparison["dataset"], comparison["model"]))
     measures = [m for m in MEASURES if comparison[m].notna().any()]
-    head = ["Analyzer", *(f"{MEASURES[m][2]} · {models[d]}" for m in measures for d in datasets)]
+    diffs = datasets[1:] if "mu_w_diff" in comparison else []
+    head = ["Analyzer", *(f"{MEASURES[m][2]} · {models[d]}" for m in measures for d in datasets),
+            *(f"Δμ_w {models[d]} − {models[datasets[0]]}" for d in diffs)]
     body = []
     for a, g in comparison.groupby("analyzer", sort=False):
         by = g.set_index("dataset")
-        body.append([g["label"].iloc[0], *(_cell(by.loc[d], m) for m in measures for d in datasets)])
+        body.append([g["label"].iloc[0], *(_cell(by.loc[d], m) for m in measures for d in datasets),
+                     *(_diff_cell(by.loc[d]) for d in diffs)])
     return head, body
 
 
@@ -109,10 +137,13 @@ def footnote(comparison: pd.DataFrame) -> str:
     pairs = "; ".join(f"{r['a']} vs {r['b']}: τ = "
                       + ("n/a" if pd.isna(r["kendall_tau"]) else f"{r['kendall_tau']:.2f}")
                       + f" over {r['n_analyzers']} analyzers" for _, r in tau.iterrows())
+    diff = ("" if "mu_w_diff" not in comparison else
+            " Δμ_w: the analyzer's μ_w on a model minus on the first, paired bootstrap over the units both score "
+            "[95 % CI]; †: a real difference (Holm-corrected over every analyzer and pair of models, α = 0.05).")
     return ("Each cell: value [95 % CI] (rank within the model, among the analyzers every model has the value "
             "for). μ_w from Table 1, the pointing game from Table 2, AOPC MoRF − LeRF from Table 3 of each dataset, "
             "on the same units; the random map is Table 3's chance level. Kendall τ of the μ_w rankings (baseline "
-            f"left out): {pairs}.")
+            f"left out): {pairs}.{diff}")
 
 
 def to_markdown(comparison: pd.DataFrame, title: str) -> str:

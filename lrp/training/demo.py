@@ -1,5 +1,5 @@
-"""Training the demo model (lrp.models.architectures.DemoVGG) multi-label on the procedural demo set, and its
-evaluation on a split (VOC07 11-point and area AP per class).
+"""Training a demo model (lrp.models.architectures.DemoVGG or DemoResNet) multi-label on the procedural demo set,
+and its evaluation on a split (VOC07 11-point and area AP per class).
 
 Outputs are logits of a multi-label classifier (one sigmoid per class in the loss, like the paper's PVOC model);
 there is no softmax to strip."""
@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from lrp.evaluation.classification import average_precision
-from lrp.models.architectures import DEMO_STD, DemoVGG
+from lrp.models.architectures import DEMO_ARCHS, DEMO_STD, DemoResNet, DemoVGG
 from lrp.models.base import ModelBundle, Preprocessing
 
 
@@ -74,14 +74,20 @@ def _read_split(voc_root, classes, split: str, image_size: int):
 def train_demo_model(voc_root, classes, split: str = "train", epochs: int = 30, batch_size: int = 32,
                      lr: float = 1e-3, seed: int = 0, image_size: int = 64, threads: int = 2, log=_stderr,
                      width: int = 16, hidden: int = 128, dropout: float = 0.3, weight_decay: float = 1e-4,
-                     name: str = "demo_vgg"):
-    """Train DemoVGG multi-label (BCE-with-logits, Adam, one-cycle LR, random h/v flips) -> (bundle, history).
+                     name: str = "demo_vgg", arch: str = "demo_vgg"):
+    """Train a demo net multi-label (BCE-with-logits, Adam, one-cycle LR, random h/v flips) -> (bundle, history).
+
+    `arch`: "demo_vgg" (DemoVGG with `width`, `hidden`, `dropout`) or "demo_resnet" (DemoResNet with `width`;
+    its BatchNorms learn their running statistics here and are frozen by the final `eval()`). Raises ValueError
+    for another name.
 
     Targets: class present (label 1 or 0 — a difficult instance is still the class). Preprocessing mean is
     the per-channel training-set mean (so "occlude with the training mean" is 0 in input space). Seeded and
     run with deterministic algorithms; torch's thread count and determinism flag are restored afterwards.
     """
     classes = list(classes)
+    if arch not in DEMO_ARCHS:
+        raise ValueError(f"unknown demo architecture {arch!r} ({', '.join(DEMO_ARCHS)})")
     ids, images, labels = _read_split(voc_root, classes, split, image_size)
     mean = tuple(float(m) for m in images.reshape(-1, 3).astype(np.float64).mean(0))
     pre = Preprocessing(mean=mean, std=DEMO_STD, channel_order="RGB")
@@ -96,7 +102,10 @@ def train_demo_model(voc_root, classes, split: str = "train", epochs: int = 30, 
     try:
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        model = DemoVGG(len(classes), width=width, image_size=image_size, hidden=hidden, dropout=dropout)
+        if arch == "demo_resnet":
+            model = DemoResNet(len(classes), width=width, image_size=image_size)
+        else:
+            model = DemoVGG(len(classes), width=width, image_size=image_size, hidden=hidden, dropout=dropout)
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         steps_per_epoch = -(-len(ids) // batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,

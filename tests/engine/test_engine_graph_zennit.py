@@ -1,4 +1,5 @@
-"""The graph engine against zennit 0.5.1 with its canonizers, on torchvision ResNet-18, ResNet-50 and VGG-16-BN.
+"""The graph engine against zennit 0.5.1 with its canonizers, on torchvision ResNet-18, ResNet-50 and VGG-16-BN, and
+on the demo's ResNet (lrp.models.architectures.DemoResNet: torchvision's BasicBlock, a 3x3 stem, a 2x2 max-pool).
 
 Why these: they have BatchNorm after every conv (merged into it on both sides: ours by `lrp.canonizers`, zennit's by
 `SequentialMergeBatchNorm` inside `ResNetCanonizer` / `VGGCanonizer`) and, in the ResNets, residual sums (ours
@@ -37,11 +38,13 @@ from zennit.types import Activation, AvgPool, Convolution
 
 import lrp
 from lrp import composites
+from lrp.models.architectures import DemoResNet
 
 from test_engine_zennit import STAB, _onehot, assert_close_per_sample, zennit_attribution
 
 DTYPE = torch.float64
-ARCHS = {"resnet18": ResNetCanonizer, "resnet50": ResNetCanonizer, "vgg16_bn": VGGCanonizer}
+ARCHS = {"resnet18": ResNetCanonizer, "resnet50": ResNetCanonizer, "vgg16_bn": VGGCanonizer,
+         "demo_resnet": ResNetCanonizer}
 
 
 def randomise_batchnorms(model: nn.Module, seed: int = 1) -> nn.Module:
@@ -63,7 +66,10 @@ def randomise_batchnorms(model: nn.Module, seed: int = 1) -> nn.Module:
 
 def build(arch: str, size: int = 64):
     torch.manual_seed(0)
-    model = getattr(torchvision.models, arch)(weights=None)
+    if arch == "demo_resnet":  # identity shortcuts in layer1 and after the strided block of layer2
+        model = DemoResNet(20, width=8, image_size=size, blocks=(1, 2, 1))
+    else:
+        model = getattr(torchvision.models, arch)(weights=None)
     if arch == "vgg16_bn":  # narrow the 4096-wide dense layers (as test_engine_zennit._slim_classifier)
         model.classifier[0], model.classifier[3] = nn.Linear(512 * 7 * 7, 256), nn.Linear(256, 256)
         model.classifier[6] = nn.Linear(256, 1000)

@@ -12,6 +12,7 @@ from torch import nn
 
 from lrp.datasets.demo import DEMO_CLASSES, generate_demo
 from lrp.io import sha256_file
+from lrp.models.architectures import DemoResNet
 from lrp.models.checkpoint import ARCHS, load_bundle, register_arch, save_bundle, write_model_card
 from lrp.training.demo import DemoVGG, average_precision, evaluate_multilabel, train_demo_model
 
@@ -107,6 +108,17 @@ def test_checkpoint_round_trip(trained, tmp_path):
         write_model_card({"name": "x"}, tmp_path / "card2.json")
 
 
+def test_checkpoint_bytes_do_not_depend_on_where_the_name_string_came_from(trained, tmp_path):
+    """pickle writes a string once and refers back to it when the same object recurs: a name equal to the arch
+    but read from a config file (another object) once gave the demo VGG another sha256 with the same weights."""
+    bundle = trained[0]
+    bundle.name = "demo_vgg"
+    literal = save_bundle(bundle, tmp_path / "a.pt")
+    bundle.name = "".join(["demo", "_vgg"])  # equal, not identical
+    assert bundle.name is not "demo_vgg"  # noqa: F632
+    assert save_bundle(bundle, tmp_path / "b.pt") == literal
+
+
 def test_arch_registry_is_extensible():
     assert ARCHS["demo_vgg"] is DemoVGG
     register_arch("demo_vgg", DemoVGG)  # same builder again: fine
@@ -135,3 +147,62 @@ def test_evaluate_multilabel(trained, tiny_voc):
     assert r["mAP"] == pytest.approx(np.nanmean(list(r["per_class_ap"].values())))
     with pytest.raises(ValueError, match="not outputs"):
         evaluate_multilabel(trained[0], tiny_voc, ["dog"], "test")
+
+
+# ----------------------------------------------------------------------------- the demo's second model
+def test_demo_resnet_has_torchvision_resnets_layout():
+    """torchvision's BasicBlock in ResNet's module layout: what zennit's ResNetCanonizer (SequentialMergeBatchNorm
+    walks the leaves in registration order) and our tracer know; each stage halves the side after the first."""
+    from torchvision.models.resnet import BasicBlock
+
+    m = DemoResNet(6, width=8, image_size=64, blocks=(1, 2, 1)).eval()
+    assert [n for n, _ in m.named_children()] == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
+                                                   "avgpool", "fc"]
+    assert [len(m.layer1), len(m.layer2), len(m.layer3)] == [1, 2, 1]
+    assert all(isinstance(b, BasicBlock) for s in (m.layer1, m.layer2, m.layer3) for b in s)
+    assert m.layer1[0].downsample is None and m.layer2[1].downsample is None  # identity shortcuts
+    assert m.layer2[0].downsample is not None and m.layer3[0].stride == 2
+    x = torch.randn(2, 3, 64, 64)
+    f = m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x)))))))
+    assert f.shape == (2, 32, 8, 8) and m(x).shape == (2, 6)
+    assert m.arch_spec == {"name": "demo_resnet", "kwargs": {"n_classes": 6, "width": 8, "image_size": 64,
+                                                             "blocks": [1, 2, 1]}}
+    assert ARCHS["demo_resnet"] is DemoResNet
+    with pytest.raises(ValueError, match="divisible"):
+        DemoResNet(6, image_size=60)
+    with pytest.raises(ValueError, match="beyond the sizes"):  # a hostile checkpoint's kwargs build no giant
+        DemoResNet(6, width=4096, blocks=(1, 1, 1, 1))
+    with pytest.raises(ValueError, match="invalid"):
+        DemoResNet(6, blocks=())
+
+
+@pytest.fixture(scope="module")
+def trained_resnet(tiny_voc):
+    return train_demo_model(tiny_voc, DEMO_CLASSES, epochs=3, seed=0, log=lambda _: None, arch="demo_resnet",
+                            name="demo_resnet", **TINY)
+
+
+def test_demo_resnet_trains_learns_batchnorm_statistics_and_round_trips(trained_resnet, tiny_voc, tmp_path):
+    bundle, history = trained_resnet
+    assert history[-1]["loss"] < history[0]["loss"], history
+    module = bundle.module
+    assert isinstance(module, DemoResNet) and not module.training
+    bn = module.layer2[0].bn1
+    assert not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))  # statistics were learned
+    assert int(bn.num_batches_tracked) == 3 * 4  # 64 images / 16 per batch x 3 epochs
+    again, _ = train_demo_model(tiny_voc, DEMO_CLASSES, epochs=3, seed=0, log=lambda _: None, arch="demo_resnet",
+                                name="demo_resnet", **TINY)
+    assert save_bundle(bundle, tmp_path / "a.pt") == save_bundle(again, tmp_path / "b.pt")  # deterministic
+    loaded = load_bundle(tmp_path / "a.pt")
+    assert type(loaded.module) is DemoResNet and loaded.name == "demo_resnet"
+    assert torch.equal(loaded.module.layer2[0].bn1.running_var, bn.running_var)
+    x = bundle.preprocessing(torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8))
+    with torch.no_grad():
+        assert torch.equal(loaded.module(x), module(x))
+    r = evaluate_multilabel(loaded, tiny_voc, DEMO_CLASSES, "test")
+    assert 0 <= r["mAP"] <= 1
+
+
+def test_an_unknown_demo_architecture_is_refused(tiny_voc):
+    with pytest.raises(ValueError, match="unknown demo architecture 'demo_vit'.*demo_vgg, demo_resnet"):
+        train_demo_model(tiny_voc, DEMO_CLASSES, epochs=1, arch="demo_vit", log=lambda _: None, **TINY)

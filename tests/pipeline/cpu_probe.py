@@ -1,6 +1,7 @@
 """Run in a subprocess by test_cpu_numerics.py under one set of CPU-dispatch switches (ATEN_CPU_CAPABILITY,
-ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS): a few training steps of the demo VGG, then one attribution batch
-of the trained net; prints the sha256 of the weights and of the maps as JSON. Fast (a few seconds) and
+ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS): a few training steps of a demo net (the VGG, or with `resnet` the
+ResNet and its BatchNorms), then one attribution batch of the trained net; prints the sha256 of the weights and
+of the maps as JSON. Fast (a few seconds) and
 self-contained (random data from a fixed seed), so that CI can take the kernel paths other CPUs take."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import torch
 
 import lrp
-from lrp.models.architectures import DemoVGG
+from lrp.models.architectures import DemoResNet, DemoVGG
 
 
 def digest(tensors) -> str:
@@ -22,13 +23,14 @@ def digest(tensors) -> str:
     return h.hexdigest()[:16]
 
 
-def main(threads: int) -> None:
+def main(threads: int, arch: str = "vgg") -> None:
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(96, 3, 32, 32, generator=g)
     y = (torch.rand(96, 6, generator=g) > 0.7).float()
     torch.manual_seed(0)
-    model = DemoVGG(6, width=8, image_size=32, hidden=32, dropout=0.0)
+    model = DemoResNet(6, width=8, image_size=32) if arch == "resnet" else \
+        DemoVGG(6, width=8, image_size=32, hidden=32, dropout=0.0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for step in range(6):
         batch = slice(16 * step, 16 * (step + 1))
@@ -71,4 +73,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["demo-images"]:
         demo_images(sys.argv[2])
     else:
-        main(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 2, *sys.argv[2:3])

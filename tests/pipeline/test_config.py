@@ -122,6 +122,7 @@ datasets:
   c: {format: imagenet, images: /i, boxes: /b, input_size: 224, model: f, n_shards: 1}
 models:
   m: {arch: checkpoint, bias: innvestigate, train: {dataset: a}}
+  r: {arch: checkpoint, bias: innvestigate, train: {dataset: a, recipe: demo_resnet}}
   f: {arch: checkpoint, bias: toolbox, train: {dataset: b, recipe: finetune_alexnet, init_weights: null}}
 analyzers: {lrp_z: {}}
 """)
@@ -134,10 +135,21 @@ analyzers: {lrp_z: {}}
     assert a["limits"] == b["limits"] and a["limits"] is not b["limits"]  # copies: no dataset shares another's
     assert cfg["models"]["m"]["train"] == {"dataset": "a", "recipe": "demo_vgg", "epochs": 10, "batch_size": 64,
                                            "lr": 0.002, "seed": 0, "threads": 2}
+    assert cfg["models"]["r"]["train"] == {"dataset": "a", "recipe": "demo_resnet", "epochs": 10, "batch_size": 64,
+                                           "lr": 0.003, "seed": 0, "threads": 2}
     assert cfg["attribution"] == {"batch_size": 16, "device": "auto", "precision": "float32", "tf32": False,
                                   "fused": "auto", "deterministic": False, "threads": 2, "top_k": 1000}
     assert cfg["report"]["panel"] == {"n_images": 4, "flat_analyzer": "lrp_cmp_alpha1_flat"}
     assert cfg["plugins"] == [] and cfg["training_data"] == {}
+
+
+def test_each_demo_recipe_takes_only_its_own_keys():
+    """demo_resnet trains like demo_vgg (the same keys); a finetune_alexnet key on it is refused by key path."""
+    cfg = _merge(_config("demo.yaml"), {"models": {"demo_resnet": {"train": {"init_weights": None}}}})
+    problems = _problems(cfg)
+    assert any(p.startswith("models.demo_resnet.train: 'init_weights' is not one of") for p in problems), problems
+    cfg = _merge(_config("demo.yaml"), {"models": {"demo_resnet": {"train": {"recipe": "demo_vit"}}}})
+    assert any(p.startswith("models.demo_resnet.train.recipe: 'demo_vit' is not one of") for p in _problems(cfg))
 
 
 def test_schema_defaults_equal_the_library_defaults():

@@ -51,6 +51,16 @@ def test_under_the_pin_other_cpus_train_and_explain_the_same_bits(pinned, env):
     assert (other["weights"], other["maps"]) == (pinned["weights"], pinned["maps"]), (env, other, pinned)
 
 
+@pytest.mark.skipif(not _has("AVX2"), reason="this CPU has no AVX2")
+def test_under_the_pin_the_demo_resnet_trains_the_same_bits_on_other_cpus():
+    """The demo's second model adds BatchNorm (its batch statistics are ATen reductions, vectorised by the CPU's
+    width) and a global average pool: under the pin, still the same weights and maps on an AVX2-only CPU."""
+    pinned = probe(2, "2", "resnet", ONEDNN_MAX_CPU_ISA="AVX2")
+    other = probe(2, "2", "resnet", ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2",
+                  MKL_ENABLE_INSTRUCTIONS="AVX2")
+    assert (other["weights"], other["maps"]) == (pinned["weights"], pinned["maps"]), (other, pinned)
+
+
 @pytest.mark.skipif(not _has("AVX512"), reason="needs an AVX-512 CPU to take both oneDNN paths")
 def test_without_the_pin_avx512_and_avx2_cpus_train_different_models(pinned):
     """Why the pin exists: oneDNN's AVX-512 convolutions sum in another order than its AVX2 ones, and a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -54,6 +55,28 @@ def test_record_then_check_reproduces(tmp_path):
     assert check(_run(tmp_path / "d", pointing=(0.1, 0.2)), tmp_path / "ref.json") == [
         "demo Table 2 gradient pointing: 0.200 (reference 0.700, Δ -0.500 (-71.4 %))",
         "demo Table 2 lrp_cmp_alpha1 pointing: 0.100 (reference 0.812, Δ -0.712 (-87.7 %))"]
+
+
+def test_model_comparisons_paired_differences_are_checked(tmp_path):
+    """The demo's "which method, on which model": each analyzer's Δμ_w between the models, its CI and its † mark."""
+    res = _run(tmp_path)
+    (res / "comparisons").mkdir()
+    rows = pd.DataFrame({"analyzer": ["lrp_z", "lrp_z", "gradient", "gradient"], "dataset": ["demo", "res"] * 2,
+                         "mu_w_diff": [None, 0.4321, None, -0.01], "mu_w_diff_lo": [None, 0.2, None, -0.05],
+                         "mu_w_diff_hi": [None, 0.6, None, 0.03], "mu_w_diff_significant": [None, True, None, False]})
+    rows.to_csv(res / "comparisons" / "models.csv", index=False)
+    (tmp_path / "cfg.yaml").write_text("datasets: {demo: {}}\nmodels: {m: {train: {dataset: demo}}}\n"
+                                       "comparisons: {models: [demo, res]}\n")
+    ref = record(res, tmp_path / "cfg.yaml", tmp_path / "ref.json")
+    assert ref["comparisons"]["models"]["lrp_z res"] == {"mu_w_diff": "0.432", "mu_w_diff_lo": "0.200",
+                                                         "mu_w_diff_hi": "0.600", "significant": "True"}
+    assert check(res, tmp_path / "ref.json") == []
+    rows.loc[1, "mu_w_diff_significant"] = False
+    rows.to_csv(res / "comparisons" / "models.csv", index=False)
+    assert check(res, tmp_path / "ref.json") == ["comparison models lrp_z res significant: False (reference True)"]
+    rows.drop(columns="mu_w_diff_lo").to_csv(res / "comparisons" / "models.csv", index=False)
+    with pytest.raises(ReferenceError, match=r"models\.csv: not a model comparison CSV .*lacks mu_w_diff_lo"):
+        check(res, tmp_path / "ref.json")
 
 
 def test_a_change_below_the_printed_digits_still_reproduces(tmp_path):
@@ -137,6 +160,29 @@ def test_readme_table1_is_the_reference():
         want = ref["table3"]["demo"][labels[cells[0]]["analyzer"]]
         for cell, col in zip(cells[1:4], ("morf", "lerf", "diff")):
             assert cell == f"{want[col]} [{want[col + '_lo']}, {want[col + '_hi']}]", (cells[0], col)
+
+
+def test_readme_model_comparison_is_the_reference():
+    """The README's demo comparison: each model's μ_w is its Table 1's, each Δμ_w with its CI and † the recorded
+    paired difference (which `make demo` checks)."""
+    ref = json.loads((ROOT / "config" / "reference" / "demo.json").read_text())
+    labels = {row["label"]: row["analyzer"] for row in _labels()}
+    rows = _readme_rows((ROOT / "README.md").read_text(), "| Analyzer | μ_w · demo_vgg | μ_w · demo_resnet |")
+    rows = [r for r in rows if r[0] != "Random map"]
+    assert len(rows) == len(ref["table1"]["demo_resnet"]), rows
+    for cells in rows:
+        analyzer = labels[cells[0]]
+        for cell, dataset in zip(cells[1:3], ("demo", "demo_resnet")):
+            want = ref["table1"][dataset][analyzer]
+            assert cell.startswith(f"{want['mu_w']} [{want['mu_w_lo']}, {want['mu_w_hi']}] ("), (cells[0], dataset)
+        pair = ref["comparisons"]["demo_models"].get(f"{analyzer} demo_resnet")
+        if pair is None:
+            assert cells[-1] == "—", cells
+            continue
+        mark = " †" if pair["significant"] == "True" else ""
+        shown = [float(v) for v in re.findall(r"[+-]?\d+\.\d+", cells[-1])]  # Δ, lo, hi
+        assert shown == [float(pair[c]) for c in reference.PRINTED_PAIRS], cells
+        assert cells[-1].endswith(mark) and (mark or "†" not in cells[-1]), cells
 
 
 def _labels():

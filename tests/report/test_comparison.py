@@ -77,3 +77,83 @@ def test_datasets_with_other_units_are_refused(tmp_path):
     with pytest.raises(ValueError, match="comparisons.x: b and a evaluate different units"):
         comparison("x", inputs, {"a": "m", "b": "n"}, out)
     assert not out["csv"].exists()
+
+
+# ----------------------------------------------------------------------------- paired differences between models
+def test_paired_model_difference_is_the_mean_difference_on_common_units():
+    """Hand case: b − a per unit is exactly 0.5 on the units both score, so diff = 0.5 with a zero-width CI; a unit
+    NaN on one model is left out of that analyzer only; ids are matched, not positions."""
+    from lrp.evaluation.model_pairs import paired_model_differences
+
+    ids = ["u0", "u1", "u2", "u3"]
+    a = {"z": pd.Series([1.0, 2.0, 3.0, np.nan], ids), "g": pd.Series([1.0, 1.0, 1.0, 1.0], ids)}
+    b = {"z": pd.Series([9.0, 3.5, 2.5, 1.5], ids[::-1]), "g": pd.Series([1.0, 1.0, 1.0, 1.0], ids)}
+    pairs = paired_model_differences({"vgg": a, "res": b}, n_boot=200, seed=0).set_index("analyzer")
+    z = pairs.loc["z"]
+    assert (z["a"], z["b"], z["n_units"]) == ("vgg", "res", 3)
+    assert z["diff"] == pytest.approx(0.5) and z["diff_lo"] == pytest.approx(0.5) and z["diff_hi"] == pytest.approx(0.5)
+    assert z["p"] == 0.0 and bool(z["significant"])  # a constant non-zero difference: no resample says otherwise
+    g = pairs.loc["g"]
+    assert g["diff"] == 0.0 and g["p"] == 1.0 and not bool(g["significant"])
+
+
+def test_paired_model_differences_see_what_overlapping_cis_hide():
+    """The point of pairing: two models whose μ_w vary together with the unit (its box size) have overlapping
+    per-model CIs, yet a small consistent gap is significant; an unpaired noise-only gap is not, after Holm."""
+    from lrp.evaluation.model_pairs import paired_model_differences
+
+    rng = np.random.default_rng(1)
+    ids = [f"u{i}" for i in range(400)]
+    unit = rng.gamma(2.0, 1.5, 400)  # shared unit effect, sd ≈ 2.1
+    vgg = {"x": pd.Series(unit, ids), "y": pd.Series(unit, ids)}
+    res = {"x": pd.Series(unit + 0.1 + rng.normal(0, 0.2, 400), ids),
+           "y": pd.Series(unit + rng.normal(0, 0.2, 400), ids)}
+    pairs = paired_model_differences({"vgg": vgg, "res": res}, n_boot=1000, seed=0).set_index("analyzer")
+    se_unpaired = unit.std() / np.sqrt(400) * np.sqrt(2)  # the gap measured against two separate CIs
+    assert pairs.loc["x", "diff"] < 1.96 * se_unpaired  # overlapping per-model CIs ...
+    assert bool(pairs.loc["x", "significant"]) and pairs.loc["x", "diff_lo"] > 0  # ... and a real difference
+    assert not bool(pairs.loc["y", "significant"])
+    assert pairs["p_holm"].tolist() == pytest.approx(
+        list(np.minimum(1, np.array(sorted(pairs["p"])) * [2, 1])[np.argsort(np.argsort(pairs["p"]))]))
+
+
+def test_paired_model_differences_refuse_other_units_and_skip_mostly_nan():
+    from lrp.evaluation.model_pairs import paired_model_differences
+
+    with pytest.raises(ValueError, match="score different units"):
+        paired_model_differences({"a": {"z": pd.Series([1.0], ["u0"])}, "b": {"z": pd.Series([1.0], ["u1"])}})
+    with pytest.raises(ValueError, match="at least two datasets"):
+        paired_model_differences({"a": {"z": pd.Series([1.0], ["u0"])}})
+    ids = ["u0", "u1", "u2"]
+    out = paired_model_differences({"a": {"z": pd.Series([1.0, np.nan, np.nan], ids)},
+                                    "b": {"z": pd.Series([1.0, 2.0, 3.0], ids)}})
+    assert np.isnan(out.loc[0, "diff"]) and np.isnan(out.loc[0, "p_holm"]) and not out.loc[0, "significant"]
+
+
+def test_the_comparison_table_shows_the_paired_difference(tmp_path):
+    from lrp.pipeline.report import comparison
+
+    ids = [f"u{i}" for i in range(50)]
+    rng = np.random.default_rng(0)
+    inputs, metrics = {}, {}
+    for d, shift in (("a", 0.0), ("b", 0.3)):
+        row = {c: "" for c in INDEX_COLUMNS} | {"class_index": 0, "width": 8, "height": 8, "n_boxes": 1,
+                                                 "box_fraction": 0.5}
+        pd.DataFrame([{**row, "sample_id": s} for s in ids], columns=INDEX_COLUMNS).to_csv(tmp_path / f"{d}.csv",
+                                                                                            index=False)
+        _tables({"lrp_z": 2.0 + shift, "gradient": 1.0, "baseline": 1.0})["table1"].to_csv(tmp_path / f"t1_{d}.csv",
+                                                                                           index=False)
+        inputs[d] = {"samples": tmp_path / f"{d}.csv", "table1": tmp_path / f"t1_{d}.csv"}
+        metrics[d] = {}
+        for name, values in (("lrp_z", 2.0 + shift + rng.normal(0, 0.01, 50)), ("gradient", np.ones(50))):
+            path = tmp_path / f"m_{d}_{name}.csv"
+            pd.DataFrame({"sample_id": ids, "mu": 0.5, "mu_w": values}).to_csv(path, index=False)
+            metrics[d][name] = path
+    out = {k: tmp_path / f"out.{k}" for k in ("csv", "md", "tex", "png", "pdf")} | {"pairs": tmp_path / "pairs.csv"}
+    comparison("x", inputs, {"a": "VGG", "b": "ResNet"}, out, metrics=metrics, n_boot=200, seed=0)
+    md = out["md"].read_text()
+    assert "Δμ_w ResNet − VGG" in md and "+0.3" in md and "†" in md
+    pairs = pd.read_csv(out["pairs"])
+    assert set(pairs["analyzer"]) == {"lrp_z", "gradient"} and pairs.set_index("analyzer").loc["lrp_z", "significant"]
+    table = pd.read_csv(out["csv"]).set_index(["dataset", "analyzer"])
+    assert np.isnan(table.loc[("a", "lrp_z"), "mu_w_diff"]) and table.loc[("b", "lrp_z"), "mu_w_diff"] > 0.29

@@ -28,6 +28,13 @@ def test_model_comparison_dag_builds_without_data(tmp_path):
     assert jobs["comparison"] == 1 and jobs["table1"] == 2 and jobs["faithfulness"] == 2
 
 
+def test_the_demo_compares_two_architectures(tmp_path):
+    """`make demo` trains the demo VGG and the demo ResNet on the same data, explains both and compares them."""
+    jobs = dry_run_jobs(tmp_path, "--configfile", ROOT / "config" / "demo.yaml")
+    assert jobs["train_model"] == 2 and jobs["attribute_demo"] == 4 and jobs["attribute_demo_resnet"] == 4
+    assert jobs["comparison"] == 1 and jobs["table1"] == 2 and jobs["faithfulness"] == 2
+
+
 def test_missing_imagenet_data_is_a_clear_error(tmp_path):
     p = snakemake("results/imagenet/data.json", "--cores", "1", "--configfile", ROOT / "config" / "config.yaml",
                   cwd=tmp_path, check=False)
@@ -139,8 +146,16 @@ def test_comparison_rule_runs_on_finished_tables(tmp_path):
                       "pointing_hi": 0.9}).to_csv(res / "table2.csv", index=False)
         pd.DataFrame({"analyzer": ["lrp_z", "gradient", "random"], "diff": [1.5, 0.1, 0.0], "diff_lo": -1.0,
                       "diff_hi": 2.0}).to_csv(res / "table3.csv", index=False)
+        (res / "metrics").mkdir()
+        for a in ("lrp_cmp_alpha2_flat", "lrp_z", "pattern_attribution", "gradient", "lrp_cmp_gamma_flat",
+                  "integrated_gradients"):  # ci.yaml's analyzers but the baseline: compared unit by unit
+            pd.DataFrame({"sample_id": ["u0", "u1"], "mu_w": [mu[0] + 0.5 * (a == "lrp_z")] * 2}).to_csv(
+                res / "metrics" / f"{a}.csv", index=False)
     snakemake("results/comparisons/two_models.md", "--allowed-rules", "comparison", "--cores", "1",
               "--configfile", cfg, cwd=tmp_path)
     md = (tmp_path / "results" / "comparisons" / "two_models.md").read_text()
     assert "μ_w · demo_vgg_b" in md and "3.000 [0.000, 4.000] (1)" in md and "τ = n/a over 2 analyzers" in md
+    assert "Δμ_w demo_vgg_b − demo_vgg" in md and "-1.000 [-1.000, -1.000] †" in md  # every unit: 2.5 vs 3.5
+    pairs = pd.read_csv(tmp_path / "results" / "comparisons" / "two_models_pairs.csv")
+    assert len(pairs) == 6 and "baseline" not in set(pairs["analyzer"])
     assert (tmp_path / "results" / "comparisons" / "two_models.png").stat().st_size > 1000

@@ -359,10 +359,20 @@ def comparison_models(wildcards):
     return {d: dataset(d)["model"] for d in comparison_datasets(wildcards)}
 
 
+def comparison_analyzers(wildcards):
+    """The analyzers every dataset of the comparison evaluates, but the uniform baseline (the same map on every
+    model): their μ_w is compared between the models unit by unit."""
+    names = [analyzers(d) for d in comparison_datasets(wildcards)]
+    return [a for a in names[0] if a != "baseline" and all(a in n for n in names)]
+
+
 def comparison_inputs(wildcards):
-    """{<table>_<dataset>: path} of every dataset in the comparison (the index checks that the units agree)."""
+    """{<table>_<dataset>: path} of every dataset in the comparison (the index checks that the units agree), and
+    {metrics_<dataset>_<i>: path} of the i-th of comparison_analyzers."""
     out = {}
     for d in comparison_datasets(wildcards):
+        for i, a in enumerate(comparison_analyzers(wildcards)):
+            out[f"metrics_{d}_{i}"] = f"{R}/{d}/metrics/{a}.csv"
         for key, f in (
             ("samples", "samples.csv"),
             ("table1", "table1.csv"),

@@ -22,8 +22,8 @@ rule training_data:
 
 
 rule train_model:
-    """Train a model that the config trains itself (`models.<model>.train`), by recipe: demo_vgg = the demo
-    VGG on its dataset's train split (CPU); finetune_alexnet = the PVOC model, ImageNet AlexNet fine-tuned
+    """Train a model that the config trains itself (`models.<model>.train`), by recipe: demo_vgg / demo_resnet = the
+    demo VGG / ResNet on its dataset's train split (CPU); finetune_alexnet = the PVOC model, ImageNet AlexNet fine-tuned
     multi-label (GPU; resumes from results/models/<model>/finetune_state.pt after a kill)."""
     input:
         train_data,

@@ -94,7 +94,8 @@ rule provenance:
 
 rule comparison:
     """Which method, on which model: the datasets of `comparisons.<name>` (the same units, one model each) side
-    by side (Tables 1-3 with ranks, Kendall's tau between the models' rankings)."""
+    by side (Tables 1-3 with ranks, Kendall's tau between the models' rankings, each analyzer's paired
+    difference of mu_w between the models)."""
     input:
         unpack(comparison_inputs),
     output:
@@ -113,6 +114,7 @@ rule comparison:
             labels={"comparison": "{name}", "figure": "model comparison"},
         ),
         pdf=f"{R}/comparisons/{{name}}.pdf",
+        pairs=f"{R}/comparisons/{{name}}_pairs.csv",
     log:
         f"{R}/logs/comparison/{{name}}.log",
     conda:
@@ -120,6 +122,8 @@ rule comparison:
     params:
         datasets=comparison_datasets,
         models=comparison_models,
+        analyzers=comparison_analyzers,
+        evaluation=evaluation_cfg("pointing_tolerance"),
         code=lrp_sources("pipeline.report:comparison"),
     script:
         "../scripts/comparison.py"
