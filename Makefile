@@ -31,7 +31,8 @@ demo: venv
 	@echo "  Fig. 2:   results/demo/fig2_occlusion.png (.pdf)"
 	@echo "  Model:    results/demo/model_card.json; provenance: results/demo/provenance.json"
 	@echo "  ResNet:   results/demo_resnet/ (the same study on the demo ResNet with BatchNorm: tables, figures, card)"
-	@echo "  Compare:  results/comparisons/demo_models.md (.csv, .tex, .png): which method, on which model"
+	@echo "  Compare:  results/comparisons/demo_models.md (.csv, .tex, .png): which method, on which model;"
+	@echo "            demo_models_fig3.png: Fig. 3 across the models; demo_models_pairs.csv: paired differences"
 	@echo
 	$(PY) -m lrp.pipeline.reference check config/reference/demo.json --results results
 

@@ -20,41 +20,48 @@ COLUMNS = ["analyzer", "a", "b", "diff", "diff_lo", "diff_hi", "p", "n_units", "
 
 
 def paired_model_differences(values: dict[str, dict[str, pd.Series]], n_boot: int = 1000, seed: int = 0,
-                             alpha: float = 0.05) -> pd.DataFrame:
+                             alpha: float = 0.05, min_valid: float = 0.5) -> pd.DataFrame:
     """One row per analyzer and pair of datasets (a, b), a before b in `values`' order: `diff` = mean of b − mean
-    of a over their common units, its percentile CI, p, and p_holm over all rows (NaN rows left out).
+    of a over their common units, its percentile CI, p, and p_holm over all tested rows.
 
     `values` {dataset: {analyzer: per-unit values indexed by unit id}}. Analyzers missing from a dataset are
-    skipped; a pair with fewer than half its units valid on either side gets NaN (too biased a remainder, as in
-    Table 1's paired marks). Raises ValueError for fewer than two datasets or units that differ between them.
+    skipped for its pairs; a pair with fewer than `min_valid` of its units valid on either side gets NaN (too
+    biased a remainder, as in Table 1's paired marks), and so does p with fewer than two resamples (no spread to
+    test against); untested rows have `significant` NA. Raises ValueError for fewer than two datasets, n_boot < 1,
+    non-numeric values, or units that differ between two datasets (naming both).
     """
     datasets = list(values)
     if len(datasets) < 2:
         raise ValueError(f"a model comparison needs at least two datasets, got {datasets}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
     rows = []
     for i, a in enumerate(datasets):
         for b in datasets[i + 1:]:
             for analyzer in [n for n in values[a] if n in values[b]]:
                 x, y = values[a][analyzer], values[b][analyzer]
-                if set(x.index) != set(y.index) or len(x) != len(y):
-                    raise ValueError(f"{analyzer}: {a} and {b} score different units; a paired difference needs the "
-                                     f"same ones")
-                y = y.reindex(x.index)
+                if len(x) != len(y) or set(x.index) != set(y.index):
+                    raise ValueError(f"{analyzer}: {a} and {b} score different units ({len(x)} and {len(y)}, "
+                                     f"{len(set(x.index) ^ set(y.index))} not in both); a paired difference needs "
+                                     f"the same ones")
+                xv = np.asarray(x, dtype=np.float64)  # raises ValueError for non-numeric values
+                yv = np.asarray(y.reindex(x.index), dtype=np.float64)
                 row = {"analyzer": analyzer, "a": a, "b": b, "diff": np.nan, "diff_lo": np.nan, "diff_hi": np.nan,
                        "p": np.nan, "n_units": 0}
-                try:  # b first: the pairwise row is then b − a
-                    _, pw = paired_bootstrap({b: y.to_numpy(), a: x.to_numpy()}, n_boot=n_boot, seed=seed)
-                except ValueError:  # mostly NaN on one model (e.g. LRP_α1 on a model with many negative logits)
-                    rows.append(row)
+                if min(np.isfinite(xv).mean(), np.isfinite(yv).mean()) < min_valid or \
+                        not (np.isfinite(xv) & np.isfinite(yv)).any():
+                    rows.append(row)  # mostly NaN on one model (e.g. LRP_α1 where most logits are negative)
                     continue
+                _, pw = paired_bootstrap({b: yv, a: xv}, n_boot=n_boot, seed=seed, min_valid=0.0)  # b − a
                 r = pw.iloc[0]
                 row.update(diff=float(r["diff"]), diff_lo=float(r["diff_lo"]), diff_hi=float(r["diff_hi"]),
-                           p=float(r["p"]), n_units=int(pw.attrs["n_units"]))
+                           p=float(r["p"]) if n_boot >= 2 else np.nan, n_units=int(pw.attrs["n_units"]))
                 rows.append(row)
     out = pd.DataFrame(rows, columns=COLUMNS[:-2])
-    valid = out["p"].notna()
+    tested = out["p"].notna()
     out["p_holm"] = np.nan
-    if valid.any():
-        out.loc[valid, "p_holm"] = holm(out.loc[valid, "p"].to_numpy())
-    out["significant"] = out["p_holm"] < alpha
+    if tested.any():
+        out.loc[tested, "p_holm"] = holm(out.loc[tested, "p"].to_numpy())
+    out["significant"] = pd.array([pd.NA] * len(out), dtype="boolean")
+    out.loc[tested, "significant"] = out.loc[tested, "p_holm"] < alpha
     return out

@@ -91,10 +91,14 @@ def _comparison(path: Path) -> dict:
     missing = [c for c in ("analyzer", "dataset", *PRINTED_PAIRS, "mu_w_diff_significant") if c not in df.columns]
     if missing:
         raise ReferenceError(f"{path}: not a model comparison CSV with paired differences (lacks {', '.join(missing)})")
-    rows = df[df["mu_w_diff"].notna()]
-    return {f"{r['analyzer']} {r['dataset']}": {**{c: printed(float(r[c])) for c in PRINTED_PAIRS},
-                                                "significant": str(r["mu_w_diff_significant"])}
-            for _, r in rows.iterrows()}
+    try:
+        values = df[list(PRINTED_PAIRS)].astype(float)
+    except ValueError as e:
+        raise ReferenceError(f"{path}: a paired difference is not a number ({e})") from None
+    rows = values["mu_w_diff"].notna()
+    return {f"{df['analyzer'][i]} {df['dataset'][i]}": {**{c: printed(values[c][i]) for c in PRINTED_PAIRS},
+                                                       "significant": str(df["mu_w_diff_significant"][i])}
+            for i in df.index[rows]}
 
 
 def _sha256(path: Path) -> str:

@@ -113,8 +113,9 @@ def test_paired_model_differences_see_what_overlapping_cis_hide():
     assert pairs.loc["x", "diff"] < 1.96 * se_unpaired  # overlapping per-model CIs ...
     assert bool(pairs.loc["x", "significant"]) and pairs.loc["x", "diff_lo"] > 0  # ... and a real difference
     assert not bool(pairs.loc["y", "significant"])
-    assert pairs["p_holm"].tolist() == pytest.approx(
-        list(np.minimum(1, np.array(sorted(pairs["p"])) * [2, 1])[np.argsort(np.argsort(pairs["p"]))]))
+    p_small, p_large = sorted(pairs["p"])  # Holm by hand for two tests: 2·p₍₁₎, then max(that, p₍₂₎), capped at 1
+    holm = {p_small: min(1.0, 2 * p_small), p_large: min(1.0, max(2 * p_small, p_large))}
+    assert pairs["p_holm"].tolist() == pytest.approx([holm[p] for p in pairs["p"]])
 
 
 def test_paired_model_differences_refuse_other_units_and_skip_mostly_nan():
@@ -127,7 +128,16 @@ def test_paired_model_differences_refuse_other_units_and_skip_mostly_nan():
     ids = ["u0", "u1", "u2"]
     out = paired_model_differences({"a": {"z": pd.Series([1.0, np.nan, np.nan], ids)},
                                     "b": {"z": pd.Series([1.0, 2.0, 3.0], ids)}})
-    assert np.isnan(out.loc[0, "diff"]) and np.isnan(out.loc[0, "p_holm"]) and not out.loc[0, "significant"]
+    assert np.isnan(out.loc[0, "diff"]) and np.isnan(out.loc[0, "p_holm"]) and pd.isna(out.loc[0, "significant"])
+    with pytest.raises(ValueError, match="could not convert"):  # a text cell is an error, not a NaN to skip
+        paired_model_differences({"a": {"z": pd.Series(["1.0", "oops", "2"], ids, dtype=object)},
+                                  "b": {"z": pd.Series([1.0, 2.0, 3.0], ids)}})
+    with pytest.raises(ValueError, match="n_boot must be at least 1"):
+        paired_model_differences({"a": {"z": pd.Series([1.0], ["u0"])}, "b": {"z": pd.Series([2.0], ["u0"])}}, n_boot=0)
+    one = paired_model_differences({"a": {"z": pd.Series([1.0, 2.0], ids[:2])},
+                                    "b": {"z": pd.Series([1.5, 2.7], ids[:2])}}, n_boot=1)
+    assert one.loc[0, "diff"] == pytest.approx(0.6) and np.isnan(one.loc[0, "p"])  # one resample: no test
+    assert pd.isna(one.loc[0, "significant"])
 
 
 def test_the_comparison_table_shows_the_paired_difference(tmp_path):
@@ -147,13 +157,61 @@ def test_the_comparison_table_shows_the_paired_difference(tmp_path):
         metrics[d] = {}
         for name, values in (("lrp_z", 2.0 + shift + rng.normal(0, 0.01, 50)), ("gradient", np.ones(50))):
             path = tmp_path / f"m_{d}_{name}.csv"
-            pd.DataFrame({"sample_id": ids, "mu": 0.5, "mu_w": values}).to_csv(path, index=False)
+            pd.DataFrame({"sample_id": ids, "mu": 0.5, "mu_w": values, "box_fraction": np.linspace(0, 1, 50)}).to_csv(
+                path, index=False)
             metrics[d][name] = path
-    out = {k: tmp_path / f"out.{k}" for k in ("csv", "md", "tex", "png", "pdf")} | {"pairs": tmp_path / "pairs.csv"}
-    comparison("x", inputs, {"a": "VGG", "b": "ResNet"}, out, metrics=metrics, n_boot=200, seed=0)
+    out = {k: tmp_path / f"out.{k}" for k in ("csv", "md", "tex", "png", "pdf")} | {
+        "pairs": tmp_path / "pairs.csv", "fig3_png": tmp_path / "f3.png", "fig3_pdf": tmp_path / "f3.pdf"}
+    comparison("x", inputs, {"a": "VGG", "b": "ResNet"}, out, metrics=metrics, n_boot=200, seed=0, min_count=2)
+    assert out["fig3_png"].stat().st_size > 1000 and out["fig3_pdf"].read_bytes().startswith(b"%PDF")
     md = out["md"].read_text()
     assert "Δμ_w ResNet − VGG" in md and "+0.3" in md and "†" in md
     pairs = pd.read_csv(out["pairs"])
     assert set(pairs["analyzer"]) == {"lrp_z", "gradient"} and pairs.set_index("analyzer").loc["lrp_z", "significant"]
     table = pd.read_csv(out["csv"]).set_index(["dataset", "analyzer"])
     assert np.isnan(table.loc[("a", "lrp_z"), "mu_w_diff"]) and table.loc[("b", "lrp_z"), "mu_w_diff"] > 0.29
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda df: df.drop(columns="box_fraction"), "lacks box_fraction"),
+    (lambda df: pd.concat([df, df.iloc[:1]]), "unit 'u0' appears twice"),
+    (lambda df: df.assign(mu_w=["x"] + [1.0] * (len(df) - 1)), "row 2: mu_w 'x' is not a number"),
+    (lambda df: df.assign(box_fraction=[0.5, 1.5, 0.2]), "row 3: box_fraction outside"),
+])
+def test_a_hand_edited_metrics_file_is_refused_naming_it(tmp_path, edit, message):
+    """The comparison reads every analyzer's per-unit metrics: a malformed file stops it with the file and row."""
+    from lrp.pipeline.report import _unit_metrics
+
+    path = tmp_path / "m.csv"
+    edit(pd.DataFrame({"sample_id": ["u0", "u1", "u2"], "mu": 0.5, "mu_w": 1.0, "box_fraction": 0.5})).to_csv(
+        path, index=False)
+    with pytest.raises(ValueError, match=rf"m\.csv: .*{message}"):
+        _unit_metrics(path)
+
+
+def test_a_metrics_file_of_other_units_is_refused_naming_it(tmp_path):
+    from lrp.pipeline.report import _unit_metrics
+
+    path = tmp_path / "m.csv"
+    pd.DataFrame({"sample_id": ["u0", "u9"], "mu": 0.5, "mu_w": 1.0, "box_fraction": 0.5}).to_csv(path, index=False)
+    assert list(_unit_metrics(path, {"u0", "u9"}).index) == ["u0", "u9"]
+    with pytest.raises(ValueError, match=r"m\.csv: scores other units than the dataset's samples.csv \(2 differ"):
+        _unit_metrics(path, {"u0", "u1"})
+
+
+def test_fig3_across_models_draws_one_panel_per_analyzer(tmp_path):
+    from lrp.evaluation.metrics import size_curve
+    from lrp.report.comparison_fig3 import plot_comparison_fig3
+
+    f = np.random.default_rng(0).uniform(0, 1, 500)
+    curves = {f"A{i}": {"vgg": size_curve(f ** 0.5, f, 20), "resnet": size_curve(f, f, 20)} for i in range(5)}
+    plot_comparison_fig3(curves, tmp_path / "a.png", tmp_path / "a.pdf", "t", min_count=5)
+    import matplotlib.image as mpimg
+
+    h, w = mpimg.imread(tmp_path / "a.png").shape[:2]
+    assert w > h  # two rows of four panels (the last three hidden)
+    curves["A0"]["resnet"] = size_curve(f, f, 10)
+    with pytest.raises(ValueError, match="'A0' of model 'resnet' uses other bins"):
+        plot_comparison_fig3(curves, tmp_path / "b.png", tmp_path / "b.pdf", "t")
+    with pytest.raises(ValueError, match="no curves"):
+        plot_comparison_fig3({}, tmp_path / "c.png", tmp_path / "c.pdf", "t")

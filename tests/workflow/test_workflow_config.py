@@ -149,8 +149,8 @@ def test_comparison_rule_runs_on_finished_tables(tmp_path):
         (res / "metrics").mkdir()
         for a in ("lrp_cmp_alpha2_flat", "lrp_z", "pattern_attribution", "gradient", "lrp_cmp_gamma_flat",
                   "integrated_gradients"):  # ci.yaml's analyzers but the baseline: compared unit by unit
-            pd.DataFrame({"sample_id": ["u0", "u1"], "mu_w": [mu[0] + 0.5 * (a == "lrp_z")] * 2}).to_csv(
-                res / "metrics" / f"{a}.csv", index=False)
+            pd.DataFrame({"sample_id": ["u0", "u1"], "mu": 0.5, "mu_w": [mu[0] + 0.5 * (a == "lrp_z")] * 2,
+                          "box_fraction": [0.2, 0.6]}).to_csv(res / "metrics" / f"{a}.csv", index=False)
     snakemake("results/comparisons/two_models.md", "--allowed-rules", "comparison", "--cores", "1",
               "--configfile", cfg, cwd=tmp_path)
     md = (tmp_path / "results" / "comparisons" / "two_models.md").read_text()
@@ -158,4 +158,5 @@ def test_comparison_rule_runs_on_finished_tables(tmp_path):
     assert "Δμ_w demo_vgg_b − demo_vgg" in md and "-1.000 [-1.000, -1.000] †" in md  # every unit: 2.5 vs 3.5
     pairs = pd.read_csv(tmp_path / "results" / "comparisons" / "two_models_pairs.csv")
     assert len(pairs) == 6 and "baseline" not in set(pairs["analyzer"])
+    assert (tmp_path / "results" / "comparisons" / "two_models_fig3.png").stat().st_size > 1000
     assert (tmp_path / "results" / "comparisons" / "two_models.png").stat().st_size > 1000

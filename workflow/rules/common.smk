@@ -348,6 +348,7 @@ def all_targets():
         out += outputs_of(name) + [f"{R}/{name}/provenance.json"]
     for name in config["comparisons"]:
         out += [f"{R}/comparisons/{name}.{ext}" for ext in ("csv", "md", "tex", "png", "pdf")]
+        out += [f"{R}/comparisons/{name}_{f}" for f in ("pairs.csv", "fig3.png", "fig3.pdf")]
     return out
 
 

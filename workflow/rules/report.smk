@@ -95,7 +95,7 @@ rule provenance:
 rule comparison:
     """Which method, on which model: the datasets of `comparisons.<name>` (the same units, one model each) side
     by side (Tables 1-3 with ranks, Kendall's tau between the models' rankings, each analyzer's paired
-    difference of mu_w between the models)."""
+    difference of mu_w between the models, Fig. 3 across models)."""
     input:
         unpack(comparison_inputs),
     output:
@@ -115,6 +115,13 @@ rule comparison:
         ),
         pdf=f"{R}/comparisons/{{name}}.pdf",
         pairs=f"{R}/comparisons/{{name}}_pairs.csv",
+        fig3_png=report(
+            f"{R}/comparisons/{{name}}_fig3.png",
+            caption="../report/comparison_fig3.rst",
+            category="Figures",
+            labels={"comparison": "{name}", "figure": "Fig. 3 across models"},
+        ),
+        fig3_pdf=f"{R}/comparisons/{{name}}_fig3.pdf",
     log:
         f"{R}/logs/comparison/{{name}}.log",
     conda:
@@ -124,6 +131,7 @@ rule comparison:
         models=comparison_models,
         analyzers=comparison_analyzers,
         evaluation=evaluation_cfg("pointing_tolerance"),
+        min_count=config["evaluation"]["min_bin_count"],
         code=lrp_sources("pipeline.report:comparison"),
     script:
         "../scripts/comparison.py"
