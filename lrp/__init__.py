@@ -15,7 +15,7 @@ from lrp.attribution import attribute, attribute_many  # noqa: E402
 from lrp.composites import analyzers, register, register_function  # noqa: E402
 from lrp.composites import names as analyzer_names  # noqa: E402
 from lrp.layers import UnsupportedModelError  # noqa: E402
-from lrp.rules import Rule  # noqa: E402
+from lrp.rules import BiasConventionWarning, Rule  # noqa: E402
 
 __all__ = ["attribute", "attribute_many", "analyzers", "analyzer_names", "register", "register_function", "Rule",
-           "UnsupportedModelError", "__version__"]
+           "UnsupportedModelError", "BiasConventionWarning", "__version__"]

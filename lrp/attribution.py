@@ -10,6 +10,7 @@ rules' elementwise steps.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -17,6 +18,7 @@ import torch
 
 from lrp import composites, kernels
 from lrp.graph import Trace, compile_model, forward_trace
+from lrp.rules import AlphaBeta, BiasConventionWarning
 
 
 class AnalyzerError(RuntimeError):
@@ -83,11 +85,25 @@ def _engine_maps(model, x, t, t_max: int, specs: dict, tf32: bool, fused: bool) 
                 results[name] = torch.ones_like(x)
                 continue
             rules = composites.plan(analyzer, layers, opts)
+            _warn_innvestigate_bias_on_merged_norms(name, rules, layers)
             groups[analyzer.start].append((name, rules, opts))
         for start, members in groups.items():
             R = onehot * logits if start == "logit" else onehot
             _backward_shared(trace, members, len(layers) - 1, {len(layers) - 1: R}, results)
     return results
+
+
+def _warn_innvestigate_bias_on_merged_norms(name: str, rules: list, layers: list) -> None:
+    """Warn (BiasConventionWarning) where an analyzer puts α-β with bias="innvestigate" on layers with a merged
+    BatchNorm: a choice, not an error (the maps are what that convention defines), but one that broke α2β1 on
+    the demo ResNet, so it is said once per call site rather than left to be found in a table."""
+    hit = [layers[i].name for i, rule in enumerate(rules)
+           if isinstance(rule, AlphaBeta) and rule.bias == "innvestigate" and layers[i].merged]
+    if hit:
+        warnings.warn(f"{name}: α-β with bias='innvestigate' on {len(hit)} layer(s) with a merged BatchNorm (first: "
+                      f"{hit[0]!r}); the merged norms' biases sit whole in z⁺ + b, which made LRP_CMP:α2 worse than a "
+                      f"uniform map on the demo ResNet. For BatchNorm nets pass bias='toolbox' (zennit's convention; "
+                      f"docs/lrp_rules.md)", BiasConventionWarning, stacklevel=4)
 
 
 def _function_map(analyzer, model, x, t, opts: dict, tf32: bool) -> torch.Tensor:

@@ -28,6 +28,11 @@ from lrp.kernels import (  # noqa: F401 (SAFE_EPS: the convention's constant, fo
 
 BIAS_MODES = ("innvestigate", "toolbox", "ignore")
 
+
+class BiasConventionWarning(UserWarning):
+    """α-β with iNNvestigate's bias convention on a conv/linear layer that has a BatchNorm merged into it: the
+    merged bias (often large and negative) sits whole in D⁺ = z⁺ + b (docs/lrp_rules.md, "On BatchNorm nets")."""
+
 # αβ with β ≠ 0 on a post-ReLU convolution needs T(w⁺, α s⁺) − T(w⁻, β s⁻). On these device types it is one
 # transposed convolution of the stacked [α s⁺, −β s⁻] against [w⁺; w⁻] (fewer passes; a little faster on CPU),
 # elsewhere two calls: on an H100 the stacked call made `lrp_cmp_alpha2` 2.20× a gradient pass against 2.07×

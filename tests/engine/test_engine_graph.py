@@ -208,6 +208,7 @@ def test_a_changed_batchnorm_eps_rebuilds_the_merged_layer():
     torch.testing.assert_close(after, g, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.filterwarnings("ignore::lrp.BiasConventionWarning")  # the innvestigate bias on purpose
 def test_every_analyzer_from_one_forward_pass_equals_one_by_one(net):
     """The whole built-in suite (toolbox α-β bias convention; PA with patterns of the canonized net), then the α-β
     analyzers again under iNNvestigate's, each through one attribute_many call — one forward pass, backward

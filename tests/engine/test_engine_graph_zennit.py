@@ -147,6 +147,7 @@ def test_matches_zennit_with_canonizers(net, case):
     assert_close_per_sample(ours[case], ref, what=f"{arch} {case}")
 
 
+@pytest.mark.filterwarnings("ignore::lrp.BiasConventionWarning")  # the default (innvestigate) bias on purpose
 def test_the_users_model_is_left_unchanged():
     """Canonization works on copies: the model's parameters, buffers and modules are as they were."""
     model, x, targets, _ = build("resnet18")
@@ -165,7 +166,7 @@ def test_comparison_can_fail():
     ref = zennit_attribution(model, x, zc.EpsilonAlpha2Beta1(epsilon=0.1, stabilizer=STAB,
                                                              canonizers=[ResNetCanonizer()]),
                              lambda out: _onehot(out, targets) * out)
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError), pytest.warns(lrp.BiasConventionWarning):
         assert_close_per_sample(lrp.attribute(model, x, targets, "lrp_cmp_alpha2", bias="innvestigate"), ref)
     ours = lrp.attribute(model, x, targets, "lrp_cmp_alpha2", bias="toolbox")
     assert_close_per_sample(ours, ref)
@@ -173,3 +174,19 @@ def test_comparison_can_fail():
                                      lambda out: _onehot(out, targets) * out)
     with pytest.raises(AssertionError):
         assert_close_per_sample(ours, uncanonized)
+
+
+def test_innvestigate_bias_on_merged_batchnorms_warns():
+    """The convention that broke α2β1 on the demo ResNet is said, once per call, naming the analyzer and a layer;
+    the toolbox convention, rules without α-β and nets without BatchNorm stay silent."""
+    import warnings
+
+    model, x, targets, _ = build("resnet18")
+    with pytest.warns(lrp.BiasConventionWarning, match=r"lrp_cmp_alpha2: .* on 20 layer\(s\) with a merged "
+                                                       r"BatchNorm \(first: 'conv1'\).*bias='toolbox'"):
+        lrp.attribute(model, x, targets, "lrp_cmp_alpha2", bias="innvestigate")
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 62 * 62, 5)).to(DTYPE).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lrp.BiasConventionWarning)
+        lrp.attribute_many(model, x, targets, {"lrp_cmp_alpha2": {"bias": "toolbox"}, "lrp_z": {}, "gradient": {}})
+        lrp.attribute(plain, x, targets % 5, "lrp_cmp_alpha2", bias="innvestigate")
