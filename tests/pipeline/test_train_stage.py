@@ -42,9 +42,11 @@ def test_the_stage_trains_the_recipes_architecture(data_json, tmp_path, recipe, 
         x = bundle.preprocessing(torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8))
         targets = torch.tensor([0, 1, 2, 5])
         names = ["lrp_cmp_alpha2_flat", "lrp_cmp_alpha1", "lrp_z", "guided_backprop", "gradient"]
-        together = lrp.attribute_many(bundle.module, x, targets, names)
+        together = lrp.attribute_many(bundle.module, x, targets, names, bias="toolbox")  # as config/demo.yaml
         for name in names:
-            assert torch.allclose(together[name], lrp.attribute(bundle.module, x, targets, name), atol=1e-6, rtol=0)
+            own = lrp.composites.option_names(lrp.composites.get(name))
+            one = lrp.attribute(bundle.module, x, targets, name, **({"bias": "toolbox"} if "bias" in own else {}))
+            assert torch.allclose(together[name], one, atol=1e-6, rtol=0)
         xg = x.clone().requires_grad_(True)
         bundle.module(xg).gather(1, targets[:, None]).sum().backward()
         assert torch.allclose(together["lrp_z"], xg.grad * x, atol=1e-5 * float(together["lrp_z"].abs().max()))
