@@ -141,29 +141,26 @@ def check(results, reference_json) -> list[str]:
     for name, (key, printed_cols, counts) in TABLES.items():
         cols = (*printed_cols, *counts)
         for dataset, want_table in ref.get(key, {}).items():  # references recorded before Tables 2, 3 have none
-            got_table = _table(results / dataset / f"{key}.csv", name)
-            for analyzer in sorted(set(want_table) | set(got_table)):
-                if analyzer not in got_table or analyzer not in want_table:
-                    where = "the run" if analyzer not in got_table else "the reference"
-                    problems.append(f"{dataset} {name}: {analyzer} is missing from {where}")
-                    continue
-                got, want = got_table[analyzer], want_table[analyzer]
-                for col in cols:
-                    if str(got.get(col)) != str(want.get(col)):
-                        problems.append(f"{dataset} {name} {analyzer} {col}: {got.get(col)} (reference "
-                                        f"{want.get(col)}{_relative(str(got.get(col)), str(want.get(col)))})")
+            problems += _differences(f"{dataset} {name}", want_table,
+                                     _table(results / dataset / f"{key}.csv", name), cols)
     for name, want_rows in ref.get("comparisons", {}).items():  # references recorded before them have none
-        got_rows = _comparison(results / "comparisons" / f"{name}.csv")
-        for key in sorted(set(want_rows) | set(got_rows)):
-            if key not in got_rows or key not in want_rows:
-                where = "the run" if key not in got_rows else "the reference"
-                problems.append(f"comparison {name}: {key} is missing from {where}")
-                continue
-            for col in (*PRINTED_PAIRS, "significant"):
-                got, want = got_rows[key].get(col), want_rows[key].get(col)
-                if str(got) != str(want):
-                    problems.append(f"comparison {name} {key} {col}: {got} (reference {want}"
-                                    f"{_relative(str(got), str(want))})")
+        problems += _differences(f"comparison {name}", want_rows,
+                                 _comparison(results / "comparisons" / f"{name}.csv"), (*PRINTED_PAIRS, "significant"))
+    return problems
+
+
+def _differences(where: str, want_rows: dict, got_rows: dict, cols) -> list[str]:
+    """One line per row missing on either side and per printed value that differs, prefixed by `where`."""
+    problems = []
+    for key in sorted(set(want_rows) | set(got_rows)):
+        if key not in got_rows or key not in want_rows:
+            problems.append(f"{where}: {key} is missing from {'the run' if key not in got_rows else 'the reference'}")
+            continue
+        got, want = got_rows[key], want_rows[key]
+        for col in cols:
+            if str(got.get(col)) != str(want.get(col)):
+                problems.append(f"{where} {key} {col}: {got.get(col)} (reference "
+                                f"{want.get(col)}{_relative(str(got.get(col)), str(want.get(col)))})")
     return problems
 
 

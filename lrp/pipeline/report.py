@@ -80,7 +80,7 @@ def comparison(name: str, inputs: dict, models: dict, out: dict, metrics: dict |
             with atomic_path(out["pairs"]) as tmp:
                 pairs.to_csv(tmp, index=False)
         if out.get("fig3_png"):
-            _comparison_fig3(frames, models, tables, out["fig3_png"], out["fig3_pdf"], f"Fig. 3 across models — {name}",
+            _comparison_fig3(frames, models, out["fig3_png"], out["fig3_pdf"], f"Fig. 3 across models — {name}",
                              min_count)
     result = build_comparison(tables, models, model_pairs=pairs)
     title = f"Model comparison — {name}"
@@ -126,12 +126,12 @@ def _unit_metrics(path, units: set | None = None):
     return df.set_index("sample_id")
 
 
-def _comparison_fig3(frames: dict, models: dict, tables: dict, out_png, out_pdf, title: str, min_count: int):
+def _comparison_fig3(frames: dict, models: dict, out_png, out_pdf, title: str, min_count: int):
     from lrp.evaluation.metrics import size_curve
     from lrp.report.comparison_fig3 import plot_comparison_fig3
+    from lrp.report.table import analyzer_names
 
-    t1 = next(iter(tables.values()))["table1"]
-    labels = dict(zip(t1["analyzer"], t1["label"])) if "label" in t1 else {}
+    labels = dict(zip(analyzer_names()["analyzer"], analyzer_names()["label"]))  # as each dataset's Fig. 3
     curves: dict = {}
     for d, by_analyzer in frames.items():
         for a, f in by_analyzer.items():
